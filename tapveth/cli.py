@@ -1,0 +1,193 @@
+"""The `tapveth` command: argument parsing, talking to the daemon, printing the answers."""
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from typing import Any
+
+from tapveth import __version__, control, render
+from tapveth.control import ControlError
+from tapveth.linkspec import SpecError, check_name, check_netns, parse_add
+
+EXIT_USER = 2
+
+DESCRIPTION = """\
+tapveth: the Linux veth pair, rebuilt in userspace on two TAP devices.
+
+A daemon owns the pairs and relays frames between the two ends with veth semantics (carrier
+coupling, MTU checks, counters). Replace `ip link add A type veth peer name B` with
+`tapveth add A peer name B`; every other step (ip link set … netns, ip addr, ping) is plain
+iproute2.
+"""
+
+EPILOG = """\
+commands:
+  daemon                     run the daemon in the foreground (as root)
+  add NAME [netns NS] [mtu N] [address MAC] [type veth]
+      peer [name] PEER [netns NS] [mtu N] [address MAC]
+                             create a pair (the grammar of ip link add … type veth)
+  del NAME [netns NS]        delete the pair that NAME is an end of
+  show [NAME] [-j]           list pairs: ends, namespace, admin state, carrier, MTU
+  stats [NAME] [-j]          counters in veth's meaning, with drops by reason
+  demo                       run the classic two-namespace veth experiment end to end
+
+examples:
+  tapveth daemon &
+  ip netns add ns1; ip netns add ns2
+  tapveth add veth1 peer name veth2
+  ip link set veth1 netns ns1; ip link set veth2 netns ns2
+  tapveth -j show
+
+The control socket is /run/tapveth/tapveth.sock unless --socket or $TAPVETH_SOCKET says
+otherwise. Errors print one line on stderr and exit with status 2.
+"""
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="tapveth",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--socket", metavar="PATH", help="control socket (default: %(default)s)", default=None
+    )
+    p.add_argument("-j", "--json", action="store_true", help="JSON output, as ip -j")
+    p.add_argument("-V", "--version", action="version", version=f"tapveth {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser("daemon", help="run the daemon in the foreground")
+    d.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="default: info",
+    )
+
+    a = sub.add_parser(
+        "add",
+        help="create a pair",
+        usage="tapveth add NAME [netns NS] [mtu N] [address MAC] "
+        "peer [name] PEER [netns NS] [mtu N] [address MAC]",
+    )
+    a.add_argument("words", nargs=argparse.REMAINDER)
+
+    for name in ("del", "delete"):
+        x = sub.add_parser(name, help="delete a pair", usage=f"tapveth {name} NAME [netns NS]")
+        x.add_argument("words", nargs=argparse.REMAINDER)
+    for name, helptext in (("show", "list pairs"), ("stats", "show counters")):
+        x = sub.add_parser(name, help=helptext, usage=f"tapveth {name} [NAME [netns NS]] [-j]")
+        x.add_argument("-j", "--json", action="store_true", dest="sub_json")
+        x.add_argument("words", nargs="*")
+
+    sub.add_parser("demo", help="run the two-namespace experiment, self-contained")
+    return p
+
+
+def _name_and_ns(words: list[str], required: bool) -> dict[str, Any]:
+    """NAME [netns NS] (also `dev NAME`, as iproute2 accepts)."""
+    args: dict[str, Any] = {}
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if w in ("netns", "dev") and i + 1 < len(words):
+            key = "netns" if w == "netns" else "name"
+            args[key] = check_netns(words[i + 1]) if key == "netns" else check_name(words[i + 1])
+            i += 2
+        elif w in ("netns", "dev"):
+            raise SpecError(f"'{w}' needs a value")
+        elif "name" not in args:
+            args["name"] = check_name(w)
+            i += 1
+        else:
+            raise SpecError(f"unknown word {w!r}")
+    if required and "name" not in args:
+        raise SpecError("which pair? give an end's name")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        opts = parser.parse_args(argv)
+        if opts.command is None:
+            parser.print_help()
+            return EXIT_USER
+        return _run(opts)
+    except UsageError as exc:
+        print(f"tapveth: {exc} (see tapveth --help)", file=sys.stderr)
+        return EXIT_USER
+    except (SpecError, ControlError) as exc:
+        print(f"tapveth: {exc}", file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(opts: argparse.Namespace) -> int:
+    path = control.socket_path(opts.socket)
+    if opts.command == "daemon":
+        return run_daemon(path, opts.log_level)
+    if opts.command == "demo":
+        from tapveth.demo import run_demo
+
+        return run_demo()
+    want_json = opts.json or getattr(opts, "sub_json", False)
+    if opts.command == "add":
+        spec = parse_add(opts.words)
+        result = control.request(path, "add", {"spec": spec.to_dict()})
+        if want_json:
+            print(render.as_json(result))
+        return 0
+    if opts.command in ("del", "delete"):
+        control.request(path, "del", _name_and_ns(opts.words, required=True))
+        return 0
+    if opts.command in ("show", "stats"):
+        result = control.request(path, opts.command, _name_and_ns(opts.words, required=False))
+        if want_json:
+            print(render.as_json(result))
+        elif opts.command == "show":
+            print(render.show_table(result))
+        else:
+            print(render.stats_text(result))
+        return 0
+    raise UsageError(f"unknown command {opts.command!r}")
+
+
+def setup_logging(level: str) -> None:
+    # Under systemd (JOURNAL_STREAM set) journald stamps each line itself.
+    fmt = "%(message)s" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s %(message)s"
+    logging.basicConfig(level=logging.WARNING, format=fmt, stream=sys.stderr)
+    logging.getLogger("tapveth").setLevel(level.upper())
+
+
+def run_daemon(path: str, log_level: str) -> int:
+    if os.geteuid() != 0:
+        raise ControlError("the daemon needs root (CAP_NET_ADMIN) to make TAP devices")
+    if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+        raise ControlError("/dev/net/tun is missing or not accessible (modprobe tun)")
+    import uvloop
+
+    from tapveth.daemon import Daemon
+
+    setup_logging(log_level)
+
+    async def amain() -> int:
+        return await Daemon(path).run()
+
+    # A loop factory, not uvloop.install(): the netlink worker thread must keep getting plain
+    # asyncio loops, which pyroute2 needs.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(amain())

@@ -1,0 +1,395 @@
+"""The daemon: owns the pairs, follows their ends through netlink events, answers the CLI.
+
+Everything runs on one uvloop event loop except blocking rtnetlink requests, which go to a
+single worker thread (see netlink.py for why). Pair state changes only on the loop thread.
+"""
+
+import asyncio
+import errno
+import logging
+import os
+import secrets
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from tapveth import netns
+from tapveth.control import ControlError, ControlServer, Peer
+from tapveth.linkspec import EndSpec, PairSpec, SpecError, check_name
+from tapveth.linkwatch import Kind, LinkEvent, LinkWatch
+from tapveth.netlink import Location, Netlink, PlaceError
+from tapveth.netns import NetnsError
+from tapveth.pair import End, Pair
+from tapveth.relay import Relay
+from tapveth.tap import Tap, TapError
+
+log = logging.getLogger("tapveth")
+T = TypeVar("T")
+
+
+class Daemon:
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+        self.pairs: list[Pair] = []
+        self._by_key: dict[tuple[int | None, int], End] = {}
+        self._pair_of: dict[End, Pair] = {}
+        self._unmatched = 0  # NEWLINK events for unknown links: a lookup may have raced one
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="tapveth-netlink")
+        self._local = threading.local()
+        self._own_inode = netns.own_inode()
+        self._stop = asyncio.Event()
+        self._lock = asyncio.Lock()  # one add/del at a time: names are checked then taken
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._watch = LinkWatch()
+        self._relay = Relay(self._on_events, self._on_gone)
+        self._server = ControlServer(socket_path, self._handle)
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self._watch.fileno(), self._on_events)
+        try:
+            await self._server.start()
+        except ControlError as exc:
+            log.error("%s", exc)
+            return 2
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        log.info("listening on %s", self.socket_path)
+        try:
+            await self._stop.wait()
+        finally:
+            log.info("stopping: removing %d pair(s)", len(self.pairs))
+            await self._server.close()
+            for pair in list(self.pairs):
+                await self._destroy(pair, "daemon stopped")
+            loop.remove_reader(self._watch.fileno())
+            self._watch.close()
+            await self._call(lambda nl: nl.close())
+            self._executor.shutdown(wait=True)
+        return 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        """Run fn(netlink, *args) in the netlink worker thread."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._in_worker, fn, args
+        )
+
+    def _in_worker(self, fn: Any, args: tuple[Any, ...]) -> Any:
+        nl = getattr(self._local, "nl", None)
+        if nl is None:
+            nl = self._local.nl = Netlink()
+        return fn(nl, *args)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- control requests --------------------------------------------------------------------
+
+    async def _handle(self, op: str, args: dict[str, Any], peer: Peer) -> Any:
+        if op == "add":
+            try:
+                spec = PairSpec.from_dict(args.get("spec"))
+            except SpecError as exc:
+                raise ControlError(str(exc)) from None
+            async with self._lock:
+                return await self.add(spec, peer.pid)
+        if op == "del":
+            async with self._lock:
+                pair = self._find(args.get("name"), args.get("netns"))
+                await self._destroy(pair, "deleted on request")
+                return {"deleted": [pair.a.name, pair.b.name]}
+        if op == "show":
+            return [self._describe(p, e) for p, e in self._select(args)]
+        if op == "stats":
+            return [self._stats(p, e) for p, e in self._select(args)]
+        if op == "ping":
+            return {"pairs": len(self.pairs), "pid": os.getpid()}
+        raise ControlError(f"unknown request {op!r}")
+
+    async def add(self, spec: PairSpec, caller_pid: int) -> list[dict[str, Any]]:
+        """Create a pair: both TAPs made here, configured, moved, then relayed."""
+        for want in (spec.end, spec.peer):
+            self._check_free(want, caller_pid)
+        try:
+            taps, locs = await self._call(_create_pair, spec, caller_pid, self._own_inode)
+        except (SpecError, NetnsError, TapError, PlaceError) as exc:
+            raise ControlError(_one_line(exc)) from None
+        ends = [End(tap=t, name=loc.name) for t, loc in zip(taps, locs, strict=True)]
+        for end, loc in zip(ends, locs, strict=True):
+            end.moved_to(loc)
+        pair = Pair(ends[0], ends[1])
+        self._register(pair)
+        log.info(
+            "pair %s <-> %s created (%s, %s)",
+            pair.a.name,
+            pair.b.name,
+            self._ns_label(pair.a),
+            self._ns_label(pair.b),
+        )
+        return [self._describe(pair, e) for e in pair.ends()]
+
+    def _check_free(self, want: EndSpec, caller_pid: int) -> None:
+        try:
+            inode = (
+                netns.inode_of_pid(caller_pid)
+                if want.netns is None
+                else os.stat(netns.path_of(want.netns)).st_ino
+            )
+        except FileNotFoundError:
+            raise ControlError(
+                _one_line(
+                    NetnsError(
+                        f"namespace {want.netns!r} does not exist (create it with: ip netns add "
+                        f"{want.netns})"
+                    )
+                )
+            ) from None
+        for pair in self.pairs:
+            for end in pair.ends():
+                if end.name == want.name and end.ns_inode == inode:
+                    raise ControlError(f"interface name {want.name!r} is already taken")
+
+    def _register(self, pair: Pair) -> None:
+        loop = asyncio.get_running_loop()
+        self.pairs.append(pair)
+        for end in pair.ends():
+            self._pair_of[end] = pair
+            self._by_key[end.key] = end
+        loop.add_reader(pair.a.fd, self._relay.pump, pair.a, pair.b)
+        loop.add_reader(pair.b.fd, self._relay.pump, pair.b, pair.a)
+        self._update_carrier(pair)
+
+    def _find(self, name: object, ns: object = None) -> Pair:
+        if not isinstance(name, str):
+            raise ControlError("which pair? give an end's name")
+        try:
+            check_name(name)
+        except SpecError as exc:
+            raise ControlError(str(exc)) from None
+        hits = [
+            (p, e)
+            for p in self.pairs
+            for e in p.ends()
+            if e.name == name and (ns is None or self._ns_name(e) == ns)
+        ]
+        if not hits:
+            raise ControlError(f"no tapveth pair has an end named {name!r}")
+        if len(hits) > 1:
+            raise ControlError(f"{name!r} names ends in several namespaces: add 'netns NS'")
+        return hits[0][0]
+
+    def _select(self, args: dict[str, Any]) -> list[tuple[Pair, End]]:
+        name = args.get("name")
+        if name is None:
+            return [(p, e) for p in self.pairs for e in p.ends()]
+        pair = self._find(name, args.get("netns"))
+        return [(pair, e) for e in pair.ends()]
+
+    # -- what the CLI shows ------------------------------------------------------------------
+
+    def _ns_name(self, end: End) -> str | None:
+        if end.ns_inode == self._own_inode:
+            return None
+        return netns.name_of_inode(end.ns_inode) or f"inode:{end.ns_inode}"
+
+    def _ns_label(self, end: End) -> str:
+        name = self._ns_name(end)
+        return f"netns {name}" if name else "daemon's namespace"
+
+    def _describe(self, pair: Pair, end: End) -> dict[str, Any]:
+        return {
+            "ifname": end.name,
+            "peer": pair.peer_of(end).name,
+            "netns": self._ns_name(end),
+            "ifindex": end.index,
+            "admin": "UP" if end.up else "DOWN",
+            "carrier": pair.carrier.on,
+            "operstate": "UP" if pair.carrier.on else "DOWN",
+            "mtu": end.mtu,
+            "address": end.address,
+        }
+
+    def _stats(self, pair: Pair, end: End) -> dict[str, Any]:
+        c = pair.counters(end)
+        return {
+            "ifname": end.name,
+            "netns": self._ns_name(end),
+            "peer": pair.peer_of(end).name,
+            "rx_packets": c.rx_packets,
+            "rx_bytes": c.rx_bytes,
+            "tx_packets": c.tx_packets,
+            "tx_bytes": c.tx_bytes,
+            "rx_dropped": c.rx_dropped,
+            "tx_dropped": c.tx_dropped,
+            "drops": c.drops,
+            "carrier_changes": pair.carrier.changes,
+            "carrier_up_count": pair.carrier.up_count,
+            "carrier_down_count": pair.carrier.down_count,
+        }
+
+    # -- following the ends ------------------------------------------------------------------
+
+    def _on_events(self) -> None:
+        for ev in self._watch.drain():
+            if ev.kind is Kind.NEWLINK:
+                self._on_newlink(ev)
+            elif ev.kind is Kind.DELLINK:
+                end = self._by_key.pop((ev.nsid, ev.index), None)
+                if end is not None:
+                    self._relocate(end)  # moved to another namespace, or deleted
+            elif ev.kind is Kind.DELNSID:
+                for end in [e for e in self._pair_of if e.nsid == ev.nsid]:
+                    self._relocate(end)
+            elif ev.kind is Kind.OVERRUN:
+                log.warning("netlink event queue overran; looking up every end again")
+                for end in list(self._pair_of):
+                    self._relocate(end)
+
+    def _on_newlink(self, ev: LinkEvent) -> None:
+        end = self._by_key.get((ev.nsid, ev.index))
+        if end is None:
+            self._unmatched += 1
+            return
+        if ev.name and ev.name != end.name:
+            log.info("%s renamed to %s", end.name, ev.name)
+            end.name = ev.name
+        if ev.mtu and ev.mtu != end.mtu:
+            log.info("%s mtu %d", end.name, ev.mtu)
+            end.mtu = ev.mtu
+        if ev.up != end.up:
+            end.up = ev.up
+            self._update_carrier(self._pair_of[end])
+
+    def _update_carrier(self, pair: Pair) -> None:
+        if pair.closed or not pair.carrier.update(pair.a.up, pair.b.up):
+            return
+        on = pair.carrier.on
+        for end in pair.ends():
+            try:
+                end.tap.set_carrier(on)
+            except OSError:
+                self._relocate(end)  # most likely gone: the lookup will tell
+        log.info("pair %s <-> %s carrier %s", pair.a.name, pair.b.name, "up" if on else "down")
+
+    def _relocate(self, end: End) -> None:
+        pair = self._pair_of.get(end)
+        if pair is None or pair.closed:
+            return
+        if self._by_key.get(end.key) is end:
+            del self._by_key[end.key]
+        end.stale = True
+        if not end.locating:
+            self._spawn(self._locate(pair, end))
+
+    async def _locate(self, pair: Pair, end: End) -> None:
+        end.locating = True
+        try:
+            while end.stale and not pair.closed:
+                end.stale = False
+                seen = self._unmatched
+                loc: Location | None = await self._call(Netlink.locate, end.tap)
+                if pair.closed:
+                    return
+                if loc is None:
+                    await self._destroy(pair, f"{end.name} was deleted")
+                    return
+                old_inode = end.ns_inode
+                end.moved_to(loc)
+                self._by_key[end.key] = end
+                if loc.ns_inode != old_inode:
+                    log.info("%s moved to %s", end.name, self._ns_label(end))
+                if self._unmatched != seen:
+                    end.stale = True  # an event for its new place may have come before we knew
+        except OSError as exc:
+            log.error("cannot follow %s: %s", end.name, exc)
+            await self._destroy(pair, f"{end.name} could not be followed")
+            return
+        finally:
+            end.locating = False
+        self._update_carrier(pair)
+
+    def _on_gone(self, end: End, exc: OSError) -> None:
+        pair = self._pair_of.get(end)
+        if pair is None or pair.closed:
+            return
+        self._stop_relay(pair)
+        why = "was deleted" if exc.errno in (errno.EBADFD, errno.EFAULT) else f"failed: {exc}"
+        self._spawn(self._destroy(pair, f"{end.name} {why}"))
+
+    def _stop_relay(self, pair: Pair) -> None:
+        loop = asyncio.get_running_loop()
+        for end in pair.ends():
+            if not end.tap.closed:
+                loop.remove_reader(end.fd)
+
+    async def _destroy(self, pair: Pair, why: str) -> None:
+        """Remove a pair: both ends deleted (explicitly, so it is done when this returns)."""
+        if pair.closed:
+            return
+        self._stop_relay(pair)
+        pair.closed = True
+        self.pairs.remove(pair)
+        for end in pair.ends():
+            self._pair_of.pop(end, None)
+            if self._by_key.get(end.key) is end:
+                del self._by_key[end.key]
+        await self._call(_delete_pair, pair.a.tap, pair.b.tap)
+        log.info("pair %s <-> %s removed: %s", pair.a.name, pair.b.name, why)
+
+
+# -- worker-thread functions (blocking) --------------------------------------------------------
+
+
+def _create_pair(
+    nl: Netlink, spec: PairSpec, caller_pid: int, own_inode: int
+) -> tuple[list[Tap], list[Location]]:
+    taps: list[Tap] = []
+    try:
+        for want in (spec.end, spec.peer):
+            ns_fd = netns.open_netns(want.netns if want.netns else str(caller_pid))
+            try:
+                here = netns.inode_of_fd(ns_fd) == own_inode
+                # An end bound elsewhere is made under a unique scratch name, so that it cannot
+                # clash with names in the daemon's namespace, and renamed as it moves.
+                tap = Tap(want.name if here else "tvtmp" + secrets.token_hex(4))
+                taps.append(tap)
+                nl.place(tap, want.name, None if here else ns_fd, want.mtu, want.address)
+            finally:
+                os.close(ns_fd)
+        locs = []
+        for tap in taps:
+            loc = nl.locate(tap)
+            if loc is None:
+                raise PlaceError(errno.ENODEV, "an end vanished while being created")
+            locs.append(loc)
+        return taps, locs
+    except BaseException:
+        for tap in taps:
+            tap.close()
+        raise
+
+
+def _delete_pair(nl: Netlink, *taps: Tap) -> None:
+    for tap in taps:
+        try:
+            loc = nl.locate(tap)
+            if loc is not None:
+                nl.delete(loc)
+        except OSError as exc:
+            log.warning("deleting an end: %s", exc)
+        finally:
+            tap.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,0 +1,189 @@
+"""What a pair is asked to be: the `add` grammar (that of `ip link add … type veth peer …`) and
+the validation of names, namespaces, MTUs and MAC addresses. Pure: raises SpecError, touches
+nothing."""
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from tapveth.rules import MAX_MTU, MIN_MTU
+
+IFNAMSIZ = 16  # including the NUL: 15 usable bytes
+
+
+class SpecError(ValueError):
+    """A user mistake in a pair description; the message is one line that says how to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class EndSpec:
+    """One end as requested: name, target namespace (None: the caller's), MTU and MAC."""
+
+    name: str
+    netns: str | None = None
+    mtu: int | None = None
+    address: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EndSpec":
+        if not isinstance(data, dict):
+            raise SpecError("an end must be an object")
+        unknown = set(data) - {"name", "netns", "mtu", "address"}
+        if unknown:
+            raise SpecError(f"unknown end field(s): {', '.join(sorted(unknown))}")
+        name = data.get("name")
+        if not isinstance(name, str):
+            raise SpecError("an end needs a name")
+        netns = data.get("netns")
+        if netns is not None and not isinstance(netns, str):
+            raise SpecError("netns must be a string")
+        mtu = data.get("mtu")
+        address = data.get("address")
+        return cls(
+            name=check_name(name),
+            netns=check_netns(netns) if netns is not None else None,
+            mtu=check_mtu(mtu) if mtu is not None else None,
+            address=check_mac(address) if address is not None else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PairSpec:
+    end: EndSpec
+    peer: EndSpec
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"end": self.end.to_dict(), "peer": self.peer.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "PairSpec":
+        if not isinstance(data, dict) or set(data) != {"end", "peer"}:
+            raise SpecError("a pair must be an object with 'end' and 'peer'")
+        spec = cls(EndSpec.from_dict(data["end"]), EndSpec.from_dict(data["peer"]))
+        check_pair(spec)
+        return spec
+
+
+def check_name(name: str) -> str:
+    """An interface name as the kernel's dev_valid_name() accepts it, minus '%' (a format)."""
+    if not name:
+        raise SpecError("interface name is empty")
+    if len(name.encode()) >= IFNAMSIZ:
+        raise SpecError(f"interface name {name!r} is longer than {IFNAMSIZ - 1} bytes")
+    if name in (".", ".."):
+        raise SpecError(f"interface name {name!r} is not allowed")
+    for ch in name:
+        if ch in "/:%" or ch.isspace() or not ch.isprintable():
+            raise SpecError(f"interface name {name!r} contains {ch!r}, which is not allowed")
+    return name
+
+
+_NETNS_RE = re.compile(r"^[^/\s\x00]+$")
+
+
+def check_netns(netns: str) -> str:
+    """A namespace as `ip netns` names it (a file under /run/netns), or a process id."""
+    if not netns or netns in (".", "..") or not _NETNS_RE.match(netns):
+        raise SpecError(f"namespace name {netns!r} is not valid")
+    return netns
+
+
+def check_mtu(value: object) -> int:
+    if isinstance(value, bool):
+        raise SpecError(f"MTU {value!r} is not a number")
+    if isinstance(value, str):
+        if not value.isdigit():
+            raise SpecError(f"MTU {value!r} is not a number")
+        value = int(value)
+    if not isinstance(value, int):
+        raise SpecError(f"MTU {value!r} is not a number")
+    if not MIN_MTU <= value <= MAX_MTU:
+        raise SpecError(f"MTU {value} is out of range ({MIN_MTU}..{MAX_MTU} on a TAP device)")
+    return value
+
+
+_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+
+
+def check_mac(value: object) -> str:
+    """A unicast, non-zero Ethernet address, written aa:bb:cc:dd:ee:ff; returned lower-case."""
+    if not isinstance(value, str) or not _MAC_RE.match(value):
+        raise SpecError(f"MAC address {value!r} is malformed (expected aa:bb:cc:dd:ee:ff)")
+    octets = bytes(int(x, 16) for x in value.split(":"))
+    if octets[0] & 1:
+        raise SpecError(f"MAC address {value} is a multicast address")
+    if octets == bytes(6):
+        raise SpecError(f"MAC address {value} is all zeros")
+    return value.lower()
+
+
+def check_pair(spec: PairSpec) -> None:
+    if spec.end.name == spec.peer.name and spec.end.netns == spec.peer.netns:
+        raise SpecError(f"peer name {spec.peer.name!r} is the same as the name of its end")
+
+
+_KEYWORDS = {"name", "netns", "mtu", "address", "addr", "type", "peer"}
+
+
+def parse_add(words: list[str]) -> PairSpec:
+    """Parse the words after `tapveth add`, as `ip link add` reads them for a veth.
+
+    Accepted: NAME|name NAME, netns NS, mtu N, address MAC, type veth, then peer [name] PEER
+    with its own netns/mtu/address. `type veth` may stand anywhere before `peer`.
+    """
+    if "peer" not in words:
+        raise SpecError("missing 'peer name PEER' (usage: tapveth add NAME peer name PEER)")
+    cut = words.index("peer")
+    end = _parse_end(words[:cut], "")
+    peer = _parse_end(words[cut + 1 :], "peer ")
+    spec = PairSpec(end, peer)
+    check_pair(spec)
+    return spec
+
+
+def _parse_end(words: list[str], where: str) -> EndSpec:
+    fields: dict[str, str] = {}
+    i = 0
+
+    def take(key: str) -> str:
+        nonlocal i
+        if i + 1 >= len(words):
+            raise SpecError(f"'{where}{words[i]}' needs a value")
+        if key in fields:
+            raise SpecError(f"'{where}{words[i]}' is given twice")
+        value = words[i + 1]
+        i += 2
+        return value
+
+    while i < len(words):
+        word = words[i]
+        if word == "type":
+            if i + 1 >= len(words) or words[i + 1] != "veth":
+                raise SpecError("only 'type veth' is supported")
+            if where:
+                raise SpecError("'type veth' goes before 'peer'")
+            i += 2
+        elif word == "name":
+            fields["name"] = take("name")
+        elif word == "netns":
+            fields["netns"] = take("netns")
+        elif word == "mtu":
+            fields["mtu"] = take("mtu")
+        elif word in ("address", "addr"):
+            fields["address"] = take("address")
+        elif word not in _KEYWORDS and "name" not in fields:
+            fields["name"] = word
+            i += 1
+        else:
+            raise SpecError(f"unknown word {word!r} in '{where or 'add'}' arguments")
+    if "name" not in fields:
+        raise SpecError(f"missing {'peer ' if where else ''}interface name")
+    return EndSpec(
+        name=check_name(fields["name"]),
+        netns=check_netns(fields["netns"]) if "netns" in fields else None,
+        mtu=check_mtu(fields["mtu"]) if "mtu" in fields else None,
+        address=check_mac(fields["address"]) if "address" in fields else None,
+    )

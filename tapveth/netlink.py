@@ -1,0 +1,138 @@
+"""Control requests to the kernel's rtnetlink (create, move, look up, delete), through pyroute2.
+
+pyroute2's asyncio transport does not run on uvloop, so these calls are blocking and the daemon
+runs them in one worker thread of its own, which gets a plain asyncio loop for pyroute2 (the
+daemon never calls uvloop.install(), which would hand uvloop to that thread too). Every lookup
+of another namespace goes through its nsid from here: no socket is opened inside it.
+"""
+
+import errno
+import os
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from tapveth import netns
+from tapveth.tap import Tap
+
+IFF_UP = 0x1
+NSID_NOT_ASSIGNED = -1
+
+
+class PlaceError(OSError):
+    """An end could not be configured or moved where the user asked; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where an end is now and its state there. nsid None: the daemon's own namespace."""
+
+    nsid: int | None
+    index: int
+    name: str
+    up: bool
+    mtu: int
+    address: str
+    ns_inode: int
+
+
+class Netlink:
+    """Blocking rtnetlink calls; one instance per worker thread."""
+
+    def __init__(self) -> None:
+        self.ipr = IPRoute()
+        self.own_inode = netns.own_inode()
+
+    def close(self) -> None:
+        self.ipr.close()
+
+    def place(
+        self, tap: Tap, name: str, ns_fd: int | None, mtu: int | None, address: str | None
+    ) -> None:
+        """Give a freshly opened TAP its MTU and MAC, then move it into ns_fd (None: stay) with
+        its final name, in one RTM_NEWLINK as `ip link set … netns … name …` would."""
+        index = self._index_here(tap.ifname())
+        try:
+            if mtu is not None:
+                self.ipr.link("set", index=index, mtu=mtu)
+            if address is not None:
+                self.ipr.link("set", index=index, address=address)
+            if ns_fd is not None:
+                self.ipr.link("set", index=index, net_ns_fd=ns_fd, ifname=name)
+            elif tap.ifname() != name:
+                self.ipr.link("set", index=index, ifname=name)
+        except NetlinkError as exc:
+            if exc.code == errno.EEXIST:
+                raise PlaceError(exc.code, f"interface name {name!r} is already taken") from None
+            if exc.code == errno.EADDRNOTAVAIL:
+                raise PlaceError(exc.code, f"MAC address {address} is not usable") from None
+            raise PlaceError(exc.code, f"cannot set up {name!r}: {os.strerror(exc.code)}") from None
+
+    def locate(self, tap: Tap) -> Location | None:
+        """Find where the TAP behind this fd lives now and its state; None if it is gone."""
+        try:
+            name = tap.ifname()
+            ns_fd = tap.netns_fd()
+        except OSError as exc:
+            if exc.errno in (errno.EBADFD, errno.EBADF, errno.ENODEV, errno.EFAULT):
+                return None
+            raise
+        try:
+            inode = netns.inode_of_fd(ns_fd)
+            nsid = None if inode == self.own_inode else self.nsid_of(ns_fd)
+        finally:
+            os.close(ns_fd)  # holding it would keep the namespace alive
+        try:
+            if nsid is None:
+                msgs = self.ipr.link("get", ifname=name)
+            else:
+                msgs = self.ipr.link("get", ifname=name, if_netnsid=nsid)
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return None
+            raise
+        msg = msgs[0]
+        return Location(
+            nsid=nsid,
+            index=msg["index"],
+            name=name,
+            up=bool(msg["flags"] & IFF_UP),
+            mtu=msg.get_attr("IFLA_MTU"),
+            address=msg.get_attr("IFLA_ADDRESS") or "",
+            ns_inode=inode,
+        )
+
+    def nsid_of(self, ns_fd: int) -> int:
+        """The nsid of a namespace as seen from here, assigning one if it has none yet (without
+        it, the event socket would not hear that namespace's link events)."""
+        got = self.ipr.get_netnsid(fd=ns_fd)
+        nsid = got["nsid"] if got else None
+        if nsid is None or nsid == NSID_NOT_ASSIGNED or nsid >= 0xFFFFFFFF:
+            try:
+                self.ipr.set_netnsid(fd=ns_fd)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:  # someone assigned one meanwhile
+                    raise
+            got = self.ipr.get_netnsid(fd=ns_fd)
+            nsid = got["nsid"] if got else None
+        if nsid is None:
+            raise PlaceError(errno.ENOENT, "cannot get an nsid for a namespace")
+        return int(nsid)
+
+    def delete(self, loc: Location) -> None:
+        """Delete an end where locate() just found it (ignored if already gone)."""
+        try:
+            if loc.nsid is None:
+                self.ipr.link("del", index=loc.index)
+            else:
+                self.ipr.link("del", index=loc.index, if_netnsid=loc.nsid)
+        except NetlinkError as exc:
+            if exc.code not in (errno.ENODEV, errno.EINVAL):
+                raise
+
+    def _index_here(self, name: str) -> int:
+        found = self.ipr.link_lookup(ifname=name)
+        if not found:
+            raise PlaceError(errno.ENODEV, f"TAP {name!r} vanished while being set up")
+        return int(found[0])

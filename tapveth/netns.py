@@ -1,0 +1,61 @@
+"""Network namespaces as users name them: `ip netns` names (files under /run/netns) or PIDs.
+
+The daemon opens a namespace only for as long as one request needs it: a held fd keeps the
+namespace alive, and `ip netns del` must keep destroying it (and so the pair), as with veth.
+"""
+
+import os
+
+NETNS_DIR = "/run/netns"
+
+
+class NetnsError(LookupError):
+    """A namespace the user named does not exist."""
+
+
+def path_of(netns: str) -> str:
+    if netns.isdigit():
+        return f"/proc/{netns}/ns/net"
+    return os.path.join(NETNS_DIR, netns)
+
+
+def open_netns(netns: str) -> int:
+    """Open a namespace by name (or PID) and return its fd; close it as soon as it is used."""
+    try:
+        return os.open(path_of(netns), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if netns.isdigit():
+            raise NetnsError(f"no process {netns}, so no namespace of it") from None
+        raise NetnsError(
+            f"namespace {netns!r} does not exist (create it with: ip netns add {netns})"
+        ) from None
+    except OSError as exc:
+        raise NetnsError(f"cannot open namespace {netns!r}: {exc.strerror}") from None
+
+
+def inode_of_fd(fd: int) -> int:
+    return os.fstat(fd).st_ino
+
+
+def own_inode() -> int:
+    """The inode of the namespace this process runs in."""
+    return os.stat("/proc/self/ns/net").st_ino
+
+
+def inode_of_pid(pid: int) -> int:
+    return os.stat(f"/proc/{pid}/ns/net").st_ino
+
+
+def name_of_inode(inode: int) -> str | None:
+    """The `ip netns` name bound to a namespace, or None if it has none."""
+    try:
+        names = sorted(os.listdir(NETNS_DIR))
+    except FileNotFoundError:
+        return None
+    for name in names:
+        try:
+            if os.stat(os.path.join(NETNS_DIR, name)).st_ino == inode:
+                return name
+        except OSError:
+            continue
+    return None

@@ -1,0 +1,58 @@
+"""A pair's live state: its two ends, where each is, its carrier and its counters."""
+
+from dataclasses import dataclass, field
+
+from tapveth.netlink import Location
+from tapveth.rules import Carrier, EndCounters, Flow
+from tapveth.tap import Tap
+
+
+@dataclass(eq=False, slots=True)
+class End:
+    """One end: its TAP, what netlink last told about it, and the flow of frames it sends."""
+
+    tap: Tap
+    name: str
+    nsid: int | None = None
+    index: int = 0
+    up: bool = False
+    mtu: int = 1500
+    address: str = ""
+    ns_inode: int = 0
+    out: Flow = field(default_factory=Flow)
+    locating: bool = False  # a lookup of where it is now is under way
+    stale: bool = False  # what we know of its place may be out of date
+
+    @property
+    def fd(self) -> int:
+        return self.tap.fd
+
+    @property
+    def key(self) -> tuple[int | None, int]:
+        return (self.nsid, self.index)
+
+    def moved_to(self, loc: Location) -> None:
+        self.nsid = loc.nsid
+        self.index = loc.index
+        self.name = loc.name
+        self.up = loc.up
+        self.mtu = loc.mtu
+        self.address = loc.address
+        self.ns_inode = loc.ns_inode
+
+
+@dataclass(eq=False, slots=True)
+class Pair:
+    a: End
+    b: End
+    carrier: Carrier = field(default_factory=Carrier)
+    closed: bool = False
+
+    def ends(self) -> tuple[End, End]:
+        return (self.a, self.b)
+
+    def peer_of(self, end: End) -> End:
+        return self.b if end is self.a else self.a
+
+    def counters(self, end: End) -> EndCounters:
+        return EndCounters.of(end.out, self.peer_of(end).out)
