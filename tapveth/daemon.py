@@ -109,7 +109,10 @@ class Daemon:
         if op == "show":
             return [self._describe(p, e) for p, e in self._select(args)]
         if op == "stats":
-            return [self._stats(p, e) for p, e in self._select(args)]
+            chosen = self._select(args)
+            keys = [e.key for _, e in chosen]
+            drops = await self._call(_kernel_drops, keys)
+            return [self._stats(p, e, d) for (p, e), d in zip(chosen, drops, strict=True)]
         if op == "ping":
             return {"pairs": len(self.pairs), "pid": os.getpid()}
         raise ControlError(f"unknown request {op!r}")
@@ -217,8 +220,8 @@ class Daemon:
             "address": end.address,
         }
 
-    def _stats(self, pair: Pair, end: End) -> dict[str, Any]:
-        c = pair.counters(end)
+    def _stats(self, pair: Pair, end: End, kernel_drops: tuple[int, int]) -> dict[str, Any]:
+        c = pair.counters(end, kernel_drops)
         return {
             "ifname": end.name,
             "netns": self._ns_name(end),
@@ -295,7 +298,7 @@ class Daemon:
             while end.stale and not pair.closed:
                 end.stale = False
                 seen = self._unmatched
-                loc: Location | None = await self._call(Netlink.locate, end.tap)
+                loc: Location | None = await self._call(_follow, end.tap, end.ns_inode)
                 if pair.closed:
                     return
                 if loc is None:
@@ -362,6 +365,7 @@ def _create_pair(
                 tap = Tap(want.name if here else "tvtmp" + secrets.token_hex(4))
                 taps.append(tap)
                 nl.place(tap, want.name, None if here else ns_fd, want.mtu, want.address)
+                nl.set_noqueue(tap)
             finally:
                 os.close(ns_fd)
         locs = []
@@ -375,6 +379,18 @@ def _create_pair(
         for tap in taps:
             tap.close()
         raise
+
+
+def _follow(nl: Netlink, tap: Tap, old_inode: int) -> Location | None:
+    """Where the end is now; in a namespace new to it, give it veth's qdisc again."""
+    loc = nl.locate(tap)
+    if loc is not None and loc.ns_inode != old_inode:
+        nl.set_noqueue(tap)
+    return loc
+
+
+def _kernel_drops(nl: Netlink, keys: list[tuple[int | None, int]]) -> list[tuple[int, int]]:
+    return [nl.kernel_drops(nsid, index) for nsid, index in keys]
 
 
 def _delete_pair(nl: Netlink, *taps: Tap) -> None:

@@ -120,6 +120,35 @@ class Netlink:
             raise PlaceError(errno.ENOENT, "cannot get an nsid for a namespace")
         return int(nsid)
 
+    def set_noqueue(self, tap: Tap) -> None:
+        """Give the end veth's qdisc, noqueue. A namespace move resets a device's qdisc to the
+        default (pfifo_fast for a TAP), so this is done again after every move. Qdisc requests
+        cannot target another namespace by nsid: the thread enters it for this one request."""
+        ns_fd = tap.netns_fd()
+        try:
+            with netns.entered(ns_fd), IPRoute() as there:
+                found = there.link_lookup(ifname=tap.ifname())
+                if found:
+                    there.tc("replace", "noqueue", found[0])
+        except NetlinkError as exc:
+            if exc.code not in (errno.ENODEV, errno.EINVAL):
+                raise
+        finally:
+            os.close(ns_fd)
+
+    def kernel_drops(self, nsid: int | None, index: int) -> tuple[int, int]:
+        """(rx_dropped, tx_dropped) the kernel counted on a TAP itself: qdisc drops while it
+        has no carrier, ring overflow, frames its stack had no handler for."""
+        try:
+            if nsid is None:
+                msg = self.ipr.link("get", index=index)[0]
+            else:
+                msg = self.ipr.link("get", index=index, if_netnsid=nsid)[0]
+        except NetlinkError:
+            return (0, 0)
+        stats = msg.get_attr("IFLA_STATS64") or {}
+        return (int(stats.get("rx_dropped", 0)), int(stats.get("tx_dropped", 0)))
+
     def delete(self, loc: Location) -> None:
         """Delete an end where locate() just found it (ignored if already gone)."""
         try:

@@ -4,7 +4,10 @@ The daemon opens a namespace only for as long as one request needs it: a held fd
 namespace alive, and `ip netns del` must keep destroying it (and so the pair), as with veth.
 """
 
+import contextlib
+import ctypes
 import os
+from collections.abc import Iterator
 
 NETNS_DIR = "/run/netns"
 
@@ -59,3 +62,29 @@ def name_of_inode(inode: int) -> str | None:
         except OSError:
             continue
     return None
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNET = 0x40000000
+
+
+@contextlib.contextmanager
+def entered(ns_fd: int) -> Iterator[None]:
+    """Run the calling thread inside a namespace for the duration (setns is per thread).
+
+    Only the netlink worker thread does this, and only for requests that rtnetlink cannot make
+    across namespaces (qdiscs); the namespace is held for that moment only.
+    """
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(ns_fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns: {os.strerror(err)}")
+        try:
+            yield
+        finally:
+            if _libc.setns(home, CLONE_NEWNET) != 0:  # never go on in the wrong namespace
+                err = ctypes.get_errno()
+                raise SystemExit(f"tapveth: cannot return to own namespace: {os.strerror(err)}")
+    finally:
+        os.close(home)

@@ -54,5 +54,5 @@ class Pair:
     def peer_of(self, end: End) -> End:
         return self.b if end is self.a else self.a
 
-    def counters(self, end: End) -> EndCounters:
-        return EndCounters.of(end.out, self.peer_of(end).out)
+    def counters(self, end: End, kernel_drops: tuple[int, int] | None = None) -> EndCounters:
+        return EndCounters.of(end.out, self.peer_of(end).out, kernel_drops)

@@ -66,6 +66,8 @@ class Relay:
                     reason = self._write_failed(dst, exc)
                     if reason is None:
                         return
+                    if reason is DropReason.PEER_DOWN:
+                        flow.peer_counted += 1  # tun counted it in the peer's rx_dropped
                 else:
                     flow.forwarded(length)
                     continue

@@ -90,6 +90,9 @@ class Flow:
     bytes: int = 0
     dropped: int = 0
     drops: dict[DropReason, int] = field(default_factory=dict)
+    # Refusals the receiving TAP also counted in its own rx_dropped (a write that failed with
+    # EIO): left out when the kernel's counters are added, so no frame counts twice.
+    peer_counted: int = 0
 
     def forwarded(self, frame_len: int) -> None:
         self.packets += 1
@@ -113,13 +116,22 @@ class EndCounters:
     drops: dict[str, int]
 
     @classmethod
-    def of(cls, outgoing: Flow, incoming: Flow) -> "EndCounters":
+    def of(
+        cls, outgoing: Flow, incoming: Flow, kernel_drops: tuple[int, int] | None = None
+    ) -> "EndCounters":
+        """kernel_drops: the (rx_dropped, tx_dropped) the kernel counted on this end's TAP:
+        frames lost before the relay saw them (qdisc drops without carrier, ring overflow) or
+        after it delivered them (no handler in the stack). veth counts those too."""
+        rx_dropped, tx_dropped = incoming.dropped, outgoing.dropped
+        if kernel_drops is not None:
+            rx_dropped += max(0, kernel_drops[0] - incoming.peer_counted)
+            tx_dropped += kernel_drops[1]
         return cls(
             rx_packets=incoming.packets,
             rx_bytes=incoming.bytes,
             tx_packets=outgoing.packets,
             tx_bytes=outgoing.bytes,
-            rx_dropped=incoming.dropped,
-            tx_dropped=outgoing.dropped,
+            rx_dropped=rx_dropped,
+            tx_dropped=tx_dropped,
             drops={str(k): v for k, v in sorted(outgoing.drops.items())},
         )

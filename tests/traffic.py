@@ -4,6 +4,7 @@ Every mode is bounded: a byte or datagram count and a timeout. Each prints one J
 """
 
 import argparse
+import errno
 import hashlib
 import json
 import socket
@@ -109,9 +110,76 @@ def sniff(ifname: str, seconds: float, limit: int) -> dict[str, object]:
     return {"by_src": by_src, "lengths": lengths}
 
 
+MAGIC = b"TVCF"
+ETHERTYPE = 0x88B5  # IEEE local experimental
+
+
+def raw_frame(dst: bytes, src: bytes, size: int, seq: int, vlan: int | None) -> bytes:
+    """A frame of exactly `size` bytes (no FCS) carrying MAGIC and a sequence number."""
+    head = dst + src
+    if vlan is not None:
+        head += struct.pack("!HH", 0x8100, vlan)
+    head += struct.pack("!H", ETHERTYPE)
+    body = MAGIC + struct.pack("!I", seq)
+    return (head + body).ljust(size, b"\0")
+
+
+def raw_send(
+    ifname: str, dst: str, sizes: list[int], vlan: int | None, seq0: int
+) -> dict[str, object]:
+    """Send one frame per size from an AF_PACKET socket; report what each send() returned."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    sock.bind((ifname, 0))
+    with open(f"/sys/class/net/{ifname}/address") as f:
+        src = bytes.fromhex(f.read().strip().replace(":", ""))
+    results = []
+    for i, size in enumerate(sizes):
+        frame = raw_frame(bytes.fromhex(dst.replace(":", "")), src, size, seq0 + i, vlan)
+        try:
+            sock.send(frame)
+            results.append("ok")
+        except OSError as exc:
+            results.append(errno_name(exc.errno))
+        time.sleep(0.002)
+    return {"results": results}
+
+
+def errno_name(code: int | None) -> str:
+    return errno.errorcode.get(code or 0, str(code))
+
+
+def raw_recv(ifname: str, seconds: float, count: int) -> dict[str, object]:
+    """Collect the frames carrying MAGIC: their sequence numbers and packet types."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    sock.bind((ifname, 0))
+    sock.settimeout(0.1)
+    print(json.dumps({"receiving": ifname}), flush=True)
+    got: dict[int, int] = {}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and len(got) < count:
+        try:
+            frame, addr = sock.recvfrom(70000)
+        except TimeoutError:
+            continue
+        except OSError as exc:
+            if exc.errno != errno.ENETDOWN:  # the interface is admin-down: nothing arrives
+                raise
+            time.sleep(0.1)
+            continue
+        at = frame.find(MAGIC, 12, 40)
+        if at < 0 or addr[2] == socket.PACKET_OUTGOING:
+            continue
+        seq = struct.unpack("!I", frame[at + 4 : at + 8])[0]
+        got[seq] = addr[2]
+    return {"seqs": sorted(got), "pkttypes": {str(k): v for k, v in sorted(got.items())}}
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["tcp-recv", "tcp-send", "udp-recv", "udp-send", "sniff"])
+    p.add_argument(
+        "mode",
+        choices=["tcp-recv", "tcp-send", "udp-recv", "udp-send", "sniff", "raw-send", "raw-recv"],
+    )
     p.add_argument("--host", default="")
     p.add_argument("--port", type=int, default=5201)
     p.add_argument("--bytes", type=int, default=0)
@@ -120,6 +188,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--ifname", default="")
+    p.add_argument("--dst", default="ff:ff:ff:ff:ff:ff")
+    p.add_argument("--vlan", type=int, default=None)
     a = p.parse_args()
     if a.mode == "tcp-recv":
         r = tcp_recv(a.host, a.port, a.bytes, a.timeout)
@@ -129,6 +199,10 @@ def main() -> int:
         r = udp_recv(a.host, a.port, a.count, a.timeout)
     elif a.mode == "udp-send":
         r = udp_send(a.host, a.port, [int(s) for s in a.sizes.split(",")], a.seed)
+    elif a.mode == "raw-send":
+        r = raw_send(a.ifname, a.dst, [int(s) for s in a.sizes.split(",")], a.vlan, a.seed)
+    elif a.mode == "raw-recv":
+        r = raw_recv(a.ifname, a.timeout, a.count)
     else:
         r = sniff(a.ifname, a.timeout, a.count)
     print(json.dumps(r), flush=True)
