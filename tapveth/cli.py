@@ -32,6 +32,8 @@ commands:
   show [NAME] [-j]           list pairs: ends, namespace, admin state, carrier, MTU
   stats [NAME] [-j]          counters in veth's meaning, with drops by reason
   demo                       run the classic two-namespace veth experiment end to end
+  bench [--quick] [--peers] [--json FILE] [--plot FILE.png]
+                             measure tapveth and the kernel veth side by side
 
 examples:
   tapveth daemon &
@@ -93,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
         x.add_argument("words", nargs="*")
 
     sub.add_parser("demo", help="run the two-namespace experiment, self-contained")
+
+    b = sub.add_parser("bench", help="measure tapveth against the kernel veth, side by side")
+    b.add_argument("--quick", action="store_true", help="short run (under 30 s) to check it works")
+    b.add_argument(
+        "--peers",
+        action="store_true",
+        help="also measure vde_switch and socat TUN<->TUN when installed",
+    )
+    b.add_argument("--json", dest="json_file", metavar="FILE", help="write the figures as JSON")
+    b.add_argument("--plot", metavar="FILE.png", help="draw the ratios (needs matplotlib)")
     return p
 
 
@@ -144,6 +156,10 @@ def _run(opts: argparse.Namespace) -> int:
         from tapveth.demo import run_demo
 
         return run_demo()
+    if opts.command == "bench":
+        from tapveth.bench import run_bench
+
+        return run_bench(opts.quick, opts.peers, opts.json_file, opts.plot)
     want_json = opts.json or getattr(opts, "sub_json", False)
     if opts.command == "add":
         spec = parse_add(opts.words)

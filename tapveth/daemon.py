@@ -12,7 +12,7 @@ import secrets
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 from tapveth import netns
 from tapveth.control import ControlError, ControlServer, Peer
@@ -25,7 +25,9 @@ from tapveth.relay import Relay
 from tapveth.tap import Tap, TapError
 
 log = logging.getLogger("tapveth")
-T = TypeVar("T")
+# Lookups of one end in a row while unrelated link events keep arriving; past this the last
+# answer stands (events that arrive afterwards still update it).
+MAX_LOOKUPS = 20
 
 
 class Daemon:
@@ -242,6 +244,7 @@ class Daemon:
 
     def _on_events(self) -> None:
         for ev in self._watch.drain():
+            log.debug("event %s", ev)
             if ev.kind is Kind.NEWLINK:
                 self._on_newlink(ev)
             elif ev.kind is Kind.DELLINK:
@@ -290,13 +293,21 @@ class Daemon:
             del self._by_key[end.key]
         end.stale = True
         if not end.locating:
+            end.locating = True
             self._spawn(self._locate(pair, end))
 
     async def _locate(self, pair: Pair, end: End) -> None:
         end.locating = True
+        tries = 0
         try:
             while end.stale and not pair.closed:
                 end.stale = False
+                tries += 1
+                # While a lookup is in flight the end stays unregistered, so any event about
+                # it counts as unmatched and forces another lookup: a lookup's answer is older
+                # than the events that arrive while it runs and must never overwrite them.
+                if self._by_key.get(end.key) is end:
+                    del self._by_key[end.key]
                 seen = self._unmatched
                 loc: Location | None = await self._call(_follow, end.tap, end.ns_inode)
                 if pair.closed:
@@ -304,12 +315,15 @@ class Daemon:
                 if loc is None:
                     await self._destroy(pair, f"{end.name} was deleted")
                     return
+                log.debug(
+                    "located %s: %s (unmatched %d -> %d)", end.name, loc, seen, self._unmatched
+                )
                 old_inode = end.ns_inode
                 end.moved_to(loc)
                 self._by_key[end.key] = end
                 if loc.ns_inode != old_inode:
                     log.info("%s moved to %s", end.name, self._ns_label(end))
-                if self._unmatched != seen:
+                if self._unmatched != seen and tries < MAX_LOOKUPS:
                     end.stale = True  # an event for its new place may have come before we knew
         except OSError as exc:
             log.error("cannot follow %s: %s", end.name, exc)

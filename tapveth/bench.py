@@ -1,0 +1,478 @@
+"""`tapveth bench`: the kernel veth and a tapveth pair (and, with --peers, the userspace relays
+people use today) built and measured side by side in one run, each figure with its ratio to the
+kernel veth of that same run. Everything it makes (namespaces, pairs, daemon) is its own and is
+removed at the end, even on Ctrl-C. Traffic stays inside its namespaces."""
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from tapveth.private import PrivateDaemon
+
+IP_A, IP_B = "10.77.0.1", "10.77.0.2"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+@dataclass
+class Subject:
+    """One pair under measurement: where its ends are and which process relays it."""
+
+    name: str
+    ns_a: str
+    ns_b: str
+    if_a: str
+    if_b: str
+    pid: int | None = None
+    undo: list[Callable[[], None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    unit: str
+    better: str  # "higher" or "lower"
+    target: str = ""
+
+
+METRICS = [
+    Metric("ping_p50_us", "ping RTT p50", "us", "lower", "<= 1.5x"),
+    Metric("ping_p99_us", "ping RTT p99", "us", "lower"),
+    Metric("tcp_rr", "TCP 1-byte req/resp", "tps", "higher"),
+    Metric("tcp1_gbps", "TCP 1 stream A->B", "Gbit/s", "higher", ">= 1.0x"),
+    Metric("tcp1r_gbps", "TCP 1 stream B->A", "Gbit/s", "higher", ">= 1.0x"),
+    Metric("tcp4_gbps", "TCP 4 streams A->B", "Gbit/s", "higher"),
+    Metric("tcp4r_gbps", "TCP 4 streams B->A", "Gbit/s", "higher"),
+    Metric("udp64_kpps", "UDP 64 B delivered", "kpps", "higher", ">= 0.8x"),
+    Metric("udp64_loss", "UDP 64 B loss", "%", "lower"),
+    Metric("cpu_s_per_gb", "relay CPU per GB (TCP)", "s/GB", "lower", "<= 0.2 s/GB"),
+    Metric("rss_mib", "relay RSS", "MiB", "lower", "<= 30 MiB"),
+    Metric("idle_cpu_pct", "relay CPU when idle", "%", "lower", "0%"),
+]
+
+
+def sh(*cmd: str, timeout: float = 120, check: bool = True) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise BenchError(f"{' '.join(cmd)}: {proc.stderr.strip() or proc.returncode}")
+    return proc.stdout
+
+
+def in_ns(ns: str, *cmd: str, timeout: float = 120, check: bool = True) -> str:
+    return sh("ip", "netns", "exec", ns, *cmd, timeout=timeout, check=check)
+
+
+def _stop(proc: "subprocess.Popen[bytes]") -> None:
+    proc.terminate()
+    proc.wait(5)
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Bench:
+    def __init__(self, quick: bool, peers: bool, log: Callable[[str], None]) -> None:
+        self.quick = quick
+        self.peers = peers
+        self.log = log
+        self.tag = secrets.token_hex(2)
+        self.namespaces: list[str] = []
+        self.subjects: list[Subject] = []
+        self.daemon: PrivateDaemon | None = None
+        self.seconds = 1.5 if quick else 5.0
+        self.probes = 100 if quick else 300
+
+    # -- building --------------------------------------------------------------------------
+
+    def _netns_pair(self, label: str) -> tuple[str, str]:
+        names = (f"tvbench-{self.tag}-{label}a", f"tvbench-{self.tag}-{label}b")
+        for ns in names:
+            sh("ip", "netns", "add", ns)
+            self.namespaces.append(ns)
+        return names
+
+    def _configure(self, s: Subject) -> None:
+        for ns, ifname, ip in ((s.ns_a, s.if_a, IP_A), (s.ns_b, s.if_b, IP_B)):
+            sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", ifname)
+            sh("ip", "-n", ns, "link", "set", ifname, "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        deadline = time.monotonic() + 10
+        while in_ns(s.ns_a, "ping", "-c", "1", "-W", "1", IP_B, check=False).find(" 0%") < 0:
+            if time.monotonic() > deadline:
+                raise BenchError(f"{s.name}: the pair does not carry ping")
+
+    def build_kernel(self) -> Subject:
+        a, b = self._netns_pair("k")
+        s = Subject("kernel veth", a, b, "kv1", "kv2")
+        sh(
+            "ip",
+            "link",
+            "add",
+            "kv1",
+            "netns",
+            a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "kv2",
+            "netns",
+            b,
+        )
+        self._configure(s)
+        return s
+
+    def build_tapveth(self) -> Subject:
+        a, b = self._netns_pair("t")
+        self.daemon = PrivateDaemon(log_level="warning").start()
+        assert self.daemon.proc is not None
+        s = Subject("tapveth", a, b, "tv1", "tv2", pid=self.daemon.proc.pid)
+        self.daemon.request(
+            "add",
+            {"spec": {"end": {"name": "tv1", "netns": a}, "peer": {"name": "tv2", "netns": b}}},
+        )
+        self._configure(s)
+        return s
+
+    def build_socat(self) -> Subject | None:
+        if not shutil.which("socat"):
+            return None
+        a, b = self._netns_pair("s")
+        na, nb = f"tvs{self.tag}a", f"tvs{self.tag}b"
+        proc = subprocess.Popen(
+            [
+                "socat",
+                f"TUN,tun-type=tap,tun-name={na},iff-up,iff-no-pi",
+                f"TUN,tun-type=tap,tun-name={nb},iff-up,iff-no-pi",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        s = Subject("socat", a, b, na, nb, pid=proc.pid)
+        s.undo.append(lambda: _stop(proc))
+        self._move_taps(s)
+        self._configure(s)
+        return s
+
+    def build_vde(self) -> Subject | None:
+        if not shutil.which("vde_switch"):
+            return None
+        a, b = self._netns_pair("v")
+        na, nb = f"tvv{self.tag}a", f"tvv{self.tag}b"
+        ctl = f"/tmp/tvbench-vde-{self.tag}"
+        for tap in (na, nb):
+            sh("ip", "tuntap", "add", "dev", tap, "mode", "tap")
+        proc = subprocess.Popen(
+            ["vde_switch", "-s", ctl, "-t", na, "-t", nb],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        s = Subject("vde_switch", a, b, na, nb, pid=proc.pid)
+        s.undo.append(lambda: _stop(proc))
+        s.undo.append(lambda: shutil.rmtree(ctl, True))
+        self._move_taps(s)
+        self._configure(s)
+        return s
+
+    def _move_taps(self, s: Subject) -> None:
+        deadline = time.monotonic() + 5
+        while sh("ip", "link", "show", s.if_b, check=False) == "":
+            if time.monotonic() > deadline:
+                raise BenchError(f"{s.name}: its TAP devices did not appear")
+            time.sleep(0.05)
+        sh("ip", "link", "set", s.if_a, "netns", s.ns_a)
+        sh("ip", "link", "set", s.if_b, "netns", s.ns_b)
+
+    def cleanup(self) -> None:
+        for s in self.subjects:
+            for undo in s.undo:
+                with contextlib.suppress(Exception):  # best effort: go on removing the rest
+                    undo()
+        if self.daemon is not None:
+            self.daemon.stop()
+        for ns in self.namespaces:
+            sh("ip", "netns", "del", ns, check=False)
+
+    # -- measuring -------------------------------------------------------------------------
+
+    def measure(self, s: Subject) -> dict[str, float]:
+        r: dict[str, float] = {}
+        self.log(f"  {s.name}: ping")
+        r["ping_p50_us"], r["ping_p99_us"] = self.ping(s)
+        self.log(f"  {s.name}: TCP request/response")
+        r["tcp_rr"] = self.tcp_rr(s)
+        cpu0 = cpu_seconds(s.pid) if s.pid else 0.0
+        self.log(f"  {s.name}: iperf3 TCP")
+        res = self.iperf(s, "-P", "1")
+        r["tcp1_gbps"] = res["end"]["sum_received"]["bits_per_second"] / 1e9
+        if s.pid:
+            moved = res["end"]["sum_sent"]["bytes"] + res["end"]["sum_received"]["bytes"]
+            r["cpu_s_per_gb"] = (cpu_seconds(s.pid) - cpu0) / (moved / 2 / 1e9)
+        r["tcp1r_gbps"] = (
+            self.iperf(s, "-P", "1", "-R")["end"]["sum_received"]["bits_per_second"] / 1e9
+        )
+        r["tcp4_gbps"] = self.iperf(s, "-P", "4")["end"]["sum_received"]["bits_per_second"] / 1e9
+        r["tcp4r_gbps"] = (
+            self.iperf(s, "-P", "4", "-R")["end"]["sum_received"]["bits_per_second"] / 1e9
+        )
+        self.log(f"  {s.name}: iperf3 UDP 64 B")
+        udp = self.iperf(s, "-u", "-b", "0", "-l", "64")["end"]["sum"]
+        delivered = udp["packets"] - udp["lost_packets"]
+        r["udp64_kpps"] = delivered / udp["seconds"] / 1e3
+        r["udp64_loss"] = 100.0 * udp["lost_packets"] / max(1, udp["packets"])
+        if s.pid:
+            r["rss_mib"] = rss_mib(s.pid)
+            time.sleep(0.5)
+            c0 = cpu_seconds(s.pid)
+            time.sleep(2.0)
+            r["idle_cpu_pct"] = 100.0 * (cpu_seconds(s.pid) - c0) / 2.0
+        return r
+
+    def ping(self, s: Subject) -> tuple[float, float]:
+        out = in_ns(
+            s.ns_a, "ping", "-c", str(self.probes), "-i", "0.01", "-W", "1", IP_B, check=False
+        )
+        times = sorted(float(t) * 1000 for t in re.findall(r"time=([\d.]+) ms", out))
+        if len(times) < self.probes // 2:
+            raise BenchError(f"{s.name}: ping got {len(times)} of {self.probes} replies")
+        return (statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.99))])
+
+    def tcp_rr(self, s: Subject) -> float:
+        server = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                s.ns_b,
+                sys.executable,
+                "-m",
+                "tapveth.rr",
+                "server",
+                "--host",
+                IP_B,
+                "--seconds",
+                str(self.seconds),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert server.stdout is not None
+            server.stdout.readline()
+            out = in_ns(
+                s.ns_a,
+                sys.executable,
+                "-m",
+                "tapveth.rr",
+                "client",
+                "--host",
+                IP_B,
+                "--seconds",
+                str(self.seconds),
+            )
+            return float(json.loads(out)["rate"])
+        finally:
+            server.kill()
+            server.wait(5)
+
+    def iperf(self, s: Subject, *args: str) -> Any:
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", s.ns_b, "iperf3", "-s", "-1", "-B", IP_B, "-p", "5777"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 5
+            while ":5777" not in in_ns(s.ns_b, "ss", "-ltn"):
+                if time.monotonic() > deadline:
+                    raise BenchError("iperf3 server did not start")
+                time.sleep(0.05)
+            out = in_ns(
+                s.ns_a,
+                "iperf3",
+                "-c",
+                IP_B,
+                "-p",
+                "5777",
+                "-t",
+                str(self.seconds),
+                "-J",
+                *args,
+                timeout=self.seconds + 60,
+                check=False,
+            )
+            res = json.loads(out)
+            if "error" in res:
+                raise BenchError(f"{s.name}: iperf3 {' '.join(args)}: {res['error']}")
+            return res
+        finally:
+            server.kill()
+            server.wait(5)
+
+
+def ratios(results: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    base = results.get("kernel veth", {})
+    out: dict[str, dict[str, float]] = {}
+    for name, vals in results.items():
+        out[name] = {k: v / base[k] for k, v in vals.items() if base.get(k)}
+    return out
+
+
+def table(results: dict[str, dict[str, float]]) -> str:
+    names = list(results)
+    rat = ratios(results)
+    header = [
+        "metric",
+        "unit",
+        *[n for n in names],
+        *[f"{n} / kernel" for n in names[1:]],
+        "target",
+    ]
+    rows = []
+    for m in METRICS:
+        if not any(m.key in results[n] for n in names):
+            continue
+        row = [m.label, m.unit]
+        row += [_fmt(results[n].get(m.key)) for n in names]
+        row += [_fmt(rat[n].get(m.key), ratio=True) for n in names[1:]]
+        row.append(m.target)
+        rows.append(row)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(v: float | None, ratio: bool = False) -> str:
+    if v is None:
+        return "-"
+    if ratio:
+        return f"{v:.2f}x"
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    return f"{v:.2f}"
+
+
+def plot(results: dict[str, dict[str, float]], path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise BenchError("--plot needs matplotlib: pip install 'tapveth[plot]'") from None
+    metrics = [m for m in METRICS if m.key in results.get("kernel veth", {})]
+    names = list(results)
+    rat = ratios(results)
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    width = 0.8 / len(names)
+    for i, n in enumerate(names):
+        vals = [rat[n].get(m.key, 0.0) for m in metrics]
+        bars = ax.bar([x + i * width for x in range(len(metrics))], vals, width, label=n)
+        for bar, m in zip(bars, metrics, strict=True):
+            raw = results[n].get(m.key)
+            if raw is not None:
+                ax.annotate(
+                    _fmt(raw),
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    rotation=90,
+                )
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(metrics))])
+    ax.set_xticklabels(
+        [
+            f"{m.label}\n({'higher' if m.better == 'higher' else 'lower'} is better)"
+            for m in metrics
+        ],
+        fontsize=7,
+        rotation=20,
+        ha="right",
+    )
+    ax.set_ylabel("ratio to the kernel veth in the same run")
+    ax.set_title("tapveth bench: each figure divided by the kernel veth's")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run_bench(quick: bool, peers: bool, json_path: str | None, plot_path: str | None) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    bench = Bench(quick, peers, log)
+    results: dict[str, dict[str, float]] = {}
+    try:
+        builders: list[Callable[[], Subject | None]] = [bench.build_kernel, bench.build_tapveth]
+        if peers:
+            builders += [bench.build_vde, bench.build_socat]
+        for build in builders:
+            s = build()
+            if s is None:
+                log(f"  ({build.__name__.removeprefix('build_')} is not installed: skipped)")
+                continue
+            bench.subjects.append(s)
+            log(f"measuring {s.name}")
+            results[s.name] = bench.measure(s)
+    except KeyboardInterrupt:
+        log("interrupted: cleaning up")
+        return 130
+    except BenchError as exc:
+        log(f"tapveth bench: {exc}")
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        bench.cleanup()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    info = {
+        "machine": {"cpus": os.cpu_count(), "kernel": os.uname().release},
+        "quick": quick,
+        "results": results,
+        "ratios_to_kernel": ratios(results),
+    }
+    print(table(results))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(info, f, indent=2)
+    if plot_path:
+        plot(results, plot_path)
+    return 0
