@@ -98,8 +98,15 @@ def rss_mib(pid: int) -> float:
 
 
 class Bench:
-    def __init__(self, quick: bool, peers: bool, log: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        quick: bool,
+        peers: bool,
+        log: Callable[[str], None],
+        daemon_args: tuple[str, ...] = (),
+    ) -> None:
         self.quick = quick
+        self.daemon_args = daemon_args
         self.peers = peers
         self.log = log
         self.tag = secrets.token_hex(2)
@@ -151,7 +158,7 @@ class Bench:
 
     def build_tapveth(self) -> Subject:
         a, b = self._netns_pair("t")
-        self.daemon = PrivateDaemon(log_level="warning").start()
+        self.daemon = PrivateDaemon(log_level="warning", daemon_args=self.daemon_args).start()
         assert self.daemon.proc is not None
         s = Subject("tapveth", a, b, "tv1", "tv2", pid=self.daemon.proc.pid)
         self.daemon.request(
@@ -433,13 +440,19 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def run_bench(quick: bool, peers: bool, json_path: str | None, plot_path: str | None) -> int:
+def run_bench(
+    quick: bool,
+    peers: bool,
+    json_path: str | None,
+    plot_path: str | None,
+    daemon_args: tuple[str, ...] = (),
+) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    bench = Bench(quick, peers, log)
+    bench = Bench(quick, peers, log, daemon_args)
     results: dict[str, dict[str, float]] = {}
     try:
         builders: list[Callable[[], Subject | None]] = [bench.build_kernel, bench.build_tapveth]
@@ -475,4 +488,30 @@ def run_bench(quick: bool, peers: bool, json_path: str | None, plot_path: str | 
             json.dump(info, f, indent=2)
     if plot_path:
         plot(results, plot_path)
+    return 0
+
+
+def run_scale(pairs: int, quick: bool, json_path: str | None) -> int:
+    """The --pairs run: see scale.py."""
+    from tapveth.scale import Scale, scale_table
+
+    if not 1 <= pairs <= 1024:
+        raise BenchError("--pairs takes 1..1024")
+    signal.signal(signal.SIGTERM, _interrupt)
+    scale = Scale(pairs, 2.0 if quick else 5.0, lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+        result = scale.run()
+    except KeyboardInterrupt:
+        return 130
+    except BenchError as exc:
+        print(f"tapveth bench: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        scale.cleanup()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    print(scale_table(result))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(result, f, indent=2)
     return 0

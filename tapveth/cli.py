@@ -12,6 +12,7 @@ from tapveth.control import ControlError
 from tapveth.linkspec import SpecError, check_name, check_netns, parse_add
 
 EXIT_USER = 2
+DEFAULT_BUSY_POLL_US = 0
 
 DESCRIPTION = """\
 tapveth: the Linux veth pair, rebuilt in userspace on two TAP devices.
@@ -72,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("daemon", help="run the daemon in the foreground")
     d.add_argument(
+        "--busy-poll",
+        type=int,
+        default=DEFAULT_BUSY_POLL_US,
+        metavar="USEC",
+        help="after traffic, poll instead of sleeping for this long: lower latency for up to "
+        "a core of CPU while traffic flows; 0 disables (default: %(default)s)",
+    )
+    d.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -105,6 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--json", dest="json_file", metavar="FILE", help="write the figures as JSON")
     b.add_argument("--plot", metavar="FILE.png", help="draw the ratios (needs matplotlib)")
+    b.add_argument(
+        "--pairs",
+        type=int,
+        metavar="N",
+        help="scale run instead: N pairs at once against N kernel veth pairs",
+    )
+    b.add_argument(
+        "--busy-poll",
+        type=int,
+        default=None,
+        metavar="USEC",
+        help="run tapveth's daemon with this --busy-poll",
+    )
     return p
 
 
@@ -151,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(opts: argparse.Namespace) -> int:
     path = control.socket_path(opts.socket)
     if opts.command == "daemon":
-        return run_daemon(path, opts.log_level)
+        return run_daemon(path, opts.log_level, opts.busy_poll)
     if opts.command == "demo":
         from tapveth.demo import run_demo
 
@@ -159,7 +181,12 @@ def _run(opts: argparse.Namespace) -> int:
     if opts.command == "bench":
         from tapveth.bench import run_bench
 
-        return run_bench(opts.quick, opts.peers, opts.json_file, opts.plot)
+        if opts.pairs is not None:
+            from tapveth.bench import run_scale
+
+            return run_scale(opts.pairs, opts.quick, opts.json_file)
+        extra = () if opts.busy_poll is None else ("--busy-poll", str(opts.busy_poll))
+        return run_bench(opts.quick, opts.peers, opts.json_file, opts.plot, extra)
     want_json = opts.json or getattr(opts, "sub_json", False)
     if opts.command == "add":
         spec = parse_add(opts.words)
@@ -189,7 +216,7 @@ def setup_logging(level: str) -> None:
     logging.getLogger("tapveth").setLevel(level.upper())
 
 
-def run_daemon(path: str, log_level: str) -> int:
+def run_daemon(path: str, log_level: str, busy_poll_us: int = DEFAULT_BUSY_POLL_US) -> int:
     if os.geteuid() != 0:
         raise ControlError("the daemon needs root (CAP_NET_ADMIN) to make TAP devices")
     if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
@@ -201,7 +228,7 @@ def run_daemon(path: str, log_level: str) -> int:
     setup_logging(log_level)
 
     async def amain() -> int:
-        return await Daemon(path).run()
+        return await Daemon(path, busy_poll_us).run()
 
     # A loop factory, not uvloop.install(): the netlink worker thread must keep getting plain
     # asyncio loops, which pyroute2 needs.

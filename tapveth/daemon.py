@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tapveth import netns
+from tapveth.busypoll import BusyPoll
 from tapveth.control import ControlError, ControlServer, Peer
 from tapveth.linkspec import EndSpec, PairSpec, SpecError, check_name
 from tapveth.linkwatch import Kind, LinkEvent, LinkWatch
@@ -25,18 +26,20 @@ from tapveth.relay import Relay
 from tapveth.tap import Tap, TapError
 
 log = logging.getLogger("tapveth")
-# Lookups of one end in a row while unrelated link events keep arriving; past this the last
-# answer stands (events that arrive afterwards still update it).
-MAX_LOOKUPS = 20
 
 
 class Daemon:
-    def __init__(self, socket_path: str) -> None:
+    def __init__(self, socket_path: str, busy_poll_us: int = 0) -> None:
         self.socket_path = socket_path
         self.pairs: list[Pair] = []
         self._by_key: dict[tuple[int | None, int], End] = {}
         self._pair_of: dict[End, Pair] = {}
-        self._unmatched = 0  # NEWLINK events for unknown links: a lookup may have raced one
+        # Events for links no end is registered at, kept while lookups are in flight: an end
+        # being looked up is unregistered, and an event about its new place that arrives
+        # meanwhile is newer than the lookup's answer. Keyed by (nsid, ifindex): (seq, event).
+        self._strays: dict[tuple[int | None, int], tuple[int, LinkEvent]] = {}
+        self._stray_seq = 0
+        self._lookups = 0
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tapveth-netlink")
         self._local = threading.local()
         self._own_inode = netns.own_inode()
@@ -44,13 +47,16 @@ class Daemon:
         self._lock = asyncio.Lock()  # one add/del at a time: names are checked then taken
         self._tasks: set[asyncio.Task[None]] = set()
         self._watch = LinkWatch()
-        self._relay = Relay(self._on_events, self._on_gone)
+        self._busy_poll_us = busy_poll_us
+        self._relay: Relay  # made in run(), where the loop is known
         self._server = ControlServer(socket_path, self._handle)
 
     # -- running -----------------------------------------------------------------------------
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        busy = BusyPoll(loop, self._busy_poll_us)
+        self._relay = Relay(self._on_events, self._on_gone, busy.traffic)
         loop.add_reader(self._watch.fileno(), self._on_events)
         try:
             await self._server.start()
@@ -251,6 +257,8 @@ class Daemon:
                 end = self._by_key.pop((ev.nsid, ev.index), None)
                 if end is not None:
                     self._relocate(end)  # moved to another namespace, or deleted
+                else:
+                    self._stray(ev)
             elif ev.kind is Kind.DELNSID:
                 for end in [e for e in self._pair_of if e.nsid == ev.nsid]:
                     self._relocate(end)
@@ -262,7 +270,7 @@ class Daemon:
     def _on_newlink(self, ev: LinkEvent) -> None:
         end = self._by_key.get((ev.nsid, ev.index))
         if end is None:
-            self._unmatched += 1
+            self._stray(ev)
             return
         if ev.name and ev.name != end.name:
             log.info("%s renamed to %s", end.name, ev.name)
@@ -273,6 +281,11 @@ class Daemon:
         if ev.up != end.up:
             end.up = ev.up
             self._update_carrier(self._pair_of[end])
+
+    def _stray(self, ev: LinkEvent) -> None:
+        if self._lookups:
+            self._stray_seq += 1
+            self._strays[(ev.nsid, ev.index)] = (self._stray_seq, ev)
 
     def _update_carrier(self, pair: Pair) -> None:
         if pair.closed or not pair.carrier.update(pair.a.up, pair.b.up):
@@ -297,34 +310,42 @@ class Daemon:
             self._spawn(self._locate(pair, end))
 
     async def _locate(self, pair: Pair, end: End) -> None:
+        """Find where an end is now (it moved, or may be gone) and register it there."""
         end.locating = True
-        tries = 0
         try:
             while end.stale and not pair.closed:
                 end.stale = False
-                tries += 1
-                # While a lookup is in flight the end stays unregistered, so any event about
-                # it counts as unmatched and forces another lookup: a lookup's answer is older
-                # than the events that arrive while it runs and must never overwrite them.
+                # Unregistered while the lookup runs: events about its new place become strays
+                # and are applied over the answer below, since they are newer than it.
                 if self._by_key.get(end.key) is end:
                     del self._by_key[end.key]
-                seen = self._unmatched
-                loc: Location | None = await self._call(_follow, end.tap, end.ns_inode)
+                start = self._stray_seq
+                self._lookups += 1
+                try:
+                    loc: Location | None = await self._call(_follow, end.tap, end.ns_inode)
+                finally:
+                    self._lookups -= 1
+                stray = self._strays.get(loc.key) if loc is not None else None
+                if not self._lookups:
+                    self._strays.clear()
                 if pair.closed:
                     return
                 if loc is None:
                     await self._destroy(pair, f"{end.name} was deleted")
                     return
-                log.debug(
-                    "located %s: %s (unmatched %d -> %d)", end.name, loc, seen, self._unmatched
-                )
+                log.debug("located %s: %s", end.name, loc)
                 old_inode = end.ns_inode
                 end.moved_to(loc)
+                if stray is not None and stray[0] > start:
+                    ev = stray[1]
+                    if ev.kind is Kind.DELLINK:
+                        end.stale = True  # gone from there already: look again
+                        continue
+                    log.debug("newer event for %s while looking it up: %s", end.name, ev)
+                    end.up, end.mtu, end.name = ev.up, ev.mtu or end.mtu, ev.name or end.name
                 self._by_key[end.key] = end
                 if loc.ns_inode != old_inode:
                     log.info("%s moved to %s", end.name, self._ns_label(end))
-                if self._unmatched != seen and tries < MAX_LOOKUPS:
-                    end.stale = True  # an event for its new place may have come before we knew
         except OSError as exc:
             log.error("cannot follow %s: %s", end.name, exc)
             await self._destroy(pair, f"{end.name} could not be followed")

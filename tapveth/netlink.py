@@ -8,6 +8,7 @@ of another namespace goes through its nsid from here: no socket is opened inside
 
 import errno
 import os
+import socket
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
@@ -36,6 +37,11 @@ class Location:
     address: str
     ns_inode: int
 
+    @property
+    def key(self) -> tuple[int | None, int]:
+        """How link events name this place: (nsid, ifindex)."""
+        return (self.nsid, self.index)
+
 
 class Netlink:
     """Blocking rtnetlink calls; one instance per worker thread."""
@@ -52,16 +58,23 @@ class Netlink:
     ) -> None:
         """Give a freshly opened TAP its MTU and MAC, then move it into ns_fd (None: stay) with
         its final name, in one RTM_NEWLINK as `ip link set … netns … name …` would."""
-        index = self._index_here(tap.ifname())
         try:
-            if mtu is not None:
-                self.ipr.link("set", index=index, mtu=mtu)
-            if address is not None:
-                self.ipr.link("set", index=index, address=address)
-            if ns_fd is not None:
-                self.ipr.link("set", index=index, net_ns_fd=ns_fd, ifname=name)
-            elif tap.ifname() != name:
-                self.ipr.link("set", index=index, ifname=name)
+            index = socket.if_nametoindex(tap.ifname())
+        except OSError:
+            raise PlaceError(errno.ENODEV, "a new TAP vanished while being set up") from None
+        # One request: the kernel moves the device first, then applies the rest there.
+        attrs: dict[str, object] = {}
+        if mtu is not None:
+            attrs["mtu"] = mtu
+        if address is not None:
+            attrs["address"] = address
+        if ns_fd is not None:
+            attrs["net_ns_fd"] = ns_fd
+        if ns_fd is not None or tap.ifname() != name:
+            attrs["ifname"] = name
+        try:
+            if attrs:
+                self.ipr.link("set", index=index, **attrs)
         except NetlinkError as exc:
             if exc.code == errno.EEXIST:
                 raise PlaceError(exc.code, f"interface name {name!r} is already taken") from None
@@ -159,9 +172,3 @@ class Netlink:
         except NetlinkError as exc:
             if exc.code not in (errno.ENODEV, errno.EINVAL):
                 raise
-
-    def _index_here(self, name: str) -> int:
-        found = self.ipr.link_lookup(ifname=name)
-        if not found:
-            raise PlaceError(errno.ENODEV, f"TAP {name!r} vanished while being set up")
-        return int(found[0])

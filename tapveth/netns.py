@@ -51,17 +51,43 @@ def inode_of_pid(pid: int) -> int:
 
 def name_of_inode(inode: int) -> str | None:
     """The `ip netns` name bound to a namespace, or None if it has none."""
-    try:
-        names = sorted(os.listdir(NETNS_DIR))
-    except FileNotFoundError:
-        return None
-    for name in names:
+    return _names.lookup(inode)
+
+
+class _NameCache:
+    """inode -> name, so that naming a namespace does not stat every file in /run/netns each
+    time (with a thousand namespaces that is milliseconds per call). A cached name is checked
+    with one stat; any miss rescans."""
+
+    def __init__(self) -> None:
+        self._by_inode: dict[int, str] = {}
+
+    def lookup(self, inode: int) -> str | None:
+        name = self._by_inode.get(inode)
+        if name is not None:
+            try:
+                if os.stat(os.path.join(NETNS_DIR, name)).st_ino == inode:
+                    return name
+            except OSError:
+                pass
+        self._rescan()
+        return self._by_inode.get(inode)
+
+    def _rescan(self) -> None:
+        found: dict[int, str] = {}
         try:
-            if os.stat(os.path.join(NETNS_DIR, name)).st_ino == inode:
-                return name
-        except OSError:
-            continue
-    return None
+            names = sorted(os.listdir(NETNS_DIR))
+        except FileNotFoundError:
+            names = []
+        for name in names:
+            try:
+                found.setdefault(os.stat(os.path.join(NETNS_DIR, name)).st_ino, name)
+            except OSError:
+                continue
+        self._by_inode = found
+
+
+_names = _NameCache()
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -17,12 +17,18 @@ from tapveth import control
 class PrivateDaemon:
     """`with PrivateDaemon() as d: d.request("show")` — started on enter, stopped on exit."""
 
-    def __init__(self, log_level: str = "info", extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        log_level: str = "info",
+        extra_env: dict[str, str] | None = None,
+        daemon_args: tuple[str, ...] = (),
+    ) -> None:
         self.dir = tempfile.mkdtemp(prefix="tapveth-")
         self.socket = os.path.join(self.dir, "tapveth.sock")
         self.log_path = os.path.join(self.dir, "daemon.log")
         self.log_level = log_level
         self.extra_env = extra_env or {}
+        self.daemon_args = daemon_args
         self.proc: subprocess.Popen[bytes] | None = None
         self.final_log = ""
 
@@ -54,7 +60,7 @@ class PrivateDaemon:
             except control.ControlError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"the daemon did not start: {self.log()}") from None
+                    raise RuntimeError(f"the daemon did not start: {self.final_log}") from None
                 time.sleep(0.05)
 
     def request(self, op: str, args: dict[str, Any] | None = None, timeout: float = 60.0) -> Any:

@@ -30,19 +30,24 @@ class Relay:
     """Pumps frames for every pair of a daemon; stateless between frames but for the buffer."""
 
     def __init__(
-        self, before_batch: Callable[[], None], on_gone: Callable[[End, OSError], None]
+        self,
+        before_batch: Callable[[], None],
+        on_gone: Callable[[End, OSError], None],
+        on_traffic: Callable[[], None] = lambda: None,
     ) -> None:
         self._buf = bytearray(BUF_LEN)
         self._bufs = [self._buf]
         self._view = memoryview(self._buf)
         self._before_batch = before_batch
         self._on_gone = on_gone
+        self._on_traffic = on_traffic
 
     def pump(self, src: End, dst: End) -> None:
         """Relay what src's TAP holds now (at most BATCH frames) to dst."""
         # Netlink events queued before these frames were sent (an MTU change, a peer going
         # down) must be applied first: the kernel veth sees such changes immediately.
         self._before_batch()
+        self._on_traffic()
         buf, bufs, view = self._buf, self._bufs, self._view
         readv, write = os.readv, os.write
         flow = src.out

@@ -1,0 +1,178 @@
+"""`tapveth bench --pairs N`: N pairs in one daemon, each in two namespaces of its own, against
+the same N kernel veth pairs: setup time per pair, the daemon's RSS and idle CPU, every pair
+answering ping, and aggregate TCP throughput with traffic on all pairs at once."""
+
+import contextlib
+import json
+import secrets
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tapveth.bench import BenchError, cpu_seconds, rss_mib, sh
+from tapveth.private import PrivateDaemon
+
+IP_A, IP_B = "10.78.0.1", "10.78.0.2"
+
+
+class Scale:
+    def __init__(self, pairs: int, seconds: float, log: Callable[[str], None]) -> None:
+        self.n = pairs
+        self.seconds = seconds
+        self.log = log
+        self.tag = secrets.token_hex(2)
+        self.namespaces: list[str] = []
+        self.daemon: PrivateDaemon | None = None
+
+    def _ns(self, kind: str, i: int) -> tuple[str, str]:
+        return (f"tvs{self.tag}{kind}{i}a", f"tvs{self.tag}{kind}{i}b")
+
+    def _batch(self, lines: list[str], netns: str | None = None) -> None:
+        cmd = ["ip", *(["-n", netns] if netns else []), "-batch", "-"]
+        proc = subprocess.run(
+            cmd, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=300
+        )
+        if proc.returncode != 0:
+            raise BenchError(f"ip -batch: {proc.stderr.strip()}")
+
+    def _make_namespaces(self, kind: str) -> list[tuple[str, str]]:
+        spaces = [self._ns(kind, i) for i in range(self.n)]
+        names = [ns for pair in spaces for ns in pair]
+        self._batch([f"netns add {ns}" for ns in names])
+        self.namespaces += names
+        return spaces
+
+    def _configure(self, spaces: list[tuple[str, str]], a: str, b: str) -> None:
+        for ns_a, ns_b in spaces:
+            for ns, ifname, ip in ((ns_a, a, IP_A), (ns_b, b, IP_B)):
+                self._batch(
+                    [f"addr add {ip}/24 dev {ifname}", f"link set {ifname} up", "link set lo up"],
+                    netns=ns,
+                )
+
+    def run(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"pairs": self.n}
+        self.log(f"scale: {self.n} kernel veth pairs")
+        kspaces = self._make_namespaces("k")
+        t0 = time.monotonic()
+        self._batch([f"link add kv netns {a} type veth peer name kv netns {b}" for a, b in kspaces])
+        out["kernel_setup_s_per_pair"] = (time.monotonic() - t0) / self.n
+        self._configure(kspaces, "kv", "kv")
+
+        self.log(f"scale: {self.n} tapveth pairs")
+        tspaces = self._make_namespaces("t")
+        self.daemon = PrivateDaemon(log_level="warning").start()
+        assert self.daemon.proc is not None
+        pid = self.daemon.proc.pid
+        t0 = time.monotonic()
+        for a, b in tspaces:
+            self.daemon.request(
+                "add",
+                {"spec": {"end": {"name": "tv", "netns": a}, "peer": {"name": "tv", "netns": b}}},
+            )
+        out["tapveth_setup_s_per_pair"] = (time.monotonic() - t0) / self.n
+        out["tapveth_setup_s_total"] = time.monotonic() - t0
+        self._configure(tspaces, "tv", "tv")
+        out["kernel_pairs_answering_ping"] = self._ping_all(kspaces)
+        out["tapveth_pairs_answering_ping"] = self._ping_all(tspaces)
+        time.sleep(1.0)
+        out["tapveth_rss_mib"] = rss_mib(pid)
+        c0 = cpu_seconds(pid)
+        time.sleep(3.0)
+        out["tapveth_idle_cpu_pct"] = 100 * (cpu_seconds(pid) - c0) / 3.0
+        self.log("scale: TCP on every pair at once")
+        out["kernel_aggregate_gbps"] = self._aggregate(kspaces)
+        out["tapveth_aggregate_gbps"] = self._aggregate(tspaces)
+        out["aggregate_ratio"] = out["tapveth_aggregate_gbps"] / out["kernel_aggregate_gbps"]
+        return out
+
+    def _ping_all(self, spaces: list[tuple[str, str]]) -> int:
+        ok = 0
+        for start in range(0, len(spaces), 32):
+            procs = [
+                subprocess.Popen(
+                    ["ip", "netns", "exec", a, "ping", "-c", "1", "-W", "2", IP_B],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                for a, _ in spaces[start : start + 32]
+            ]
+            ok += sum(1 for p in procs if p.wait(10) == 0)
+        return ok
+
+    def _aggregate(self, spaces: list[tuple[str, str]]) -> float:
+        servers = [
+            subprocess.Popen(
+                ["ip", "netns", "exec", b, "iperf3", "-s", "-1", "-B", IP_B],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for _, b in spaces
+        ]
+        try:
+            deadline = time.monotonic() + 30
+            for _, b in spaces:
+                while ":5201" not in sh("ip", "netns", "exec", b, "ss", "-ltn"):
+                    if time.monotonic() > deadline:
+                        raise BenchError("iperf3 servers did not start")
+                    time.sleep(0.05)
+            clients = [
+                subprocess.Popen(
+                    ["ip", "netns", "exec", a, "iperf3", "-c", IP_B, "-t", str(self.seconds), "-J"],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )
+                for a, _ in spaces
+            ]
+            total = 0.0
+            for c in clients:
+                out, _ = c.communicate(timeout=self.seconds + 120)
+                with contextlib.suppress(ValueError, KeyError):  # a failed client adds nothing
+                    total += json.loads(out)["end"]["sum_received"]["bits_per_second"]
+            return total / 1e9
+        finally:
+            for s in servers:
+                s.kill()
+                s.wait(5)
+
+    def cleanup(self) -> None:
+        if self.daemon is not None:
+            self.daemon.stop()
+        if self.namespaces:
+            subprocess.run(
+                ["ip", "-batch", "-"],
+                input="".join(f"netns del {ns}\n" for ns in self.namespaces),
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+
+
+def scale_table(r: dict[str, Any]) -> str:
+    rows = [
+        ("pairs", f"{r['pairs']}", ""),
+        (
+            "setup per pair (s)",
+            f"{r['kernel_setup_s_per_pair']:.4f}",
+            f"{r['tapveth_setup_s_per_pair']:.4f}",
+        ),
+        (
+            "pairs answering ping",
+            f"{r['kernel_pairs_answering_ping']}",
+            f"{r['tapveth_pairs_answering_ping']}",
+        ),
+        ("daemon RSS (MiB)", "-", f"{r['tapveth_rss_mib']:.1f}"),
+        ("daemon idle CPU (%)", "-", f"{r['tapveth_idle_cpu_pct']:.2f}"),
+        (
+            "aggregate TCP (Gbit/s)",
+            f"{r['kernel_aggregate_gbps']:.2f}",
+            f"{r['tapveth_aggregate_gbps']:.2f} ({r['aggregate_ratio']:.2f}x)",
+        ),
+    ]
+    w = max(len(x[0]) for x in rows)
+    lines = [f"{'':{w}}  kernel veth   tapveth"]
+    lines += [f"{a:{w}}  {b:12}  {c}" for a, b, c in rows]
+    lines.append(f"tapveth setup of all {r['pairs']} pairs: {r['tapveth_setup_s_total']:.2f} s")
+    return "\n".join(lines)
