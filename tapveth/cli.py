@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from tapveth import __version__, control, render
+from tapveth.config import ConfigError
 from tapveth.control import ControlError
 from tapveth.linkspec import SpecError, check_name, check_netns, parse_add
 
@@ -32,6 +33,8 @@ commands:
   del NAME [netns NS]        delete the pair that NAME is an end of
   show [NAME] [-j]           list pairs: ends, namespace, admin state, carrier, MTU
   stats [NAME] [-j]          counters in veth's meaning, with drops by reason
+  daemon --config FILE       own the pairs a TOML file describes (see README)
+  reload                     apply the daemon's configuration file again (as SIGHUP)
   demo                       run the classic two-namespace veth experiment end to end
   bench [--quick] [--peers] [--json FILE] [--plot FILE.png]
                              measure tapveth and the kernel veth side by side
@@ -73,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("daemon", help="run the daemon in the foreground")
     d.add_argument(
+        "--config",
+        metavar="FILE",
+        help="own the pairs this TOML file describes; SIGHUP or 'tapveth reload' "
+        "applies changes to it",
+    )
+    d.add_argument(
         "--busy-poll",
         type=int,
         default=DEFAULT_BUSY_POLL_US,
@@ -104,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         x.add_argument("words", nargs="*")
 
     sub.add_parser("demo", help="run the two-namespace experiment, self-contained")
+    sub.add_parser("reload", help="make the daemon apply its configuration file again")
 
     b = sub.add_parser("bench", help="measure tapveth against the kernel veth, side by side")
     b.add_argument("--quick", action="store_true", help="short run (under 30 s) to check it works")
@@ -163,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"tapveth: {exc} (see tapveth --help)", file=sys.stderr)
         return EXIT_USER
-    except (SpecError, ControlError) as exc:
+    except (SpecError, ControlError, ConfigError) as exc:
         print(f"tapveth: {exc}", file=sys.stderr)
         return EXIT_USER
     except KeyboardInterrupt:
@@ -173,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(opts: argparse.Namespace) -> int:
     path = control.socket_path(opts.socket)
     if opts.command == "daemon":
-        return run_daemon(path, opts.log_level, opts.busy_poll)
+        return run_daemon(path, opts.log_level, opts.busy_poll, opts.config)
     if opts.command == "demo":
         from tapveth.demo import run_demo
 
@@ -191,8 +201,14 @@ def _run(opts: argparse.Namespace) -> int:
     if opts.command == "add":
         spec = parse_add(opts.words)
         result = control.request(path, "add", {"spec": spec.to_dict()})
+        if isinstance(result, dict):  # a daemon with a configuration file adds a note
+            print(f"tapveth: note: {result['note']}", file=sys.stderr)
+            result = result["ends"]
         if want_json:
             print(render.as_json(result))
+        return 0
+    if opts.command == "reload":
+        print(control.request(path, "reload", {}, timeout=120))
         return 0
     if opts.command in ("del", "delete"):
         control.request(path, "del", _name_and_ns(opts.words, required=True))
@@ -216,11 +232,20 @@ def setup_logging(level: str) -> None:
     logging.getLogger("tapveth").setLevel(level.upper())
 
 
-def run_daemon(path: str, log_level: str, busy_poll_us: int = DEFAULT_BUSY_POLL_US) -> int:
+def run_daemon(
+    path: str,
+    log_level: str,
+    busy_poll_us: int = DEFAULT_BUSY_POLL_US,
+    config_path: str | None = None,
+) -> int:
     if os.geteuid() != 0:
         raise ControlError("the daemon needs root (CAP_NET_ADMIN) to make TAP devices")
     if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
         raise ControlError("/dev/net/tun is missing or not accessible (modprobe tun)")
+    if config_path is not None:
+        from tapveth import config
+
+        config.load(config_path)  # a bad file: one line on stderr, exit 2, nothing made
     import uvloop
 
     from tapveth.daemon import Daemon
@@ -228,7 +253,7 @@ def run_daemon(path: str, log_level: str, busy_poll_us: int = DEFAULT_BUSY_POLL_
     setup_logging(log_level)
 
     async def amain() -> int:
-        return await Daemon(path, busy_poll_us).run()
+        return await Daemon(path, busy_poll_us, config_path).run()
 
     # A loop factory, not uvloop.install(): the netlink worker thread must keep getting plain
     # asyncio loops, which pyroute2 needs.

@@ -10,27 +10,38 @@ import logging
 import os
 import secrets
 import signal
+import subprocess
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tapveth import netns
+from tapveth import config, netns
 from tapveth.busypoll import BusyPoll
+from tapveth.config import ConfigError, EndConfig, PairConfig
 from tapveth.control import ControlError, ControlServer, Peer
 from tapveth.linkspec import EndSpec, PairSpec, SpecError, check_name
 from tapveth.linkwatch import Kind, LinkEvent, LinkWatch
 from tapveth.netlink import Location, Netlink, PlaceError
 from tapveth.netns import NetnsError
+from tapveth.notify import Notifier
 from tapveth.pair import End, Pair
+from tapveth.reconcile import Ident, Plan, plan
 from tapveth.relay import Relay
+from tapveth.rules import Carrier
 from tapveth.tap import Tap, TapError
 
 log = logging.getLogger("tapveth")
 
 
 class Daemon:
-    def __init__(self, socket_path: str, busy_poll_us: int = 0) -> None:
+    def __init__(
+        self, socket_path: str, busy_poll_us: int = 0, config_path: str | None = None
+    ) -> None:
         self.socket_path = socket_path
+        self.config_path = config_path
+        self._managed: dict[Ident, tuple[PairConfig, Pair]] = {}  # pairs from the config file
+        self._notify = Notifier()
         self.pairs: list[Pair] = []
         self._by_key: dict[tuple[int | None, int], End] = {}
         self._pair_of: dict[End, Pair] = {}
@@ -66,21 +77,51 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         log.info("listening on %s", self.socket_path)
+        status = 0
         try:
+            if self.config_path is not None:
+                try:
+                    applied = await self._reconcile(config.load(self.config_path))
+                except (ConfigError, ControlError) as exc:
+                    log.error("%s", exc)
+                    status = 2
+                    return status
+                log.info("configuration %s: %s", self.config_path, applied.summary())
+            loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._reload_logged()))
+            self._notify.ready(self._status())
+            if self._notify.watchdog_usec:
+                self._watchdog(loop, self._notify.watchdog_usec / 2e6)
             await self._stop.wait()
         finally:
-            log.info("stopping: removing %d pair(s)", len(self.pairs))
+            self._notify.stopping()
+            kept = [p for p in self.pairs if p.persist]
+            log.info(
+                "stopping: removing %d pair(s), keeping %d persistent",
+                len(self.pairs) - len(kept),
+                len(kept),
+            )
             await self._server.close()
             for pair in list(self.pairs):
-                await self._destroy(pair, "daemon stopped")
+                await self._destroy(pair, "daemon stopped", keep=pair.persist)
             loop.remove_reader(self._watch.fileno())
             self._watch.close()
             await self._call(lambda nl: nl.close())
             self._executor.shutdown(wait=True)
-        return 0
+            self._notify.close()
+        return status
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _status(self) -> str:
+        up = sum(1 for p in self.pairs if p.carrier.on)
+        return f"{len(self.pairs)} pair(s), {up} with carrier"
+
+    def _watchdog(self, loop: asyncio.AbstractEventLoop, every: float) -> None:
+        """WATCHDOG=1 from the event loop itself: a stuck loop stops sending, and systemd
+        restarts the daemon."""
+        self._notify.send("WATCHDOG=1")
+        loop.call_later(every, self._watchdog, loop, every)
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         """Run fn(netlink, *args) in the netlink worker thread."""
@@ -108,7 +149,14 @@ class Daemon:
             except SpecError as exc:
                 raise ControlError(str(exc)) from None
             async with self._lock:
-                return await self.add(spec, peer.pid)
+                ends = await self.add(spec, peer.pid)
+            if self.config_path is None:
+                return ends
+            return {
+                "ends": ends,
+                "note": f"not in {self.config_path}: a reload keeps this "
+                "pair, but the daemon does not recreate it when it starts again",
+            }
         if op == "del":
             async with self._lock:
                 pair = self._find(args.get("name"), args.get("netns"))
@@ -121,31 +169,115 @@ class Daemon:
             keys = [e.key for _, e in chosen]
             drops = await self._call(_kernel_drops, keys)
             return [self._stats(p, e, d) for (p, e), d in zip(chosen, drops, strict=True)]
+        if op == "reload":
+            if self.config_path is None:
+                raise ControlError("this daemon runs without --config: nothing to reload")
+            return await self._reload()
         if op == "ping":
             return {"pairs": len(self.pairs), "pid": os.getpid()}
         raise ControlError(f"unknown request {op!r}")
 
     async def add(self, spec: PairSpec, caller_pid: int) -> list[dict[str, Any]]:
         """Create a pair: both TAPs made here, configured, moved, then relayed."""
-        for want in (spec.end, spec.peer):
-            self._check_free(want, caller_pid)
+        pair = await self._create(spec, caller_pid)
+        return [self._describe(pair, e) for e in pair.ends()]
+
+    async def _create(
+        self, spec: PairSpec, caller_pid: int, persist: bool = False, reattach: bool = False
+    ) -> Pair:
+        if not reattach:
+            for want in (spec.end, spec.peer):
+                self._check_free(want, caller_pid)
         try:
-            taps, locs = await self._call(_create_pair, spec, caller_pid, self._own_inode)
+            made = None
+            if reattach:
+                made = await self._call(_reattach_pair, spec, self._own_inode)
+            reattached = made is not None
+            if made is None:
+                made = await self._call(_create_pair, spec, caller_pid, self._own_inode, persist)
         except (SpecError, NetnsError, TapError, PlaceError) as exc:
             raise ControlError(_one_line(exc)) from None
+        taps, locs = made
         ends = [End(tap=t, name=loc.name) for t, loc in zip(taps, locs, strict=True)]
         for end, loc in zip(ends, locs, strict=True):
             end.moved_to(loc)
-        pair = Pair(ends[0], ends[1])
+        # A re-attached pair goes on counting carrier transitions where the kernel left off.
+        carrier = Carrier(changes=max(loc.carrier_changes for loc in locs))
+        pair = Pair(ends[0], ends[1], carrier=carrier, persist=persist)
         self._register(pair)
         log.info(
-            "pair %s <-> %s created (%s, %s)",
+            "pair %s <-> %s %s (%s, %s)",
             pair.a.name,
             pair.b.name,
+            "re-attached" if reattached else "created",
             self._ns_label(pair.a),
             self._ns_label(pair.b),
         )
-        return [self._describe(pair, e) for e in pair.ends()]
+        return pair
+
+    # -- the configuration file --------------------------------------------------------------
+
+    async def _reload_logged(self) -> None:
+        try:
+            await self._reload()
+        except ControlError as exc:
+            log.error("reload failed, keeping what runs: %s", exc)
+
+    async def _reload(self) -> str:
+        """SIGHUP or `tapveth reload`: apply the difference between the file and what runs."""
+        assert self.config_path is not None
+        self._notify.reloading()
+        try:
+            try:
+                cfg = config.load(self.config_path)
+            except ConfigError as exc:
+                raise ControlError(str(exc)) from None
+            done = await self._reconcile(cfg)
+            log.info("reloaded %s: %s", self.config_path, done.summary())
+            return done.summary()
+        finally:
+            self._notify.ready(self._status())
+
+    async def _reconcile(self, cfg: config.Config) -> Plan:
+        async with self._lock:
+            todo = plan({ident: pc for ident, (pc, _) in self._managed.items()}, cfg)
+            for ident in todo.remove:
+                _, pair = self._managed.pop(ident)
+                await self._destroy(pair, "removed from the configuration")
+            waiting = []
+            for old, new in todo.change:
+                _, pair = self._managed[old.ident]
+                try:
+                    await self._call(_configure_pair, pair.a.tap, pair.b.tap, old, new)
+                except (OSError, PlaceError) as exc:
+                    raise ControlError(f"pair {new.ident[0]}: {_one_line(exc)}") from None
+                self._managed[new.ident] = (new, pair)
+                waiting.append((new, pair))
+            for pc in todo.create:
+                for e in (pc.end, pc.peer):
+                    if e.create_netns and e.spec.netns:
+                        await self._call(_ensure_netns, e.spec.netns)
+                pair = await self._create(pc.spec, os.getpid(), pc.persist, reattach=pc.persist)
+                self._managed[pc.ident] = (pc, pair)
+                try:
+                    await self._call(_configure_pair, pair.a.tap, pair.b.tap, None, pc)
+                except (OSError, PlaceError) as exc:
+                    raise ControlError(f"pair {pc.ident[0]}: {_one_line(exc)}") from None
+                waiting.append((pc, pair))
+        await self._until_carrier(waiting)
+        return todo
+
+    async def _until_carrier(self, pairs: list[tuple[PairConfig, Pair]]) -> None:
+        """Wait until every pair configured up on both ends has carrier: then the relay runs
+        and the pair carries traffic."""
+        deadline = time.monotonic() + 10.0
+        for pc, pair in pairs:
+            if not (pc.end.up and pc.peer.up):
+                continue
+            while not pair.carrier.on and not pair.closed:
+                if time.monotonic() > deadline:
+                    raise ControlError(f"pair {pair.a.name} <-> {pair.b.name} got no carrier")
+                await asyncio.sleep(0.01)
 
     def _check_free(self, want: EndSpec, caller_pid: int) -> None:
         try:
@@ -368,8 +500,9 @@ class Daemon:
             if not end.tap.closed:
                 loop.remove_reader(end.fd)
 
-    async def _destroy(self, pair: Pair, why: str) -> None:
-        """Remove a pair: both ends deleted (explicitly, so it is done when this returns)."""
+    async def _destroy(self, pair: Pair, why: str, keep: bool = False) -> None:
+        """Remove a pair: both ends deleted (explicitly, so it is done when this returns).
+        With keep, only let go of them: persistent TAPs stay, without carrier."""
         if pair.closed:
             return
         self._stop_relay(pair)
@@ -379,6 +512,14 @@ class Daemon:
             self._pair_of.pop(end, None)
             if self._by_key.get(end.key) is end:
                 del self._by_key[end.key]
+        for ident, (_, managed) in list(self._managed.items()):
+            if managed is pair:
+                del self._managed[ident]
+        if keep:
+            for end in pair.ends():
+                end.tap.close()  # a persistent TAP stays, and loses carrier
+            log.info("pair %s <-> %s left in place (persistent): %s", pair.a.name, pair.b.name, why)
+            return
         await self._call(_delete_pair, pair.a.tap, pair.b.tap)
         log.info("pair %s <-> %s removed: %s", pair.a.name, pair.b.name, why)
 
@@ -387,7 +528,7 @@ class Daemon:
 
 
 def _create_pair(
-    nl: Netlink, spec: PairSpec, caller_pid: int, own_inode: int
+    nl: Netlink, spec: PairSpec, caller_pid: int, own_inode: int, persist: bool = False
 ) -> tuple[list[Tap], list[Location]]:
     taps: list[Tap] = []
     try:
@@ -401,6 +542,8 @@ def _create_pair(
                 taps.append(tap)
                 nl.place(tap, want.name, None if here else ns_fd, want.mtu, want.address)
                 nl.set_noqueue(tap)
+                if persist:
+                    tap.set_persist(True)
             finally:
                 os.close(ns_fd)
         locs = []
@@ -414,6 +557,82 @@ def _create_pair(
         for tap in taps:
             tap.close()
         raise
+
+
+def _reattach_pair(
+    nl: Netlink, spec: PairSpec, own_inode: int
+) -> tuple[list[Tap], list[Location]] | None:
+    """Attach to a persistent pair left by an earlier daemon, from inside each end's namespace
+    (opening /dev/net/tun elsewhere would make a new TAP there). None when the pair is not
+    there whole: a lone end is deleted, and the caller makes the pair anew. The fd opened
+    inside the namespace keeps it alive: `ip netns del` no longer destroys a persistent pair."""
+    found: list[bool | None] = []
+    for want in (spec.end, spec.peer):
+        ns_fd = netns.open_netns(want.netns or str(os.getpid()))
+        try:
+            with netns.entered(ns_fd):
+                found.append(nl.persistent_tap_here(want.name))
+        finally:
+            os.close(ns_fd)
+    if found == [True, True]:
+        taps: list[Tap] = []
+        try:
+            for want in (spec.end, spec.peer):
+                ns_fd = netns.open_netns(want.netns or str(os.getpid()))
+                try:
+                    with netns.entered(ns_fd):
+                        taps.append(Tap(want.name, reattach=True))
+                finally:
+                    os.close(ns_fd)
+            locs = [nl.locate(t) for t in taps]
+            if all(loc is not None for loc in locs):
+                return taps, [loc for loc in locs if loc is not None]
+        except BaseException:
+            for t in taps:
+                t.close()
+            raise
+        for t in taps:
+            t.close()
+        return None
+    for want, there in zip((spec.end, spec.peer), found, strict=True):
+        if there:  # half a pair: remove it, as veth would never leave one
+            ns_fd = netns.open_netns(want.netns or str(os.getpid()))
+            try:
+                with netns.entered(ns_fd):
+                    lone = Tap(want.name, reattach=True)
+                    lone.set_persist(False)
+                    lone.close()
+            finally:
+                os.close(ns_fd)
+    return None
+
+
+def _ensure_netns(nl: Netlink, name: str) -> None:
+    """`create_netns = true`: make the namespace as `ip netns add` does, if it is missing."""
+    if os.path.exists(netns.path_of(name)):
+        return
+    proc = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0 and not os.path.exists(netns.path_of(name)):
+        raise PlaceError(errno.EIO, f"cannot create namespace {name}: {proc.stderr.strip()}")
+
+
+def _configure_pair(
+    nl: Netlink, tap_a: Tap, tap_b: Tap, old: PairConfig | None, new: PairConfig
+) -> None:
+    """Bring both ends' MTU, addresses and admin state to what the configuration says."""
+    for tap, before, after in (
+        (tap_a, old.end if old else None, new.end),
+        (tap_b, old.peer if old else None, new.peer),
+    ):
+        _configure_end(nl, tap, before, after)
+
+
+def _configure_end(nl: Netlink, tap: Tap, before: EndConfig | None, after: EndConfig) -> None:
+    had = set(before.addresses) if before else set()
+    want = set(after.addresses)
+    mtu = after.spec.mtu if before is None or before.spec.mtu != after.spec.mtu else None
+    up = after.up if before is None or before.up != after.up else None
+    nl.configure_inside(tap, mtu, tuple(sorted(want - had)), tuple(sorted(had - want)), up)
 
 
 def _follow(nl: Netlink, tap: Tap, old_inode: int) -> Location | None:

@@ -6,6 +6,7 @@ daemon never calls uvloop.install(), which would hand uvloop to that thread too)
 of another namespace goes through its nsid from here: no socket is opened inside it.
 """
 
+import contextlib
 import errno
 import os
 import socket
@@ -36,6 +37,7 @@ class Location:
     mtu: int
     address: str
     ns_inode: int
+    carrier_changes: int = 1
 
     @property
     def key(self) -> tuple[int | None, int]:
@@ -114,6 +116,7 @@ class Netlink:
             mtu=msg.get_attr("IFLA_MTU"),
             address=msg.get_attr("IFLA_ADDRESS") or "",
             ns_inode=inode,
+            carrier_changes=msg.get_attr("IFLA_CARRIER_CHANGES") or 1,
         )
 
     def nsid_of(self, ns_fd: int) -> int:
@@ -148,6 +151,58 @@ class Netlink:
                 raise
         finally:
             os.close(ns_fd)
+
+    def configure_inside(
+        self,
+        tap: Tap,
+        mtu: int | None,
+        add: tuple[str, ...],
+        remove: tuple[str, ...],
+        up: bool | None,
+    ) -> None:
+        """Apply an end's MTU, addresses and admin state where it lives (address requests
+        cannot target another namespace by nsid: the thread enters it for these requests)."""
+        ns_fd = tap.netns_fd()
+        try:
+            with netns.entered(ns_fd), IPRoute() as there:
+                found = there.link_lookup(ifname=tap.ifname())
+                if not found:
+                    raise PlaceError(errno.ENODEV, f"{tap.ifname()} vanished")
+                index = found[0]
+                if mtu is not None:
+                    there.link("set", index=index, mtu=mtu)
+                for cidr in remove:
+                    addr, plen = cidr.split("/")
+                    with contextlib.suppress(NetlinkError):
+                        there.addr("del", index=index, address=addr, prefixlen=int(plen))
+                for cidr in add:
+                    addr, plen = cidr.split("/")
+                    try:
+                        there.addr("add", index=index, address=addr, prefixlen=int(plen))
+                    except NetlinkError as exc:
+                        if exc.code != errno.EEXIST:
+                            raise PlaceError(
+                                exc.code,
+                                f"address {cidr} on {tap.ifname()}: {os.strerror(exc.code)}",
+                            ) from None
+                if up is not None:
+                    there.link("set", index=index, state="up" if up else "down")
+        finally:
+            os.close(ns_fd)
+
+    def persistent_tap_here(self, name: str) -> bool | None:
+        """In the calling thread's namespace: True if `name` is a persistent TAP with a virtio
+        header (one this daemon left behind), False if it is something else, None if absent."""
+        with IPRoute() as here:
+            try:
+                msg = here.link("get", ifname=name)[0]
+            except NetlinkError:
+                return None
+        info = msg.get_attr("IFLA_LINKINFO")
+        data = info.get_attr("IFLA_INFO_DATA") if info else None
+        if not info or info.get_attr("IFLA_INFO_KIND") != "tun" or data is None:
+            return False
+        return bool(data.get_attr("IFLA_TUN_PERSIST")) and data.get_attr("IFLA_TUN_TYPE") == 2
 
     def kernel_drops(self, nsid: int | None, index: int) -> tuple[int, int]:
         """(rx_dropped, tx_dropped) the kernel counted on a TAP itself: qdisc drops while it

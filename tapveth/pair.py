@@ -47,6 +47,7 @@ class Pair:
     b: End
     carrier: Carrier = field(default_factory=Carrier)
     closed: bool = False
+    persist: bool = False  # the TAPs outlive the daemon
 
     def ends(self) -> tuple[End, End]:
         return (self.a, self.b)

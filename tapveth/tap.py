@@ -49,11 +49,14 @@ class TapError(OSError):
 class Tap:
     """An open TAP device: the fd stays valid across namespace moves and renames."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, reattach: bool = False) -> None:
+        """Create a TAP named `name`; with reattach, attach to an existing persistent one
+        (the caller must be inside its namespace, or a new TAP is made where it stands)."""
+        # IFF_NO_CARRIER: no end shows LOWER_UP before its peer exists (also on re-attach).
+        # IFF_TUN_EXCL: never attach silently to someone else's TAP of the same name.
+        flags = OPEN_FLAGS & ~IFF_TUN_EXCL if reattach else OPEN_FLAGS
         try:
-            # IFF_NO_CARRIER: no end shows LOWER_UP before its peer exists.
-            # IFF_TUN_EXCL: never attach silently to someone else's TAP of the same name.
-            self._dev = pytun.TunTapDevice(name=name, flags=OPEN_FLAGS)
+            self._dev = pytun.TunTapDevice(name=name, flags=flags)
         except pytun.Error as exc:
             code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else errno.EIO
             if code == errno.EBUSY:

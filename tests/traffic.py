@@ -49,10 +49,22 @@ def tcp_recv(bind: str, port: int, nbytes: int, timeout: float) -> dict[str, obj
     return {"bytes": got, "sha256": h.hexdigest()}
 
 
-def tcp_send(host: str, port: int, nbytes: int, seed: int, timeout: float) -> dict[str, object]:
+def tcp_send(
+    host: str, port: int, nbytes: int, seed: int, timeout: float, rate: float = 0.0
+) -> dict[str, object]:
+    """Send nbytes; with rate (bytes/s), spread them over time so that a stream spans events."""
     data = pattern(nbytes, seed)
     sock = socket.create_connection((host, port), timeout=timeout)
-    sock.sendall(data)
+    if rate:
+        chunk = 16384
+        start = time.monotonic()
+        for off in range(0, nbytes, chunk):
+            sock.sendall(data[off : off + chunk])
+            ahead = (off + chunk) / rate - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+    else:
+        sock.sendall(data)
     sock.shutdown(socket.SHUT_WR)
     sock.settimeout(timeout)
     while sock.recv(4096):
@@ -190,11 +202,12 @@ def main() -> int:
     p.add_argument("--ifname", default="")
     p.add_argument("--dst", default="ff:ff:ff:ff:ff:ff")
     p.add_argument("--vlan", type=int, default=None)
+    p.add_argument("--rate", type=float, default=0.0)
     a = p.parse_args()
     if a.mode == "tcp-recv":
         r = tcp_recv(a.host, a.port, a.bytes, a.timeout)
     elif a.mode == "tcp-send":
-        r = tcp_send(a.host, a.port, a.bytes, a.seed, a.timeout)
+        r = tcp_send(a.host, a.port, a.bytes, a.seed, a.timeout, a.rate)
     elif a.mode == "udp-recv":
         r = udp_recv(a.host, a.port, a.count, a.timeout)
     elif a.mode == "udp-send":

@@ -1,0 +1,248 @@
+"""The daemon's configuration file (TOML): the pairs it owns. Parsing and validation only, no
+I/O beyond reading the file; errors name the file, the line, the key and what is wrong.
+
+    [[pair]]
+    persist = false                   # the TAPs outlive the daemon (restart keeps the link)
+    [pair.end]
+    name = "veth1"
+    netns = "ns1"                     # omitted: the daemon's own namespace
+    create_netns = false              # make the namespace if it is missing
+    mtu = 1500
+    address = "02:00:00:00:00:01"     # omitted: random, locally administered
+    addresses = ["10.0.0.1/24", "fd00::1/64"]
+    up = true
+    [pair.peer]
+    name = "veth2"
+    netns = "ns2"
+"""
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tapveth.linkspec import (
+    EndSpec,
+    PairSpec,
+    SpecError,
+    check_mac,
+    check_mtu,
+    check_name,
+    check_netns,
+    check_pair,
+)
+
+
+class ConfigError(ValueError):
+    """One line: FILE:LINE: key: what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class EndConfig:
+    spec: EndSpec
+    create_netns: bool = False
+    addresses: tuple[str, ...] = ()
+    up: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PairConfig:
+    end: EndConfig
+    peer: EndConfig
+    persist: bool = False
+
+    @property
+    def spec(self) -> PairSpec:
+        return PairSpec(self.end.spec, self.peer.spec)
+
+    @property
+    def ident(self) -> tuple[str, str | None]:
+        """What names a pair across reloads: its first end's name and namespace."""
+        return (self.end.spec.name, self.end.spec.netns)
+
+    def same_devices(self, other: "PairConfig") -> bool:
+        """True when only what can change in place (MTU, addresses, admin state) differs."""
+
+        def fixed(e: EndConfig) -> tuple[object, ...]:
+            return (e.spec.name, e.spec.netns, e.spec.address, e.create_netns)
+
+        return (fixed(self.end), fixed(self.peer), self.persist) == (
+            fixed(other.end),
+            fixed(other.peer),
+            other.persist,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: str
+    pairs: tuple[PairConfig, ...] = field(default_factory=tuple)
+
+
+_PAIR_KEYS = {"persist", "end", "peer"}
+_END_KEYS = {"name", "netns", "create_netns", "mtu", "address", "addresses", "up"}
+
+
+def load(path: str) -> Config:
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    return parse(text, path)
+
+
+def parse(text: str, path: str = "<config>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    where = _Locator(text, path)
+    unknown = set(data) - {"pair"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(f"{where.top(key)}: unknown key {key!r} (expected [[pair]] tables)")
+    raw_pairs = data.get("pair", [])
+    if not isinstance(raw_pairs, list):
+        raise ConfigError(f"{where.top('pair')}: 'pair' must be an array of tables: [[pair]]")
+    pairs = [_pair(p, i, where) for i, p in enumerate(raw_pairs)]
+    _check_unique(pairs, where)
+    return Config(path=path, pairs=tuple(pairs))
+
+
+def _pair(raw: Any, i: int, where: "_Locator") -> PairConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where.pair(i)}: pair[{i}] must be a table")
+    for key in raw:
+        if key not in _PAIR_KEYS:
+            raise ConfigError(f"{where.pair(i, key=key)}: pair[{i}]: unknown key {key!r}")
+    for side in ("end", "peer"):
+        if side not in raw:
+            raise ConfigError(f"{where.pair(i)}: pair[{i}]: missing [pair.{side}] table")
+    persist = raw.get("persist", False)
+    if not isinstance(persist, bool):
+        raise ConfigError(
+            f"{where.pair(i, key='persist')}: pair[{i}].persist must be true or false"
+        )
+    cfg = PairConfig(
+        _end(raw["end"], i, "end", where), _end(raw["peer"], i, "peer", where), persist
+    )
+    try:
+        check_pair(cfg.spec)
+    except SpecError as exc:
+        raise ConfigError(f"{where.pair(i, 'peer', 'name')}: pair[{i}].peer.name: {exc}") from None
+    return cfg
+
+
+def _end(raw: Any, i: int, side: str, where: "_Locator") -> EndConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where.pair(i, side)}: pair[{i}].{side} must be a table")
+
+    def fail(key: str, msg: str) -> ConfigError:
+        return ConfigError(f"{where.pair(i, side, key)}: pair[{i}].{side}.{key}: {msg}")
+
+    for key in raw:
+        if key not in _END_KEYS:
+            raise fail(key, f"unknown key {key!r} (known: {', '.join(sorted(_END_KEYS))})")
+    if "name" not in raw:
+        raise ConfigError(f"{where.pair(i, side)}: pair[{i}].{side}: missing 'name'")
+    checks: dict[str, Any] = {}
+    validators: tuple[tuple[str, Callable[[Any], Any], type], ...] = (
+        ("name", check_name, str),
+        ("netns", check_netns, str),
+        ("mtu", check_mtu, int),
+        ("address", check_mac, str),
+    )
+    for key, check, kind in validators:
+        if key not in raw:
+            continue
+        value = raw[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise fail(
+                key,
+                f"must be a {'string' if kind is str else 'number'}, not {type(value).__name__}",
+            )
+        try:
+            checks[key] = check(value)
+        except SpecError as exc:
+            raise fail(key, str(exc)) from None
+    for key in ("create_netns", "up"):
+        if key in raw and not isinstance(raw[key], bool):
+            raise fail(key, "must be true or false")
+    if raw.get("create_netns") and "netns" not in raw:
+        raise fail("create_netns", "needs 'netns'")
+    addresses = raw.get("addresses", [])
+    if not isinstance(addresses, list):
+        raise fail("addresses", "must be a list of CIDR strings")
+    for a in addresses:
+        if not isinstance(a, str) or "/" not in a:
+            raise fail("addresses", f"{a!r} is not a CIDR (like 10.0.0.1/24 or fd00::1/64)")
+        try:
+            ipaddress.ip_interface(a)
+        except ValueError:
+            raise fail("addresses", f"{a!r} is not a valid CIDR") from None
+    return EndConfig(
+        spec=EndSpec(checks["name"], checks.get("netns"), checks.get("mtu"), checks.get("address")),
+        create_netns=bool(raw.get("create_netns", False)),
+        addresses=tuple(addresses),
+        up=bool(raw.get("up", False)),
+    )
+
+
+def _check_unique(pairs: list[PairConfig], where: "_Locator") -> None:
+    seen: dict[tuple[str, str | None], str] = {}
+    for i, p in enumerate(pairs):
+        for side, e in (("end", p.end), ("peer", p.peer)):
+            key = (e.spec.name, e.spec.netns)
+            if key in seen:
+                ns = f" in namespace {e.spec.netns}" if e.spec.netns else ""
+                raise ConfigError(
+                    f"{where.pair(i, side, 'name')}: pair[{i}].{side}.name: "
+                    f"{e.spec.name!r}{ns} is already used by {seen[key]}"
+                )
+            seen[key] = f"pair[{i}].{side}"
+
+
+class _Locator:
+    """Finds the line of a key for error messages (tomllib does not keep positions)."""
+
+    def __init__(self, text: str, path: str) -> None:
+        self.lines = text.splitlines()
+        self.path = path
+
+    def _find(self, pattern: str, start: int = 0, stop: int | None = None) -> int | None:
+        rx = re.compile(pattern)
+        for n in range(start, len(self.lines) if stop is None else stop):
+            if rx.match(self.lines[n]):
+                return n
+        return None
+
+    def top(self, key: str) -> str:
+        n = self._find(rf"\s*(\[+\s*)?{re.escape(key)}\b")
+        return f"{self.path}:{n + 1}" if n is not None else self.path
+
+    def pair(self, i: int, side: str | None = None, key: str | None = None) -> str:
+        starts = [n for n, ln in enumerate(self.lines) if re.match(r"\s*\[\[\s*pair\s*\]\]", ln)]
+        if i >= len(starts):
+            return self.path
+        start, stop = starts[i], starts[i + 1] if i + 1 < len(starts) else len(self.lines)
+        line = start
+        if side is not None:
+            n = self._find(rf"\s*\[\s*pair\.{side}\s*\]", start, stop)
+            if n is None:
+                n = self._find(rf"\s*{side}\s*=", start, stop)
+            if n is not None:
+                line = n
+        if key is not None:
+            sub_stop = stop
+            if side is not None:
+                nxt = self._find(r"\s*\[", line + 1, stop)
+                sub_stop = nxt if nxt is not None else stop
+            n = self._find(rf"\s*{re.escape(key)}\s*=", line, sub_stop)
+            if n is not None:
+                line = n
+        return f"{self.path}:{line + 1}"

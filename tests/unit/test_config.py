@@ -1,0 +1,108 @@
+"""The configuration file: what is accepted, and that every mistake names file, line and key."""
+
+import pytest
+
+from tapveth.config import ConfigError, load, parse
+
+GOOD = """\
+# two pairs
+[[pair]]
+persist = true
+[pair.end]
+name = "veth1"
+netns = "ns1"
+create_netns = true
+mtu = 9000
+address = "02:00:00:00:00:01"
+addresses = ["10.0.0.1/24", "fd00::1/64"]
+up = true
+[pair.peer]
+name = "veth2"
+netns = "ns2"
+
+[[pair]]
+[pair.end]
+name = "a"
+[pair.peer]
+name = "b"
+"""
+
+
+def test_good_config() -> None:
+    cfg = parse(GOOD, "t.toml")
+    assert len(cfg.pairs) == 2
+    p = cfg.pairs[0]
+    assert p.persist and p.end.up and p.end.create_netns
+    assert p.end.spec.mtu == 9000 and p.end.addresses == ("10.0.0.1/24", "fd00::1/64")
+    assert p.peer.spec.netns == "ns2" and not p.peer.up and p.peer.spec.mtu is None
+    assert cfg.pairs[1].end.spec.netns is None
+    assert p.ident == ("veth1", "ns1")
+
+
+def test_same_devices() -> None:
+    a = parse(GOOD).pairs[0]
+    b = parse(GOOD.replace("mtu = 9000", "mtu = 1400").replace("up = true", "up = false")).pairs[0]
+    c = parse(GOOD.replace('netns = "ns2"', 'netns = "ns3"')).pairs[0]
+    assert a.same_devices(b) and a != b
+    assert not a.same_devices(c)
+
+
+def test_empty_config_is_no_pairs() -> None:
+    assert parse("").pairs == ()
+
+
+BAD = [
+    ("mtu = 9000", "mtu = 67", ":8: pair[0].end.mtu: MTU 67 is out of range"),
+    ("mtu = 9000", 'mtu = "big"', ":8: pair[0].end.mtu: must be a number, not str"),
+    ("mtu = 9000", "mtu = true", ":8: pair[0].end.mtu: must be a number, not bool"),
+    ("mtu = 9000", "colour = 1", ":8: pair[0].end.colour: unknown key 'colour'"),
+    ("persist = true", 'persist = "yes"', ":3: pair[0].persist must be true or false"),
+    ("persist = true", "persistent = true", ":3: pair[0]: unknown key 'persistent'"),
+    ('address = "02:00:00:00:00:01"', 'address = "01:00:00:00:00:01"', ":9: pair[0].end.address"),
+    ('"10.0.0.1/24"', '"10.0.0.300/24"', ":10: pair[0].end.addresses: '10.0.0.300/24' is not"),
+    ('"10.0.0.1/24"', '"10.0.0.1"', ":10: pair[0].end.addresses: '10.0.0.1' is not a CIDR"),
+    (
+        'name = "veth2"\nnetns = "ns2"',
+        'name = "veth1"\nnetns = "ns1"',
+        ":13: pair[0].peer.name: peer name 'veth1' is the same",
+    ),
+    ('name = "b"', 'name = "veth1"\nnetns = "ns1"', ":20: pair[1].peer.name: 'veth1' in namespace"),
+    ('name = "veth2"', 'name = "a/b"', ":13: pair[0].peer.name: interface name 'a/b' contains"),
+    ('name = "veth2"', 'nome = "veth2"', ":13: pair[0].peer.nome: unknown key 'nome'"),
+    ('[pair.peer]\nname = "veth2"', "[pair.peer]\nmtu = 1500", ":12: pair[0].peer: missing 'name'"),
+    ("up = true", "up = 1", ":11: pair[0].end.up: must be true or false"),
+    (
+        '[[pair]]\n[pair.end]\nname = "a"',
+        '[[pair]]\n[pair.end]\nname = "a"\n[pair.x]',
+        "pair[1]: unknown key 'x'",
+    ),
+    ("# two pairs", "verbose = true", ":1: unknown key 'verbose'"),
+    ('[pair.peer]\nname = "b"', "", "pair[1]: missing [pair.peer] table"),
+    ("mtu = 9000", "mtu = 9000 9000", "invalid TOML"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "message"), BAD)
+def test_mistakes_name_file_line_and_key(old: str, new: str, message: str) -> None:
+    assert old in GOOD
+    with pytest.raises(ConfigError) as info:
+        parse(
+            GOOD.replace(old, new, 1)
+            if old != '[pair.peer]\nname = "b"'
+            else GOOD[: GOOD.rindex(old)],
+            "t.toml",
+        )
+    text = str(info.value)
+    assert text.startswith("t.toml"), text
+    assert message in text, text
+    assert "\n" not in text
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load("/nonexistent/tapveth.toml")
+
+
+def test_create_netns_needs_netns() -> None:
+    with pytest.raises(ConfigError, match="create_netns: needs 'netns'"):
+        parse('[[pair]]\n[pair.end]\nname = "a"\ncreate_netns = true\n[pair.peer]\nname = "b"\n')
