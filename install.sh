@@ -9,8 +9,11 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends \
-    iproute2 iputils-ping iperf3 ethtool procps python3 python3-venv >/dev/null
+packages="iproute2 iputils-ping iperf3 ethtool procps python3 python3-venv"
+# the tests also run the systemd unit under a real systemd in a systemd-nspawn container
+[ "${1:-}" = "--test" ] && packages="$packages systemd-container util-linux"
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $packages >/dev/null
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 if [ "${1:-}" = "--test" ]; then

@@ -253,7 +253,11 @@ def run_daemon(
     setup_logging(log_level)
 
     async def amain() -> int:
-        return await Daemon(path, busy_poll_us, config_path).run()
+        try:
+            daemon = Daemon(path, busy_poll_us, config_path)
+        except PermissionError as exc:
+            raise ControlError(f"cannot start: {exc}") from None
+        return await daemon.run()
 
     # A loop factory, not uvloop.install(): the netlink worker thread must keep getting plain
     # asyncio loops, which pyroute2 needs.

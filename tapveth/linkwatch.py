@@ -57,7 +57,13 @@ class LinkWatch:
             self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
         except OSError:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        self.sock.setsockopt(SOL_NETLINK, NETLINK_LISTEN_ALL_NSID, 1)
+        try:
+            self.sock.setsockopt(SOL_NETLINK, NETLINK_LISTEN_ALL_NSID, 1)
+        except PermissionError:
+            self.sock.close()
+            raise PermissionError(
+                "hearing link events of every namespace needs CAP_NET_BROADCAST"
+            ) from None
         self.sock.bind((0, 1 << (RTNLGRP_LINK - 1)))
         self.sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, RTNLGRP_NSID)
         self._marshal = MarshalRtnl()
