@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import errno
 import json
+import logging
 import os
 import socket
 import stat
@@ -17,6 +18,8 @@ import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+
+log = logging.getLogger("tapveth")
 
 DEFAULT_SOCKET = "/run/tapveth/tapveth.sock"
 MAX_REQUEST = 64 * 1024
@@ -64,8 +67,10 @@ class ControlServer:
         _claim_socket_path(self.path)
         old = os.umask(0o177)  # the socket is created 0600: only root may talk to the daemon
         try:
+            # A deep backlog: a burst of clients (a script adding pairs in parallel) is queued,
+            # not refused with EAGAIN.
             self._server = await asyncio.start_unix_server(
-                self._serve, path=self.path, limit=MAX_REQUEST
+                self._serve, path=self.path, limit=MAX_REQUEST, backlog=1024
             )
         finally:
             os.umask(old)
@@ -117,6 +122,9 @@ class ControlServer:
             result = await self._handler(request["op"], request.get("args", {}), peer)
         except ControlError as exc:
             return {"ok": False, "error": str(exc)}
+        except Exception as exc:  # a bug or an unforeseen failure: say so, keep serving
+            log.exception("request %r failed", request.get("op"))
+            return {"ok": False, "error": f"internal error: {exc}"}
         return {"ok": True, "result": result}
 
 

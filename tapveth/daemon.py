@@ -133,7 +133,10 @@ class Daemon:
         nl = getattr(self._local, "nl", None)
         if nl is None:
             nl = self._local.nl = Netlink()
-        return fn(nl, *args)
+        try:
+            return fn(nl, *args)
+        finally:
+            nl.tick()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -174,7 +177,12 @@ class Daemon:
                 raise ControlError("this daemon runs without --config: nothing to reload")
             return await self._reload()
         if op == "ping":
-            return {"pairs": len(self.pairs), "pid": os.getpid()}
+            return {
+                "pairs": len(self.pairs),
+                "pid": os.getpid(),
+                "tasks": len(self._tasks),  # background tasks in flight (lookups, removals)
+                "fds": len(os.listdir("/proc/self/fd")),
+            }
         raise ControlError(f"unknown request {op!r}")
 
     async def add(self, spec: PairSpec, caller_pid: int) -> list[dict[str, Any]]:
@@ -197,6 +205,13 @@ class Daemon:
                 made = await self._call(_create_pair, spec, caller_pid, self._own_inode, persist)
         except (SpecError, NetnsError, TapError, PlaceError) as exc:
             raise ControlError(_one_line(exc)) from None
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise ControlError(
+                    "too many open files: the daemon's file descriptor limit is reached "
+                    "(raise ulimit -n, or LimitNOFILE= in the unit)"
+                ) from None
+            raise ControlError(f"cannot create the pair: {_one_line(exc)}") from None
         taps, locs = made
         ends = [End(tap=t, name=loc.name) for t, loc in zip(taps, locs, strict=True)]
         for end, loc in zip(ends, locs, strict=True):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -31,6 +32,7 @@ class PrivateDaemon:
         self.daemon_args = daemon_args
         self.proc: subprocess.Popen[bytes] | None = None
         self.final_log = ""
+        self.start_hook: Callable[[], None] | None = None  # run in the child before exec
 
     def start(self, timeout: float = 10.0) -> "PrivateDaemon":
         env = {**os.environ, **self.extra_env}
@@ -51,6 +53,7 @@ class PrivateDaemon:
                 stdout=log,
                 stderr=log,
                 env=env,
+                preexec_fn=self.start_hook,
             )
         deadline = time.monotonic() + timeout
         while True:

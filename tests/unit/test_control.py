@@ -16,6 +16,8 @@ from tapveth.control import ControlError, ControlServer, NoDaemon, Peer
 async def _handler(op: str, args: dict[str, Any], peer: Peer) -> Any:
     if op == "echo":
         return {"args": args, "pid": peer.pid}
+    if op == "crash":
+        raise RuntimeError("boom")
     raise ControlError(f"unknown request {op!r}")
 
 
@@ -97,3 +99,14 @@ def test_refuses_to_steal_a_live_socket(sock_path: str) -> None:
         return asyncio.run(second())
 
     assert "already listening" in _serve(sock_path, client)
+
+
+def test_an_unexpected_failure_is_answered_not_dropped(sock_path: str) -> None:
+    def client() -> tuple[str, Any]:
+        with pytest.raises(ControlError) as info:
+            control.request(sock_path, "crash")
+        return str(info.value), control.request(sock_path, "echo", {})
+
+    message, after = _serve(sock_path, client)
+    assert message == "internal error: boom"
+    assert after["args"] == {}  # still serving

@@ -1,0 +1,316 @@
+"""Bad input, hostile frames and faults: nothing crashes, nothing leaks, nothing is left behind."""
+
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from netlab import Lab, Netns, finish, sh
+
+from tapveth.private import PrivateDaemon
+
+pytestmark = pytest.mark.integration
+HOSTILE = str(Path(__file__).parents[1] / "hostile.py")
+
+
+def links_everywhere(lab: Lab) -> set[str]:
+    """Every interface in the root namespace and in the test's namespaces."""
+    found = {f"root:{ln.split()[0]}" for ln in sh("ip", "-br", "link").stdout.splitlines()}
+    for ns in lab.namespaces:
+        r = sh("ip", "-n", ns.name, "-br", "link", check=False)
+        found |= {f"{ns.name}:{ln.split()[0]}" for ln in r.stdout.splitlines()}
+    return found
+
+
+def make_pair(lab: Lab, d: PrivateDaemon, net: str = "10.0.0") -> tuple[Netns, Netns, str, str]:
+    a, b = lab.netns(), lab.netns()
+    x, y = lab.name(f"h{len(lab.namespaces)}a"), lab.name(f"h{len(lab.namespaces)}b")
+    d.cli("add", x, "netns", a.name, "peer", "name", y, "netns", b.name)
+    a.configure(x, f"{net}.1/24")
+    b.configure(y, f"{net}.2/24")
+    return a, b, x, y
+
+
+BAD_INPUT = [
+    (["add", "abcdefghijklmnop", "peer", "name", "b"], "longer than 15 bytes"),
+    (["add", "", "peer", "name", "b"], "interface name is empty"),
+    (["add", "a/b", "peer", "name", "b"], "contains '/'"),
+    (["add", "a b", "peer", "name", "b"], "contains ' '"),
+    (["add", "a%d", "peer", "name", "b"], "contains '%'"),
+    (["add", "TAKEN", "netns", "NS", "peer", "name", "FRESH", "netns", "NS2"], "already taken"),
+    (["add", "same", "peer", "name", "same"], "is the same as the name"),
+    (["add", "a", "netns", "no-such-ns-x9", "peer", "name", "b"], "does not exist"),
+    (["add", "a", "mtu", "0", "peer", "name", "b"], "out of range"),
+    (["add", "a", "mtu", "67", "peer", "name", "b"], "out of range"),
+    (["add", "a", "mtu", "65522", "peer", "name", "b"], "out of range"),
+    (["add", "a", "mtu", "lots", "peer", "name", "b"], "is not a number"),
+    (["add", "a", "address", "01:00:5e:00:00:01", "peer", "name", "b"], "multicast"),
+    (["add", "a", "address", "00:00:00:00:00:00", "peer", "name", "b"], "all zeros"),
+    (["add", "a", "address", "00:11:22", "peer", "name", "b"], "malformed"),
+    (["add", "a", "colour", "red", "peer", "name", "b"], "unknown word 'colour'"),
+    (["add"], "missing 'peer name PEER'"),
+    (["add", "a", "peer"], "missing peer interface name"),
+    (["del"], "which pair?"),
+    (["del", "nosuchend"], "no tapveth pair has an end named"),
+    (["show", "a", "b"], "unknown word"),
+]
+
+
+def test_bad_input_table(lab: Lab, daemon: PrivateDaemon) -> None:
+    a, b, taken, _ = make_pair(lab, daemon)
+    before = links_everywhere(lab)
+    for words, message in BAD_INPUT:
+        words = [
+            w.replace("NS2", b.name)
+            .replace("NS", a.name)
+            .replace("TAKEN", taken)
+            .replace("FRESH", "fresh" + lab.tag)
+            for w in words
+        ]
+        r = daemon.cli(*words, check=False)
+        assert r.returncode == 2, (words, r.stdout, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (words, r.stderr)
+        assert links_everywhere(lab) == before, words  # nothing half made
+    assert daemon.request("ping")["pairs"] == 1
+
+
+def test_control_socket_abuse(lab: Lab, daemon: PrivateDaemon) -> None:
+    make_pair(lab, daemon)
+    silent = socket.socket(socket.AF_UNIX)
+    silent.connect(daemon.socket)
+    silent.sendall(b'{"op": "sh')  # half a request, then silence
+    answers = []
+    for payload in (
+        b"\x00\xff garbage\n",
+        b"[]\n",
+        b'{"op": "bogus"}\n',
+        b"y" * (200 * 1024) + b"\n",
+    ):
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(daemon.socket)
+            try:
+                s.sendall(payload)
+                answers.append(s.recv(4096))
+            except (BrokenPipeError, ConnectionResetError):
+                answers.append(b"closed")
+    assert all(b'"ok": false' in x or x == b"closed" for x in answers), answers
+    many = [socket.socket(socket.AF_UNIX) for _ in range(200)]
+    try:
+        for s in many:
+            s.settimeout(10)
+            s.connect(daemon.socket)
+            s.sendall(b'{"op": "ping"}\n')
+        replies = [json.loads(s.recv(4096)) for s in many]
+    finally:
+        for s in many:
+            s.close()
+    assert all(r["ok"] for r in replies)
+    assert daemon.request("show")  # still serving everyone, the silent client included
+    silent.close()
+
+
+def test_non_root_is_refused(lab: Lab, daemon: PrivateDaemon) -> None:
+    os.chmod(daemon.socket, 0o666)  # past the file mode: the daemon itself must refuse
+    os.chmod(os.path.dirname(daemon.socket), 0o711)
+    rfd, wfd = os.pipe()
+    child = os.fork()
+    if child == 0:  # connect as uid/gid 65534: SO_PEERCRED records who connected
+        try:
+            os.close(rfd)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(10)
+                s.connect(daemon.socket)
+                s.sendall(b'{"op": "show"}\n')
+                os.write(wfd, s.recv(4096))
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as r:
+        reply = json.loads(r.read())
+    os.waitpid(child, 0)
+    assert reply == {"ok": False, "error": "permission denied: only root may control tapveth"}
+
+
+def test_only_netlink_and_control_sockets(lab: Lab, daemon: PrivateDaemon) -> None:
+    make_pair(lab, daemon)
+    pid = daemon.request("ping")["pid"]
+    out = sh("ss", "-a", "-n", "-p", "-A", "all").stdout
+    mine = [ln.split()[0] for ln in out.splitlines() if f"pid={pid}," in ln]
+    assert mine and set(mine) <= {"u_str", "nl"}, mine
+
+
+def test_hostile_frames(lab: Lab, daemon: PrivateDaemon) -> None:
+    a, b, x, y = make_pair(lab, daemon, "10.0.0")
+    witness = make_pair(lab, daemon, "10.0.0")  # another pair, same addresses
+    a.ip("link", "set", x, "mtu", "9000")  # lets A send what B's MTU refuses
+    sniffer = witness[1].spawn_traffic(
+        "sniff", "--ifname", witness[3], "--timeout", "8", "--count", "100000"
+    )
+    pinger = lab.spawn(
+        "ip", "netns", "exec", a.name, "ping", "-c", "60", "-i", "0.1", "-W", "2", "10.0.0.2"
+    )
+    sent = json.loads(
+        a.run(
+            sys.executable,
+            HOSTILE,
+            "--ifname",
+            x,
+            "--dst",
+            b.link(y)["address"],
+            "--count",
+            "500",
+            timeout=120,
+        ).stdout
+    )
+    assert sent["random"] > 0 and sent["broadcast_storm"] > 0
+    out, _ = pinger.communicate(timeout=60)
+    assert pinger.returncode == 0 and " 0% packet loss" in out, out  # good traffic kept going
+    assert daemon.request("ping")["pairs"] == 2  # alive
+    seen = finish(sniffer)
+    witness_macs = {witness[0].link(witness[2])["address"], witness[1].link(witness[3])["address"]}
+    assert set(seen["by_src"]) <= witness_macs, seen["by_src"]  # nothing crossed pairs
+    time.sleep(0.5)
+    stats = {e["ifname"]: e for e in daemon.request("stats")}
+    kernel_a = a.link(x)["stats64"]["tx"]["packets"]
+    relay_drops = sum(stats[x]["drops"].values())
+    assert kernel_a == stats[x]["tx_packets"] + relay_drops  # every frame read accounted for
+    assert stats[x]["drops"].get("mtu", 0) >= 1
+
+
+def test_kill_9_removes_plain_pairs(lab: Lab) -> None:
+    d = PrivateDaemon().start()
+    try:
+        a, b, x, y = make_pair(lab, d)
+        assert d.proc is not None
+        d.proc.kill()
+        d.proc.wait(10)
+        deadline = time.monotonic() + 5
+        while a.has_link(x) or b.has_link(y):
+            assert time.monotonic() < deadline, "ends outlived a killed daemon"
+            time.sleep(0.05)
+    finally:
+        d.stop()
+
+
+def test_stalled_reader_overflows_the_ring_and_recovers(lab: Lab, daemon: PrivateDaemon) -> None:
+    a, _b, x, _y = make_pair(lab, daemon)
+    pid = daemon.request("ping")["pid"]
+    assert a.ping("10.0.0.2", count=1).returncode == 0  # neighbour resolved before the stall
+    os.kill(pid, 19)  # SIGSTOP: the relay stops reading while A keeps sending
+    try:
+        a.run(
+            sys.executable,
+            "-c",
+            "import socket\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "for _ in range(3000): s.sendto(b'x' * 100, ('10.0.0.2', 9))",
+            timeout=60,
+        )
+    finally:
+        os.kill(pid, 18)  # SIGCONT
+    stats = {e["ifname"]: e for e in daemon.request("stats")}
+    assert stats[x]["tx_dropped"] > 0  # the ring overflowed: counted, as veth counts drops
+    r = a.ping("10.0.0.2", count=3)
+    assert r.returncode == 0, r.stdout
+    assert daemon.request("ping")["tasks"] == 0
+
+
+def test_mtu_changes_mid_stream_and_1000_flaps(lab: Lab, daemon: PrivateDaemon) -> None:
+    a, b, x, y = make_pair(lab, daemon)
+    nbytes = 30 << 20
+    recv = b.spawn_traffic(
+        "tcp-recv",
+        "--host",
+        "10.0.0.2",
+        "--port",
+        "5801",
+        "--bytes",
+        str(nbytes),
+        "--timeout",
+        "60",
+    )
+    sender = lab.spawn(
+        "ip",
+        "netns",
+        "exec",
+        a.name,
+        sys.executable,
+        str(Path(__file__).parents[1] / "traffic.py"),
+        "tcp-send",
+        "--host",
+        "10.0.0.2",
+        "--port",
+        "5801",
+        "--bytes",
+        str(nbytes),
+        "--rate",
+        str(nbytes / 3),
+    )
+    for mtu in ("9000", "4000", "1500", "65000", "1500"):
+        a.ip("link", "set", x, "mtu", mtu)
+        b.ip("link", "set", y, "mtu", mtu)
+        time.sleep(0.3)
+    got, sent = finish(recv, 90), finish(sender, 90)
+    assert got["sha256"] == sent["sha256"]
+    batch = "".join(f"link set {y} down\nlink set {y} up\n" for _ in range(500))
+    subprocess.run(
+        ["ip", "-n", b.name, "-batch", "-"], input=batch, text=True, check=True, timeout=120
+    )
+    deadline = time.monotonic() + 5
+    while "LOWER_UP" not in a.link(x)["flags"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    r = a.ping("10.0.0.2", count=3)
+    assert r.returncode == 0, r.stdout
+    info = daemon.request("ping")
+    assert info["pairs"] == 1 and info["tasks"] == 0
+
+
+def test_out_of_file_descriptors(lab: Lab) -> None:
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
+
+    d = PrivateDaemon()
+    d.start_hook = limit
+    d.start()
+    try:
+        made, error = [], ""
+        for i in range(30):
+            ns1, ns2 = lab.netns(), lab.netns()
+            r = d.cli(
+                "add",
+                f"fd{i}a",
+                "netns",
+                ns1.name,
+                "peer",
+                "name",
+                f"fd{i}b",
+                "netns",
+                ns2.name,
+                check=False,
+            )
+            if r.returncode != 0:
+                error = r.stderr
+                break
+            made.append((ns1, ns2, i))
+        assert made and error, "the fd limit was never reached"
+        assert r.returncode == 2 and len(error.strip().splitlines()) == 1
+        assert "too many open files" in error.lower(), error
+        ns1, ns2, i = made[0]
+        ns1.configure(f"fd{i}a", "10.0.0.1/24")
+        ns2.configure(f"fd{i}b", "10.0.0.2/24")
+        assert ns1.ping("10.0.0.2").returncode == 0  # the others untouched
+        tmp = [ln for ln in sh("ip", "-br", "link").stdout.splitlines() if ln.startswith("tvtmp")]
+        assert tmp == []
+    finally:
+        d.stop()
