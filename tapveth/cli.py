@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("daemon", help="run the daemon in the foreground")
     d.add_argument(
+        "--group",
+        metavar="NAME",
+        help="members of this group may control the daemon too (socket mode 0660)",
+    )
+    d.add_argument(
         "--config",
         metavar="FILE",
         help="own the pairs this TOML file describes; SIGHUP or 'tapveth reload' "
@@ -183,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(opts: argparse.Namespace) -> int:
     path = control.socket_path(opts.socket)
     if opts.command == "daemon":
-        return run_daemon(path, opts.log_level, opts.busy_poll, opts.config)
+        return run_daemon(path, opts.log_level, opts.busy_poll, opts.config, opts.group)
     if opts.command == "demo":
         from tapveth.demo import run_demo
 
@@ -237,6 +242,7 @@ def run_daemon(
     log_level: str,
     busy_poll_us: int = DEFAULT_BUSY_POLL_US,
     config_path: str | None = None,
+    group: str | None = None,
 ) -> int:
     if os.geteuid() != 0:
         raise ControlError("the daemon needs root (CAP_NET_ADMIN) to make TAP devices")
@@ -254,7 +260,7 @@ def run_daemon(
 
     async def amain() -> int:
         try:
-            daemon = Daemon(path, busy_poll_us, config_path)
+            daemon = Daemon(path, busy_poll_us, config_path, group)
         except PermissionError as exc:
             raise ControlError(f"cannot start: {exc}") from None
         return await daemon.run()

@@ -9,6 +9,7 @@ mistake affect another.
 import asyncio
 import contextlib
 import errno
+import grp
 import json
 import logging
 import os
@@ -56,11 +57,21 @@ def peer_of(sock: Any) -> Peer:
 
 
 class ControlServer:
-    """Serves requests on a Unix stream socket (mode 0600) until closed."""
+    """Serves requests on a Unix stream socket until closed: mode 0600 for root only, or 0660
+    owned by a group whose members may also control the daemon."""
 
-    def __init__(self, path: str, handler: Handler) -> None:
+    def __init__(self, path: str, handler: Handler, group: str | None = None) -> None:
         self.path = path
         self._handler = handler
+        self._group = group
+        self._gid: int | None = None
+        if group is not None:
+            try:
+                self._gid = grp.getgrnam(group).gr_gid
+            except KeyError:
+                raise ControlError(
+                    f"no group named {group!r} (create it with: groupadd {group})"
+                ) from None
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -74,7 +85,11 @@ class ControlServer:
             )
         finally:
             os.umask(old)
-        os.chmod(self.path, 0o600)
+        if self._gid is None:
+            os.chmod(self.path, 0o600)
+        else:
+            os.chown(self.path, 0, self._gid)
+            os.chmod(self.path, 0o660)
 
     async def close(self) -> None:
         if self._server is not None:
@@ -105,9 +120,17 @@ class ControlServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
+    def _allowed(self, peer: Peer) -> bool:
+        if peer.uid == 0:
+            return True
+        if self._gid is None:
+            return False
+        return peer.gid == self._gid or self._gid in _supplementary_groups(peer.pid)
+
     async def _answer(self, line: bytes, peer: Peer) -> dict[str, Any]:
-        if peer.uid != 0:
-            return {"ok": False, "error": "permission denied: only root may control tapveth"}
+        if not self._allowed(peer):
+            who = "root" if self._group is None else f"root or members of group {self._group}"
+            return {"ok": False, "error": f"permission denied: only {who} may control tapveth"}
         try:
             request = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -131,6 +154,18 @@ class ControlServer:
 async def _reply(writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
     writer.write(json.dumps(reply).encode() + b"\n")
     await writer.drain()
+
+
+def _supplementary_groups(pid: int) -> set[int]:
+    """The peer's supplementary groups (SO_PEERCRED gives only its primary gid)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Groups:"):
+                    return {int(g) for g in line.split()[1:]}
+    except OSError:
+        pass
+    return set()
 
 
 def _claim_socket_path(path: str) -> None:

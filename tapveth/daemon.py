@@ -36,7 +36,11 @@ log = logging.getLogger("tapveth")
 
 class Daemon:
     def __init__(
-        self, socket_path: str, busy_poll_us: int = 0, config_path: str | None = None
+        self,
+        socket_path: str,
+        busy_poll_us: int = 0,
+        config_path: str | None = None,
+        group: str | None = None,
     ) -> None:
         self.socket_path = socket_path
         self.config_path = config_path
@@ -60,7 +64,7 @@ class Daemon:
         self._watch = LinkWatch()
         self._busy_poll_us = busy_poll_us
         self._relay: Relay  # made in run(), where the loop is known
-        self._server = ControlServer(socket_path, self._handle)
+        self._server = ControlServer(socket_path, self._handle, group)
 
     # -- running -----------------------------------------------------------------------------
 

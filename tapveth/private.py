@@ -48,6 +48,7 @@ class PrivateDaemon:
                     "daemon",
                     "--log-level",
                     self.log_level,
+                    *self.daemon_args,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -65,6 +66,11 @@ class PrivateDaemon:
                     self.stop()
                     raise RuntimeError(f"the daemon did not start: {self.final_log}") from None
                 time.sleep(0.05)
+
+    def signal(self, signum: int) -> None:
+        """Send the daemon a signal (SIGHUP to reload, SIGTERM to stop...)."""
+        assert self.proc is not None, "not started"
+        self.proc.send_signal(signum)
 
     def request(self, op: str, args: dict[str, Any] | None = None, timeout: float = 60.0) -> Any:
         return control.request(self.socket, op, args, timeout=timeout)

@@ -1,6 +1,7 @@
 """Namespaces, processes and checks for integration tests: everything made here is removed by
 Lab.cleanup(), which the fixtures call even when a test fails."""
 
+import hashlib
 import json
 import os
 import secrets
@@ -9,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from traffic import pattern
 
 TRAFFIC = str(Path(__file__).with_name("traffic.py"))
 
@@ -148,3 +151,55 @@ def finish(proc: subprocess.Popen[str], timeout: float = 120) -> Any:
 
 def is_root_with_tun() -> bool:
     return os.geteuid() == 0 and os.path.exists("/dev/net/tun")
+
+
+class Stream:
+    """A TCP transfer of nbytes from src to dst_ip in dst, started at once; finish() checks that
+    every byte arrived intact (SHA-256 on both sides). With rate (bytes/s) it is spread over
+    time, so that it spans a reload, a restart or MTU changes."""
+
+    def __init__(
+        self,
+        src: Netns,
+        dst: Netns,
+        dst_ip: str,
+        nbytes: int,
+        port: int = 5301,
+        rate: float = 0.0,
+        seed: int = 1,
+        timeout: float = 60,
+    ) -> None:
+        self.nbytes, self.seed = nbytes, seed
+        self.recv = dst.spawn_traffic(
+            "tcp-recv",
+            "--host",
+            dst_ip,
+            "--port",
+            str(port),
+            "--bytes",
+            str(nbytes),
+            "--timeout",
+            str(timeout),
+        )
+        args = [
+            "tcp-send",
+            "--host",
+            dst_ip,
+            "--port",
+            str(port),
+            "--bytes",
+            str(nbytes),
+            "--seed",
+            str(seed),
+            "--timeout",
+            str(timeout),
+        ]
+        if rate:
+            args += ["--rate", str(rate)]
+        self.send = src.lab.spawn("ip", "netns", "exec", src.name, sys.executable, TRAFFIC, *args)
+
+    def finish(self, timeout: float = 120) -> None:
+        got, sent = finish(self.recv, timeout), finish(self.send, timeout)
+        assert got["bytes"] == sent["bytes"] == self.nbytes, (got, sent)
+        expected = hashlib.sha256(pattern(self.nbytes, self.seed)).hexdigest()
+        assert got["sha256"] == sent["sha256"] == expected

@@ -101,11 +101,14 @@ def udp_send(host: str, port: int, sizes: list[int], seed: int) -> dict[str, obj
 
 
 def sniff(ifname: str, seconds: float, limit: int) -> dict[str, object]:
-    """Count frames seen on an interface by source MAC and by length."""
+    """Count frames seen on an interface (every interface of the namespace if ifname is
+    empty) by source MAC and by length, and those carrying the hostile-frame marker."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-    sock.bind((ifname, 0))
+    if ifname:
+        sock.bind((ifname, 0))
     sock.settimeout(0.2)
-    print(json.dumps({"sniffing": ifname}), flush=True)
+    marked = 0
+    print(json.dumps({"sniffing": ifname or "*"}), flush=True)
     by_src: dict[str, int] = {}
     lengths: list[int] = []
     deadline = time.monotonic() + seconds
@@ -119,10 +122,12 @@ def sniff(ifname: str, seconds: float, limit: int) -> dict[str, object]:
         src = frame[6:12].hex(":")
         by_src[src] = by_src.get(src, 0) + 1
         lengths.append(len(frame))
-    return {"by_src": by_src, "lengths": lengths}
+        marked += HOSTILE_MARK in frame
+    return {"by_src": by_src, "lengths": lengths, "marked": marked}
 
 
 MAGIC = b"TVCF"
+HOSTILE_MARK = b"TVHOSTILE"  # carried by the frames tests/hostile.py sends
 ETHERTYPE = 0x88B5  # IEEE local experimental
 
 

@@ -1,13 +1,11 @@
 """Real sockets across the pair: TCP over an MTU mismatch (GSO super-frames skip the length
 check), jumbo frames, IPv6 neighbour discovery."""
 
-import hashlib
 from collections.abc import Callable
 
 import pytest
 from backends import PairUnderTest, bring_up
-from netlab import Netns, finish
-from traffic import pattern
+from netlab import Netns, Stream
 
 pytestmark = pytest.mark.integration
 MB = 1 << 20
@@ -19,25 +17,7 @@ def addresses(p: PairUnderTest) -> None:
 
 
 def tcp(src: Netns, dst: Netns, dst_ip: str, nbytes: int, seed: int) -> None:
-    recv = dst.spawn_traffic(
-        "tcp-recv", "--host", dst_ip, "--port", "5401", "--bytes", str(nbytes), "--timeout", "30"
-    )
-    sent = src.traffic(
-        "tcp-send",
-        "--host",
-        dst_ip,
-        "--port",
-        "5401",
-        "--bytes",
-        str(nbytes),
-        "--seed",
-        str(seed),
-        "--timeout",
-        "30",
-    )
-    got = finish(recv)
-    assert got["bytes"] == nbytes
-    assert got["sha256"] == sent["sha256"] == hashlib.sha256(pattern(nbytes, seed)).hexdigest()
+    Stream(src, dst, dst_ip, nbytes, port=5401, seed=seed, timeout=30).finish()
 
 
 def test_tcp_across_mtu_mismatch(make_pair: Callable[..., PairUnderTest]) -> None:

@@ -1,5 +1,6 @@
 """Bad input, hostile frames and faults: nothing crashes, nothing leaks, nothing is left behind."""
 
+import grp
 import json
 import os
 import resource
@@ -10,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from netlab import Lab, Netns, finish, sh
+from netlab import Lab, Netns, Stream, finish, sh
 
 from tapveth.private import PrivateDaemon
 
@@ -116,29 +117,53 @@ def test_control_socket_abuse(lab: Lab, daemon: PrivateDaemon) -> None:
     silent.close()
 
 
-def test_non_root_is_refused(lab: Lab, daemon: PrivateDaemon) -> None:
-    os.chmod(daemon.socket, 0o666)  # past the file mode: the daemon itself must refuse
-    os.chmod(os.path.dirname(daemon.socket), 0o711)
+def ask_as(path: str, uid: int, gid: int) -> dict[str, object]:
+    """One request over the control socket from a child running as uid/gid (SO_PEERCRED
+    records who connected)."""
     rfd, wfd = os.pipe()
     child = os.fork()
-    if child == 0:  # connect as uid/gid 65534: SO_PEERCRED records who connected
+    if child == 0:
         try:
             os.close(rfd)
             os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
+            os.setgid(gid)
+            os.setuid(uid)
             with socket.socket(socket.AF_UNIX) as s:
                 s.settimeout(10)
-                s.connect(daemon.socket)
-                s.sendall(b'{"op": "show"}\n')
+                s.connect(path)
+                s.sendall(b'{"op": "ping"}\n')
                 os.write(wfd, s.recv(4096))
         finally:
             os._exit(0)
     os.close(wfd)
     with os.fdopen(rfd, "rb") as r:
-        reply = json.loads(r.read())
+        data = r.read()
     os.waitpid(child, 0)
+    reply: dict[str, object] = json.loads(data)
+    return reply
+
+
+def test_non_root_is_refused(lab: Lab, daemon: PrivateDaemon) -> None:
+    os.chmod(daemon.socket, 0o666)  # past the file mode: the daemon itself must refuse
+    os.chmod(os.path.dirname(daemon.socket), 0o711)
+    reply = ask_as(daemon.socket, 65534, 65534)
     assert reply == {"ok": False, "error": "permission denied: only root may control tapveth"}
+
+
+def test_a_configured_group_may_control() -> None:
+    group = grp.getgrgid(65534).gr_name  # nogroup: exists on every Debian system
+    d = PrivateDaemon(daemon_args=("--group", group)).start()
+    try:
+        st = os.stat(d.socket)
+        assert (st.st_mode & 0o777, st.st_gid) == (0o660, 65534)
+        os.chmod(os.path.dirname(d.socket), 0o711)
+        assert ask_as(d.socket, 65534, 65534)["ok"] is True  # a member
+        os.chmod(d.socket, 0o666)
+        refused = ask_as(d.socket, 65534, 1)  # not a member
+        assert refused["ok"] is False
+        assert f"only root or members of group {group}" in str(refused["error"])
+    finally:
+        d.stop()
 
 
 def test_only_netlink_and_control_sockets(lab: Lab, daemon: PrivateDaemon) -> None:
@@ -156,6 +181,19 @@ def test_hostile_frames(lab: Lab, daemon: PrivateDaemon) -> None:
     sniffer = witness[1].spawn_traffic(
         "sniff", "--ifname", witness[3], "--timeout", "8", "--count", "100000"
     )
+    target = b.spawn_traffic("sniff", "--ifname", y, "--timeout", "8", "--count", "1000000")
+    outside = lab.spawn(
+        sys.executable,
+        str(Path(__file__).parents[1] / "traffic.py"),
+        "sniff",
+        "--ifname",
+        "",
+        "--timeout",
+        "8",
+        "--count",
+        "1000000",
+    )
+    assert outside.stdout is not None and outside.stdout.readline().startswith("{")
     pinger = lab.spawn(
         "ip", "netns", "exec", a.name, "ping", "-c", "60", "-i", "0.1", "-W", "2", "10.0.0.2"
     )
@@ -179,6 +217,9 @@ def test_hostile_frames(lab: Lab, daemon: PrivateDaemon) -> None:
     seen = finish(sniffer)
     witness_macs = {witness[0].link(witness[2])["address"], witness[1].link(witness[3])["address"]}
     assert set(seen["by_src"]) <= witness_macs, seen["by_src"]  # nothing crossed pairs
+    assert seen["marked"] == 0
+    assert finish(outside)["marked"] == 0  # nor reached any interface of the root namespace
+    assert finish(target)["marked"] > 0  # the marker is seen where the frames do go
     time.sleep(0.5)
     stats = {e["ifname"]: e for e in daemon.request("stats")}
     kernel_a = a.link(x)["stats64"]["tx"]["packets"]
@@ -228,40 +269,12 @@ def test_stalled_reader_overflows_the_ring_and_recovers(lab: Lab, daemon: Privat
 def test_mtu_changes_mid_stream_and_1000_flaps(lab: Lab, daemon: PrivateDaemon) -> None:
     a, b, x, y = make_pair(lab, daemon)
     nbytes = 30 << 20
-    recv = b.spawn_traffic(
-        "tcp-recv",
-        "--host",
-        "10.0.0.2",
-        "--port",
-        "5801",
-        "--bytes",
-        str(nbytes),
-        "--timeout",
-        "60",
-    )
-    sender = lab.spawn(
-        "ip",
-        "netns",
-        "exec",
-        a.name,
-        sys.executable,
-        str(Path(__file__).parents[1] / "traffic.py"),
-        "tcp-send",
-        "--host",
-        "10.0.0.2",
-        "--port",
-        "5801",
-        "--bytes",
-        str(nbytes),
-        "--rate",
-        str(nbytes / 3),
-    )
+    stream = Stream(a, b, "10.0.0.2", nbytes, port=5801, rate=nbytes / 3)
     for mtu in ("9000", "4000", "1500", "65000", "1500"):
         a.ip("link", "set", x, "mtu", mtu)
         b.ip("link", "set", y, "mtu", mtu)
         time.sleep(0.3)
-    got, sent = finish(recv, 90), finish(sender, 90)
-    assert got["sha256"] == sent["sha256"]
+    stream.finish(90)
     batch = "".join(f"link set {y} down\nlink set {y} up\n" for _ in range(500))
     subprocess.run(
         ["ip", "-n", b.name, "-batch", "-"], input=batch, text=True, check=True, timeout=120

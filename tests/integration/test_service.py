@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netlab import Lab, Netns, finish, sh
+from netlab import Lab, Netns, Stream, sh
+
+from tapveth.private import PrivateDaemon
 
 pytestmark = pytest.mark.integration
 
@@ -66,54 +68,20 @@ class NotifySocket:
         os.rmdir(self.dir)
 
 
-class ServiceDaemon:
-    """`tapveth daemon --config FILE` as the unit's ExecStart runs it."""
+def service_daemon(config: Path, notify: "NotifySocket", watchdog_usec: int = 0) -> PrivateDaemon:
+    """`tapveth daemon --config FILE` as the unit's ExecStart runs it, with NOTIFY_SOCKET."""
+    env = {"NOTIFY_SOCKET": notify.path}
+    if watchdog_usec:
+        env["WATCHDOG_USEC"] = str(watchdog_usec)
+    return PrivateDaemon(
+        log_level="debug", extra_env=env, daemon_args=("--config", str(config))
+    ).start()
 
-    def __init__(self, config: Path, notify: NotifySocket, watchdog_usec: int = 0) -> None:
-        self.sock = str(config.with_suffix(".sock"))
-        env = {**os.environ, "NOTIFY_SOCKET": notify.path}
-        if watchdog_usec:
-            env["WATCHDOG_USEC"] = str(watchdog_usec)
-        self.log = open(config.with_suffix(".log"), "w+")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tapveth",
-                "--socket",
-                self.sock,
-                "daemon",
-                "--config",
-                str(config),
-                "--log-level",
-                "debug",
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
 
-    def cli(self, *words: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "tapveth", "--socket", self.sock, *words],
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=60,
-        )
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.seek(0)
-        print("daemon log:\n" + self.log.read())
-        self.log.close()
-        return self.proc.returncode
+def stopped(d: PrivateDaemon) -> int | None:
+    rc = d.stop()
+    print("daemon log:\n" + d.final_log)
+    return rc
 
 
 @pytest.fixture
@@ -153,7 +121,7 @@ def test_notify_protocol(lab: Lab, notify: NotifySocket, tmp_path: Path) -> None
         pair_toml("p1a", n1.name, "p1b", n2.name, "10.21.0")
         + pair_toml("p2a", n3.name, "p2b", n4.name, "10.22.0")
     )
-    d = ServiceDaemon(cfg, notify, watchdog_usec=1_000_000)
+    d = service_daemon(cfg, notify, watchdog_usec=1_000_000)
     try:
         ready = notify.wait_for("READY", "1")
         # READY means every pair carries traffic: ping works at once, with no warm-up
@@ -167,14 +135,14 @@ def test_notify_protocol(lab: Lab, notify: NotifySocket, tmp_path: Path) -> None
         assert len(beats) >= 4
         gaps = [b - a for a, b in itertools.pairwise(beats)]
         assert all(0.35 < g < 0.75 for g in gaps), gaps  # half of WATCHDOG_USEC
-        d.proc.send_signal(signal.SIGHUP)
+        d.signal(signal.SIGHUP)
         reloading = notify.wait_for("RELOADING", "1", after=ready + 1)
         assert int(notify.messages[reloading][1]["MONOTONIC_USEC"]) > 0
         notify.wait_for("READY", "1", after=reloading + 1)
-        d.proc.send_signal(signal.SIGTERM)
+        d.signal(signal.SIGTERM)
         notify.wait_for("STOPPING", "1")
     finally:
-        rc = d.stop()
+        rc = stopped(d)
     assert rc == 0
     assert not n1.has_link("p1a") and not n4.has_link("p2b")
 
@@ -187,48 +155,19 @@ def test_reload_changes_only_what_changed(lab: Lab, notify: NotifySocket, tmp_pa
     drop = pair_toml("da", names[4], "db", names[5], "10.33.0")
     cfg = tmp_path / "tv.toml"
     cfg.write_text(keep + change + drop)
-    d = ServiceDaemon(cfg, notify)
+    d = service_daemon(cfg, notify)
     try:
         notify.wait_for("READY", "1")
         index_before = spaces[0].link("ka")["ifindex"]
         nbytes = 6 << 20
-        recv = spaces[1].spawn_traffic(
-            "tcp-recv",
-            "--host",
-            "10.31.0.2",
-            "--port",
-            "5601",
-            "--bytes",
-            str(nbytes),
-            "--timeout",
-            "30",
-        )
-        sender = lab.spawn(
-            "ip",
-            "netns",
-            "exec",
-            names[0],
-            sys.executable,
-            str(Path(__file__).parents[1] / "traffic.py"),
-            "tcp-send",
-            "--host",
-            "10.31.0.2",
-            "--port",
-            "5601",
-            "--bytes",
-            str(nbytes),
-            "--rate",
-            str(nbytes / 3),
-        )
+        stream = Stream(spaces[0], spaces[1], "10.31.0.2", nbytes, port=5601, rate=nbytes / 3)
         time.sleep(1.0)
         new = pair_toml("ca", names[2], "cb", names[3], "10.32.0", mtu=1400)
         added = pair_toml("na", names[4], "nb", names[5], "10.34.0")
         cfg.write_text(keep + new + added)
         out = d.cli("reload").stdout
         assert "1 added, 1 removed, 1 changed, 1 unchanged" in out
-        got = finish(recv, timeout=60)
-        sent = finish(sender, timeout=60)
-        assert got["bytes"] == nbytes and got["sha256"] == sent["sha256"]
+        stream.finish(60)
         assert spaces[0].link("ka")["ifindex"] == index_before  # untouched
         assert spaces[2].link("ca")["mtu"] == 1400 and spaces[3].link("cb")["mtu"] == 1400
         assert not spaces[4].has_link("da")
@@ -241,7 +180,7 @@ def test_reload_changes_only_what_changed(lab: Lab, notify: NotifySocket, tmp_pa
         shown = {e["ifname"] for e in json.loads(d.cli("-j", "show").stdout)}
         assert {"ha", "hb"} <= shown
     finally:
-        assert d.stop() == 0
+        assert stopped(d) == 0
 
 
 def test_bad_config_exits_2_and_makes_nothing(lab: Lab, tmp_path: Path) -> None:
@@ -275,56 +214,25 @@ def test_persistent_pair_survives_restart(lab: Lab, notify: NotifySocket, tmp_pa
     a, b = lab.netns("pa"), lab.netns("pb")
     cfg = tmp_path / "tv.toml"
     cfg.write_text(pair_toml("sa", a.name, "sb", b.name, "10.51.0", persist=True))
-    d = ServiceDaemon(cfg, notify)
+    d = service_daemon(cfg, notify)
     d2 = None
     try:
         notify.wait_for("READY", "1")
         nbytes = 8 << 20
-        recv = b.spawn_traffic(
-            "tcp-recv",
-            "--host",
-            "10.51.0.2",
-            "--port",
-            "5701",
-            "--bytes",
-            str(nbytes),
-            "--timeout",
-            "60",
-        )
-        sender = lab.spawn(
-            "ip",
-            "netns",
-            "exec",
-            a.name,
-            sys.executable,
-            str(Path(__file__).parents[1] / "traffic.py"),
-            "tcp-send",
-            "--host",
-            "10.51.0.2",
-            "--port",
-            "5701",
-            "--bytes",
-            str(nbytes),
-            "--rate",
-            str(nbytes / 5),
-            "--timeout",
-            "60",
-        )
+        stream = Stream(a, b, "10.51.0.2", nbytes, port=5701, rate=nbytes / 5)
         time.sleep(1.5)
-        assert d.stop() == 0  # bytes before the restart have crossed
+        assert stopped(d) == 0  # bytes before the restart have crossed
         link = a.link("sa")
         assert "NO-CARRIER" in link["flags"]  # no silent black hole while the daemon is down
         assert "10.51.0.1" in sh("ip", "-n", a.name, "addr", "show", "sa").stdout
         time.sleep(1.0)
         n = len(notify.messages)
-        d2 = ServiceDaemon(cfg, notify)
+        d2 = service_daemon(cfg, notify)
         notify.wait_for("READY", "1", after=n)
-        got = finish(recv, timeout=90)
-        sent = finish(sender, timeout=90)
-        assert got["bytes"] == nbytes and got["sha256"] == sent["sha256"]
+        stream.finish(90)
     finally:
         if d2 is not None:
-            d2.stop()
+            stopped(d2)
         # the persistent TAPs outlive the daemon by design: remove them here
         for ns, name in ((a, "sa"), (b, "sb")):
             ns.ip("link", "del", name, check=False)
@@ -340,7 +248,7 @@ def test_64_pairs_from_config(lab: Lab, notify: NotifySocket, tmp_path: Path) ->
         for i, (a, b) in enumerate(names)
     )
     cfg.write_text(text)
-    d = ServiceDaemon(cfg, notify)
+    d = service_daemon(cfg, notify)
     try:
         notify.wait_for("READY", "1", timeout=60)
         procs = [
@@ -355,6 +263,37 @@ def test_64_pairs_from_config(lab: Lab, notify: NotifySocket, tmp_path: Path) ->
         assert "0 added, 0 removed, 8 changed, 56 unchanged" in d.cli("reload").stdout
         assert Netns(lab, names[3][0]).link("e3")["mtu"] == 1400
     finally:
-        assert d.stop() == 0
+        assert stopped(d) == 0
     leftover = [a for a, _ in names if Netns(lab, a).has_link("e0")]
     assert not leftover and not Netns(lab, names[63][1]).has_link("f63")
+
+
+def test_kill_9_persistent_pair_shows_no_carrier_and_comes_back(
+    lab: Lab, notify: NotifySocket, tmp_path: Path
+) -> None:
+    a, b = lab.netns("ka"), lab.netns("kb")
+    cfg = tmp_path / "tv.toml"
+    cfg.write_text(pair_toml("ka", a.name, "kb", b.name, "10.52.0", persist=True))
+    d = service_daemon(cfg, notify)
+    d2 = None
+    try:
+        notify.wait_for("READY", "1")
+        assert d.proc is not None
+        d.proc.kill()  # no chance to clean up: the kernel closes its fds
+        d.proc.wait(10)
+        deadline = time.monotonic() + 5
+        while "NO-CARRIER" not in a.link("ka")["flags"]:
+            assert time.monotonic() < deadline, "carrier stayed on with no daemon"
+            time.sleep(0.05)
+        assert "10.52.0.1" in sh("ip", "-n", a.name, "addr", "show", "ka").stdout
+        n = len(notify.messages)
+        d2 = service_daemon(cfg, notify)
+        notify.wait_for("READY", "1", after=n)
+        r = a.ping("10.52.0.2")
+        assert r.returncode == 0 and " 0% packet loss" in r.stdout, r.stdout
+    finally:
+        stopped(d)
+        if d2 is not None:
+            stopped(d2)
+        for ns, name in ((a, "ka"), (b, "kb")):
+            ns.ip("link", "del", name, check=False)
