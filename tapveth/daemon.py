@@ -275,7 +275,10 @@ class Daemon:
             for pc in todo.create:
                 for e in (pc.end, pc.peer):
                     if e.create_netns and e.spec.netns:
-                        await self._call(_ensure_netns, e.spec.netns)
+                        try:
+                            await self._call(_ensure_netns, e.spec.netns)
+                        except (OSError, PlaceError) as exc:
+                            raise ControlError(f"pair {pc.ident[0]}: {_one_line(exc)}") from None
                 pair = await self._create(pc.spec, os.getpid(), pc.persist, reattach=pc.persist)
                 self._managed[pc.ident] = (pc, pair)
                 try:
@@ -630,6 +633,19 @@ def _ensure_netns(nl: Netlink, name: str) -> None:
     """`create_netns = true`: make the namespace as `ip netns add` does, if it is missing."""
     if os.path.exists(netns.path_of(name)):
         return
+    try:
+        private = os.stat("/proc/self/ns/mnt").st_ino != os.stat("/proc/1/ns/mnt").st_ino
+    except PermissionError:
+        private = True  # not even allowed to look at PID 1's: a sandbox
+    if private:
+        # Under systemd's ProtectSystem= the daemon has a mount namespace of its own: the bind
+        # mount `ip netns add` makes would stay in it, and the name would be unusable outside.
+        raise PlaceError(
+            errno.EPERM,
+            f"cannot create namespace {name} from a private mount "
+            f"namespace (a sandboxed unit): create it beforehand, e.g. "
+            f"ExecStartPre=+/usr/sbin/ip netns add {name}",
+        )
     proc = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, timeout=30)
     if proc.returncode != 0 and not os.path.exists(netns.path_of(name)):
         raise PlaceError(errno.EIO, f"cannot create namespace {name}: {proc.stderr.strip()}")

@@ -122,3 +122,33 @@ def test_unit_under_real_systemd(container: Container) -> None:
     assert "pair veth1 <-> veth2 created" in journal
     assert "Watchdog timeout" in journal or "watchdog" in journal.lower()
     assert "reloaded /etc/tapveth/tapveth.toml" in journal
+
+
+def test_create_netns_is_refused_inside_the_sandbox(container: Container) -> None:
+    """Under ProtectSystem= the unit has its own mount namespace: a namespace it made would
+    be unusable outside, so the daemon says so instead of making a broken one."""
+    c = container
+    c.write(
+        "/etc/tapveth/tapveth.toml",
+        CONFIG.replace('netns = "ns1"', 'netns = "ns1"\ncreate_netns = true'),
+    )
+    c.run("ip", "netns", "add", "ns2")
+    c.run("cp", "/opt/project/systemd/tapveth.service", "/etc/systemd/system/")
+    c.write(
+        "/etc/systemd/system/tapveth.service.d/test.conf",
+        "\n".join(
+            [
+                "[Service]",
+                "ExecStart=",
+                f"ExecStart={python_in_container()} -m tapveth daemon --config "
+                "/etc/tapveth/tapveth.toml",
+                "Environment=PYTHONPATH=/opt/project",
+            ]
+        ),
+    )
+    c.run("systemctl", "daemon-reload")
+    assert c.run("systemctl", "start", "tapveth", check=False, timeout=120).returncode != 0
+    journal = c.run("journalctl", "-u", "tapveth", "-o", "cat", "--no-pager").stdout
+    assert "cannot create namespace ns1 from a private mount namespace" in journal
+    assert "ExecStartPre=+/usr/sbin/ip netns add ns1" in journal
+    assert "Traceback" not in journal
