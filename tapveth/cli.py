@@ -13,7 +13,11 @@ from tapveth.control import ControlError
 from tapveth.linkspec import SpecError, check_name, check_netns, parse_add
 
 EXIT_USER = 2
-DEFAULT_BUSY_POLL_US = 0
+# Measured with tapveth bench (2 vCPUs): a 1 ms window after each frame raised TCP 1-byte
+# request/response from 0.74x to 1.52x the kernel veth, and costs at most 1 ms of polling
+# after a burst (0% CPU when idle). 20 ms also brings ping -i 0.01 from 122 to 56 us p50 and
+# p99 from 309 to 87 us, but then a trickle of traffic keeps a whole core busy.
+DEFAULT_BUSY_POLL_US = 1000
 
 DESCRIPTION = """\
 tapveth: the Linux veth pair, rebuilt in userspace on two TAP devices.

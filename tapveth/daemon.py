@@ -633,13 +633,9 @@ def _ensure_netns(nl: Netlink, name: str) -> None:
     """`create_netns = true`: make the namespace as `ip netns add` does, if it is missing."""
     if os.path.exists(netns.path_of(name)):
         return
-    try:
-        private = os.stat("/proc/self/ns/mnt").st_ino != os.stat("/proc/1/ns/mnt").st_ino
-    except PermissionError:
-        private = True  # not even allowed to look at PID 1's: a sandbox
-    if private:
-        # Under systemd's ProtectSystem= the daemon has a mount namespace of its own: the bind
-        # mount `ip netns add` makes would stay in it, and the name would be unusable outside.
+    if not netns.mounts_propagate_out():
+        # Under systemd's ProtectSystem= the daemon's /run/netns is a slave mount: the bind
+        # mount `ip netns add` makes would stay in the unit, and the name be unusable outside.
         raise PlaceError(
             errno.EPERM,
             f"cannot create namespace {name} from a private mount "

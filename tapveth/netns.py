@@ -90,6 +90,24 @@ class _NameCache:
 _names = _NameCache()
 
 
+def mounts_propagate_out(mountinfo: str = "/proc/self/mountinfo") -> bool:
+    """Whether a namespace bind-mounted under /run/netns here is seen by others: false when the
+    mount holding /run/netns is a slave (`master:N`), as in a systemd unit's sandbox, whose
+    own mounts never propagate back."""
+    best, tags = "", [""]
+    try:
+        with open(mountinfo) as f:
+            for line in f:
+                fields = line.split()
+                point = fields[4]
+                holds = point == "/" or NETNS_DIR == point or NETNS_DIR.startswith(point + "/")
+                if holds and len(point) >= len(best):
+                    best, tags = point, fields[6 : fields.index("-")]
+    except (OSError, ValueError):
+        return True
+    return not any(t.startswith("master:") for t in tags)
+
+
 _libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNET = 0x40000000
 
