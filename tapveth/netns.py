@@ -100,7 +100,7 @@ def mounts_propagate_out(mountinfo: str = "/proc/self/mountinfo") -> bool:
             for line in f:
                 fields = line.split()
                 point = fields[4]
-                holds = point == "/" or NETNS_DIR == point or NETNS_DIR.startswith(point + "/")
+                holds = point == "/" or point == NETNS_DIR or NETNS_DIR.startswith(point + "/")
                 if holds and len(point) >= len(best):
                     best, tags = point, fields[6 : fields.index("-")]
     except (OSError, ValueError):
