@@ -41,6 +41,26 @@ def python_in_container() -> str:
     return sys.executable
 
 
+def install_unit(c: Container, *extra: str) -> None:
+    """The shipped unit as it is, plus a drop-in that only points ExecStart at this checkout's
+    interpreter and source (and any extra [Service] lines)."""
+    c.run("cp", "/opt/project/systemd/tapveth.service", "/etc/systemd/system/")
+    c.write(
+        "/etc/systemd/system/tapveth.service.d/test.conf",
+        "\n".join(
+            [
+                "[Service]",
+                "ExecStart=",
+                f"ExecStart={python_in_container()} -m tapveth daemon --config "
+                "/etc/tapveth/tapveth.toml",
+                "Environment=PYTHONPATH=/opt/project",
+                *extra,
+            ]
+        ),
+    )
+    c.run("systemctl", "daemon-reload")
+
+
 @pytest.fixture
 def container() -> Iterator[Container]:
     if not shutil.which("systemd-nspawn"):
@@ -74,21 +94,7 @@ def test_unit_under_real_systemd(container: Container) -> None:
     c.run("ip", "netns", "add", "ns1")
     c.run("ip", "netns", "add", "ns2")
     c.write("/etc/tapveth/tapveth.toml", CONFIG)
-    c.run("cp", "/opt/project/systemd/tapveth.service", "/etc/systemd/system/")
-    c.write(
-        "/etc/systemd/system/tapveth.service.d/test.conf",
-        "\n".join(
-            [
-                "[Service]",
-                "ExecStart=",
-                f"ExecStart={python_in_container()} -m tapveth daemon --config "
-                "/etc/tapveth/tapveth.toml",
-                "Environment=PYTHONPATH=/opt/project",
-                "WatchdogSec=3s",
-            ]
-        ),
-    )
-    c.run("systemctl", "daemon-reload")
+    install_unit(c, "WatchdogSec=3s")
     c.run("systemctl", "start", "tapveth", timeout=120)
     st = c.show("tapveth", "ActiveState", "SubState", "StatusText", "MainPID")
     assert (st["ActiveState"], st["SubState"]) == ("active", "running"), st
@@ -133,20 +139,7 @@ def test_create_netns_is_refused_inside_the_sandbox(container: Container) -> Non
         CONFIG.replace('netns = "ns1"', 'netns = "ns1"\ncreate_netns = true'),
     )
     c.run("ip", "netns", "add", "ns2")
-    c.run("cp", "/opt/project/systemd/tapveth.service", "/etc/systemd/system/")
-    c.write(
-        "/etc/systemd/system/tapveth.service.d/test.conf",
-        "\n".join(
-            [
-                "[Service]",
-                "ExecStart=",
-                f"ExecStart={python_in_container()} -m tapveth daemon --config "
-                "/etc/tapveth/tapveth.toml",
-                "Environment=PYTHONPATH=/opt/project",
-            ]
-        ),
-    )
-    c.run("systemctl", "daemon-reload")
+    install_unit(c)
     assert c.run("systemctl", "start", "tapveth", check=False, timeout=120).returncode != 0
     journal = c.run("journalctl", "-u", "tapveth", "-o", "cat", "--no-pager").stdout
     assert "cannot create namespace ns1 from a private mount namespace" in journal
