@@ -266,28 +266,26 @@ class Daemon:
             waiting = []
             for old, new in todo.change:
                 _, pair = self._managed[old.ident]
-                try:
-                    await self._call(_configure_pair, pair.a.tap, pair.b.tap, old, new)
-                except (OSError, PlaceError) as exc:
-                    raise ControlError(f"pair {new.ident[0]}: {_one_line(exc)}") from None
+                await self._for_pair(new, _configure_pair, pair.a.tap, pair.b.tap, old, new)
                 self._managed[new.ident] = (new, pair)
                 waiting.append((new, pair))
             for pc in todo.create:
                 for e in (pc.end, pc.peer):
                     if e.create_netns and e.spec.netns:
-                        try:
-                            await self._call(_ensure_netns, e.spec.netns)
-                        except (OSError, PlaceError) as exc:
-                            raise ControlError(f"pair {pc.ident[0]}: {_one_line(exc)}") from None
+                        await self._for_pair(pc, _ensure_netns, e.spec.netns)
                 pair = await self._create(pc.spec, os.getpid(), pc.persist, reattach=pc.persist)
                 self._managed[pc.ident] = (pc, pair)
-                try:
-                    await self._call(_configure_pair, pair.a.tap, pair.b.tap, None, pc)
-                except (OSError, PlaceError) as exc:
-                    raise ControlError(f"pair {pc.ident[0]}: {_one_line(exc)}") from None
+                await self._for_pair(pc, _configure_pair, pair.a.tap, pair.b.tap, None, pc)
                 waiting.append((pc, pair))
         await self._until_carrier(waiting)
         return todo
+
+    async def _for_pair(self, pc: PairConfig, fn: Any, *args: Any) -> None:
+        """Run a worker function for a configured pair; a failure names the pair."""
+        try:
+            await self._call(fn, *args)
+        except (OSError, PlaceError) as exc:
+            raise ControlError(f"pair {pc.ident[0]}: {_one_line(exc)}") from None
 
     async def _until_carrier(self, pairs: list[tuple[PairConfig, Pair]]) -> None:
         """Wait until every pair configured up on both ends has carrier: then the relay runs
@@ -464,8 +462,8 @@ class Daemon:
             self._spawn(self._locate(pair, end))
 
     async def _locate(self, pair: Pair, end: End) -> None:
-        """Find where an end is now (it moved, or may be gone) and register it there."""
-        end.locating = True
+        """Find where an end is now (it moved, or may be gone) and register it there.
+        _relocate() marked it locating when it started this."""
         try:
             while end.stale and not pair.closed:
                 end.stale = False
@@ -590,22 +588,14 @@ def _reattach_pair(
     inside the namespace keeps it alive: `ip netns del` no longer destroys a persistent pair."""
     found: list[bool | None] = []
     for want in (spec.end, spec.peer):
-        ns_fd = netns.open_netns(want.netns or str(os.getpid()))
-        try:
-            with netns.entered(ns_fd):
-                found.append(nl.persistent_tap_here(want.name))
-        finally:
-            os.close(ns_fd)
+        with netns.inside(want.netns or str(os.getpid())):
+            found.append(nl.persistent_tap_here(want.name))
     if found == [True, True]:
         taps: list[Tap] = []
         try:
             for want in (spec.end, spec.peer):
-                ns_fd = netns.open_netns(want.netns or str(os.getpid()))
-                try:
-                    with netns.entered(ns_fd):
-                        taps.append(Tap(want.name, reattach=True))
-                finally:
-                    os.close(ns_fd)
+                with netns.inside(want.netns or str(os.getpid())):
+                    taps.append(Tap(want.name, reattach=True))
             locs = [nl.locate(t) for t in taps]
             if all(loc is not None for loc in locs):
                 return taps, [loc for loc in locs if loc is not None]
@@ -618,14 +608,10 @@ def _reattach_pair(
         return None
     for want, there in zip((spec.end, spec.peer), found, strict=True):
         if there:  # half a pair: remove it, as veth would never leave one
-            ns_fd = netns.open_netns(want.netns or str(os.getpid()))
-            try:
-                with netns.entered(ns_fd):
-                    lone = Tap(want.name, reattach=True)
-                    lone.set_persist(False)
-                    lone.close()
-            finally:
-                os.close(ns_fd)
+            with netns.inside(want.netns or str(os.getpid())):
+                lone = Tap(want.name, reattach=True)
+                lone.set_persist(False)
+                lone.close()
     return None
 
 

@@ -10,7 +10,9 @@ import contextlib
 import errno
 import os
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -113,10 +115,7 @@ class Netlink:
         finally:
             os.close(ns_fd)  # holding it would keep the namespace alive
         try:
-            if nsid is None:
-                msgs = self.ipr.link("get", ifname=name)
-            else:
-                msgs = self.ipr.link("get", ifname=name, if_netnsid=nsid)
+            msgs = self._link("get", nsid, ifname=name)
         except NetlinkError as exc:
             if exc.code == errno.ENODEV:
                 return None
@@ -154,17 +153,13 @@ class Netlink:
         """Give the end veth's qdisc, noqueue. A namespace move resets a device's qdisc to the
         default (pfifo_fast for a TAP), so this is done again after every move. Qdisc requests
         cannot target another namespace by nsid: the thread enters it for this one request."""
-        ns_fd = tap.netns_fd()
         try:
-            with netns.entered(ns_fd), IPRoute() as there:
-                found = there.link_lookup(ifname=tap.ifname())
-                if found:
-                    there.tc("replace", "noqueue", found[0])
+            with _inside(tap) as (there, index):
+                if index is not None:
+                    there.tc("replace", "noqueue", index)
         except NetlinkError as exc:
             if exc.code not in (errno.ENODEV, errno.EINVAL):
                 raise
-        finally:
-            os.close(ns_fd)
 
     def configure_inside(
         self,
@@ -176,33 +171,27 @@ class Netlink:
     ) -> None:
         """Apply an end's MTU, addresses and admin state where it lives (address requests
         cannot target another namespace by nsid: the thread enters it for these requests)."""
-        ns_fd = tap.netns_fd()
-        try:
-            with netns.entered(ns_fd), IPRoute() as there:
-                found = there.link_lookup(ifname=tap.ifname())
-                if not found:
-                    raise PlaceError(errno.ENODEV, f"{tap.ifname()} vanished")
-                index = found[0]
-                if mtu is not None:
-                    there.link("set", index=index, mtu=mtu)
-                for cidr in remove:
-                    addr, plen = cidr.split("/")
-                    with contextlib.suppress(NetlinkError):
-                        there.addr("del", index=index, address=addr, prefixlen=int(plen))
-                for cidr in add:
-                    addr, plen = cidr.split("/")
-                    try:
-                        there.addr("add", index=index, address=addr, prefixlen=int(plen))
-                    except NetlinkError as exc:
-                        if exc.code != errno.EEXIST:
-                            raise PlaceError(
-                                exc.code,
-                                f"address {cidr} on {tap.ifname()}: {os.strerror(exc.code)}",
-                            ) from None
-                if up is not None:
-                    there.link("set", index=index, state="up" if up else "down")
-        finally:
-            os.close(ns_fd)
+        with _inside(tap) as (there, index):
+            if index is None:
+                raise PlaceError(errno.ENODEV, f"{tap.ifname()} vanished")
+            if mtu is not None:
+                there.link("set", index=index, mtu=mtu)
+            for cidr in remove:
+                addr, plen = cidr.split("/")
+                with contextlib.suppress(NetlinkError):
+                    there.addr("del", index=index, address=addr, prefixlen=int(plen))
+            for cidr in add:
+                addr, plen = cidr.split("/")
+                try:
+                    there.addr("add", index=index, address=addr, prefixlen=int(plen))
+                except NetlinkError as exc:
+                    if exc.code != errno.EEXIST:
+                        raise PlaceError(
+                            exc.code,
+                            f"address {cidr} on {tap.ifname()}: {os.strerror(exc.code)}",
+                        ) from None
+            if up is not None:
+                there.link("set", index=index, state="up" if up else "down")
 
     def persistent_tap_here(self, name: str) -> bool | None:
         """In the calling thread's namespace: True if `name` is a persistent TAP with a virtio
@@ -222,22 +211,36 @@ class Netlink:
         """(rx_dropped, tx_dropped) the kernel counted on a TAP itself: qdisc drops while it
         has no carrier, ring overflow, frames its stack had no handler for."""
         try:
-            if nsid is None:
-                msg = self.ipr.link("get", index=index)[0]
-            else:
-                msg = self.ipr.link("get", index=index, if_netnsid=nsid)[0]
+            msg = self._link("get", nsid, index=index)[0]
         except NetlinkError:
             return (0, 0)
         stats = msg.get_attr("IFLA_STATS64") or {}
         return (int(stats.get("rx_dropped", 0)), int(stats.get("tx_dropped", 0)))
 
+    def _link(self, command: str, nsid: int | None, **kw: Any) -> Any:
+        """A link request in the daemon's namespace (nsid None) or another one, by its nsid."""
+        if nsid is not None:
+            kw["if_netnsid"] = nsid
+        return self.ipr.link(command, **kw)
+
     def delete(self, loc: Location) -> None:
         """Delete an end where locate() just found it (ignored if already gone)."""
         try:
-            if loc.nsid is None:
-                self.ipr.link("del", index=loc.index)
-            else:
-                self.ipr.link("del", index=loc.index, if_netnsid=loc.nsid)
+            self._link("del", loc.nsid, index=loc.index)
         except NetlinkError as exc:
             if exc.code not in (errno.ENODEV, errno.EINVAL):
                 raise
+
+
+@contextlib.contextmanager
+def _inside(tap: Tap) -> Iterator[tuple[Any, int | None]]:
+    """This thread inside the TAP's namespace, with a netlink socket there and the TAP's
+    ifindex there (None if it is not found), for requests that cannot target a namespace by
+    nsid (qdiscs, addresses). The namespace is held only for the duration."""
+    ns_fd = tap.netns_fd()
+    try:
+        with netns.entered(ns_fd), IPRoute() as there:
+            found = there.link_lookup(ifname=tap.ifname())
+            yield there, (found[0] if found else None)
+    finally:
+        os.close(ns_fd)

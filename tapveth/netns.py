@@ -132,3 +132,15 @@ def entered(ns_fd: int) -> Iterator[None]:
                 raise SystemExit(f"tapveth: cannot return to own namespace: {os.strerror(err)}")
     finally:
         os.close(home)
+
+
+@contextlib.contextmanager
+def inside(netns: str) -> Iterator[None]:
+    """The calling thread inside a namespace named as `ip netns` names it (or a PID), for the
+    duration only."""
+    fd = open_netns(netns)
+    try:
+        with entered(fd):
+            yield
+    finally:
+        os.close(fd)
