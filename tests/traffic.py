@@ -11,6 +11,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Iterator
 
 ETH_P_ALL = 0x0003
 
@@ -100,29 +101,49 @@ def udp_send(host: str, port: int, sizes: list[int], seed: int) -> dict[str, obj
     return {"datagrams": sent}
 
 
-def sniff(ifname: str, seconds: float, limit: int) -> dict[str, object]:
-    """Count frames seen on an interface (every interface of the namespace if ifname is
-    empty) by source MAC and by length, and those carrying the hostile-frame marker."""
+def packet_socket(ifname: str, ready: str) -> socket.socket:
+    """An AF_PACKET socket on ifname (every interface of the namespace if empty); prints the
+    `ready` line once it is bound, so the caller knows frames sent now will be seen."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     if ifname:
         sock.bind((ifname, 0))
-    sock.settimeout(0.2)
-    marked = 0
-    print(json.dumps({"sniffing": ifname or "*"}), flush=True)
-    by_src: dict[str, int] = {}
-    lengths: list[int] = []
+    sock.settimeout(0.1)
+    print(json.dumps({ready: ifname or "*"}), flush=True)
+    return sock
+
+
+def incoming(sock: socket.socket, seconds: float) -> Iterator[tuple[bytes, int]]:
+    """(frame, packet type) of every frame arriving for `seconds`; our own outgoing copies are
+    skipped, and an admin-down interface (ENETDOWN) is waited out."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and len(lengths) < limit:
+    while time.monotonic() < deadline:
         try:
             frame, addr = sock.recvfrom(70000)
         except TimeoutError:
             continue
-        if addr[2] == socket.PACKET_OUTGOING:
+        except OSError as exc:
+            if exc.errno != errno.ENETDOWN:
+                raise
+            time.sleep(0.1)
             continue
+        if addr[2] != socket.PACKET_OUTGOING:
+            yield frame, addr[2]
+
+
+def sniff(ifname: str, seconds: float, limit: int) -> dict[str, object]:
+    """Count frames seen on an interface (every interface of the namespace if ifname is
+    empty) by source MAC and by length, and those carrying the hostile-frame marker."""
+    sock = packet_socket(ifname, "sniffing")
+    by_src: dict[str, int] = {}
+    lengths: list[int] = []
+    marked = 0
+    for frame, _ in incoming(sock, seconds):
         src = frame[6:12].hex(":")
         by_src[src] = by_src.get(src, 0) + 1
         lengths.append(len(frame))
         marked += HOSTILE_MARK in frame
+        if len(lengths) >= limit:
+            break
     return {"by_src": by_src, "lengths": lengths, "marked": marked}
 
 
@@ -167,27 +188,15 @@ def errno_name(code: int | None) -> str:
 
 def raw_recv(ifname: str, seconds: float, count: int) -> dict[str, object]:
     """Collect the frames carrying MAGIC: their sequence numbers and packet types."""
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-    sock.bind((ifname, 0))
-    sock.settimeout(0.1)
-    print(json.dumps({"receiving": ifname}), flush=True)
+    sock = packet_socket(ifname, "receiving")
     got: dict[int, int] = {}
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and len(got) < count:
-        try:
-            frame, addr = sock.recvfrom(70000)
-        except TimeoutError:
-            continue
-        except OSError as exc:
-            if exc.errno != errno.ENETDOWN:  # the interface is admin-down: nothing arrives
-                raise
-            time.sleep(0.1)
-            continue
+    for frame, pkttype in incoming(sock, seconds):
         at = frame.find(MAGIC, 12, 40)
-        if at < 0 or addr[2] == socket.PACKET_OUTGOING:
+        if at < 0:
             continue
-        seq = struct.unpack("!I", frame[at + 4 : at + 8])[0]
-        got[seq] = addr[2]
+        got[struct.unpack("!I", frame[at + 4 : at + 8])[0]] = pkttype
+        if len(got) >= count:
+            break
     return {"seqs": sorted(got), "pkttypes": {str(k): v for k, v in sorted(got.items())}}
 
 
