@@ -1,5 +1,5 @@
 """`python -m tapveth` runs the command-line interface."""
 
-from tapveth.cli import main
+from tapveth.cli.main import main
 
 raise SystemExit(main())

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from netlab import sh
 
-from tapveth.bench import METRICS
+from tapveth.bench.sidebyside import METRICS
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import tempfile
 
 import pytest
 
-from tapveth.cli import main
+from tapveth.cli.main import main
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

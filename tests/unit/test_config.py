@@ -2,7 +2,7 @@
 
 import pytest
 
-from tapveth.config import ConfigError, load, parse
+from tapveth.core.config import ConfigError, load, parse
 
 GOOD = """\
 # two pairs

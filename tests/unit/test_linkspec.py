@@ -2,7 +2,7 @@
 
 import pytest
 
-from tapveth.linkspec import EndSpec, PairSpec, SpecError, parse_add
+from tapveth.core.linkspec import EndSpec, PairSpec, SpecError, parse_add
 
 
 def test_the_iproute2_line_with_ip_link_replaced() -> None:

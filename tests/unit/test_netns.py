@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from tapveth.netns import mounts_propagate_out
+from tapveth.kernel.netns import mounts_propagate_out
 
 HOST = """\
 27 1 254:0 / / rw,relatime - ext4 /dev/vda rw

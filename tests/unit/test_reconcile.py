@@ -1,7 +1,7 @@
 """The reload plan: unchanged pairs untouched, in-place changes, re-creation, adds, removals."""
 
-from tapveth.config import parse
-from tapveth.reconcile import plan
+from tapveth.core.config import parse
+from tapveth.core.reconcile import plan
 
 BASE = """
 [[pair]]

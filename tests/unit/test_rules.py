@@ -2,8 +2,8 @@
 
 import pytest
 
-from tapveth import vnet
-from tapveth.rules import Carrier, DropReason, EndCounters, Flow, admit, carrier, max_frame_len
+from tapveth.core import vnet
+from tapveth.core.rules import Carrier, DropReason, EndCounters, Flow, admit, carrier, max_frame_len
 
 
 @pytest.mark.parametrize(

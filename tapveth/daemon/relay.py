@@ -10,9 +10,9 @@ import errno
 import os
 from collections.abc import Callable
 
-from tapveth import vnet
-from tapveth.pair import End
-from tapveth.rules import DropReason, admit
+from tapveth.core import vnet
+from tapveth.core.rules import DropReason, admit
+from tapveth.daemon.pair import End
 
 # Largest frame a TAP can hand us: a 64 KiB GSO super-frame or a 65535-byte frame at MTU 65521,
 # plus the virtio header. A shorter buffer would truncate silently.

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tapveth.linkspec import (
+from tapveth.core.linkspec import (
     EndSpec,
     PairSpec,
     SpecError,

@@ -11,7 +11,7 @@ import struct
 
 import pytun
 
-from tapveth import vnet
+from tapveth.core import vnet
 
 TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB

@@ -2,9 +2,9 @@
 
 from dataclasses import dataclass, field
 
-from tapveth.netlink import Location
-from tapveth.rules import Carrier, EndCounters, Flow
-from tapveth.tap import Tap
+from tapveth.core.rules import Carrier, EndCounters, Flow
+from tapveth.kernel.netlink import Location
+from tapveth.kernel.tap import Tap
 
 
 @dataclass(eq=False, slots=True)

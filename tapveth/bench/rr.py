@@ -1,5 +1,5 @@
 """A TCP request/response probe for `tapveth bench`: 1-byte ping-pong over one connection,
-reporting transactions per second. Run inside namespaces with `python -m tapveth.rr`."""
+reporting transactions per second. Run inside namespaces with `python -m tapveth.bench.rr`."""
 
 import argparse
 import json
@@ -48,7 +48,7 @@ def client(host: str, port: int, seconds: float) -> dict[str, float]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(prog="python -m tapveth.rr")
+    p = argparse.ArgumentParser(prog="python -m tapveth.bench.rr")
     p.add_argument("mode", choices=["server", "client"])
     p.add_argument("--host", required=True)
     p.add_argument("--port", type=int, default=5999)

@@ -6,7 +6,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tapveth.rules import MAX_MTU, MIN_MTU
+from tapveth.core.rules import MAX_MTU, MIN_MTU
 
 IFNAMSIZ = 16  # including the NUL: 15 usable bytes
 

@@ -7,10 +7,11 @@ import os
 import sys
 from typing import Any
 
-from tapveth import __version__, control, render
-from tapveth.config import ConfigError
+from tapveth import __version__, control
+from tapveth.cli import render
 from tapveth.control import ControlError
-from tapveth.linkspec import SpecError, check_name, check_netns, parse_add
+from tapveth.core.config import ConfigError
+from tapveth.core.linkspec import SpecError, check_name, check_netns, parse_add
 
 EXIT_USER = 2
 # Measured with tapveth bench (2 vCPUs): a 1 ms window after each frame raised TCP 1-byte
@@ -194,14 +195,14 @@ def _run(opts: argparse.Namespace) -> int:
     if opts.command == "daemon":
         return run_daemon(path, opts.log_level, opts.busy_poll, opts.config, opts.group)
     if opts.command == "demo":
-        from tapveth.demo import run_demo
+        from tapveth.cli.demo import run_demo
 
         return run_demo()
     if opts.command == "bench":
-        from tapveth.bench import run_bench
+        from tapveth.bench.sidebyside import run_bench
 
         if opts.pairs is not None:
-            from tapveth.bench import run_scale
+            from tapveth.bench.sidebyside import run_scale
 
             return run_scale(opts.pairs, opts.quick, opts.json_file)
         extra = () if opts.busy_poll is None else ("--busy-poll", str(opts.busy_poll))
@@ -253,12 +254,12 @@ def run_daemon(
     if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
         raise ControlError("/dev/net/tun is missing or not accessible (modprobe tun)")
     if config_path is not None:
-        from tapveth import config
+        from tapveth.core import config
 
         config.load(config_path)  # a bad file: one line on stderr, exit 2, nothing made
     import uvloop
 
-    from tapveth.daemon import Daemon
+    from tapveth.daemon.service import Daemon
 
     setup_logging(log_level)
 

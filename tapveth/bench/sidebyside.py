@@ -281,7 +281,7 @@ class Bench:
                 s.ns_b,
                 sys.executable,
                 "-m",
-                "tapveth.rr",
+                "tapveth.bench.rr",
                 "server",
                 "--host",
                 IP_B,
@@ -299,7 +299,7 @@ class Bench:
                 s.ns_a,
                 sys.executable,
                 "-m",
-                "tapveth.rr",
+                "tapveth.bench.rr",
                 "client",
                 "--host",
                 IP_B,
@@ -497,7 +497,7 @@ def run_bench(
 
 def run_scale(pairs: int, quick: bool, json_path: str | None) -> int:
     """The --pairs run: see scale.py."""
-    from tapveth.scale import Scale, scale_table
+    from tapveth.bench.scale import Scale, scale_table
 
     if not 1 <= pairs <= 1024:
         raise BenchError("--pairs takes 1..1024")

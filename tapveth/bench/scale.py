@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tapveth.bench import BenchError, cpu_seconds, rss_mib, sh
+from tapveth.bench.sidebyside import BenchError, cpu_seconds, rss_mib, sh
 from tapveth.private import PrivateDaemon
 
 IP_A, IP_B = "10.78.0.1", "10.78.0.2"

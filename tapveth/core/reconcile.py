@@ -5,7 +5,7 @@ persistence differs is made anew; an unchanged pair is not touched at all."""
 
 from dataclasses import dataclass, field
 
-from tapveth.config import Config, PairConfig
+from tapveth.core.config import Config, PairConfig
 
 Ident = tuple[str, str | None]
 

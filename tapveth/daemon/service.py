@@ -16,20 +16,21 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tapveth import config, netns
-from tapveth.busypoll import BusyPoll
-from tapveth.config import ConfigError, EndConfig, PairConfig
 from tapveth.control import ControlError, ControlServer, Peer
-from tapveth.linkspec import EndSpec, PairSpec, SpecError, check_name
-from tapveth.linkwatch import Kind, LinkEvent, LinkWatch
-from tapveth.netlink import Location, Netlink, PlaceError
-from tapveth.netns import NetnsError
-from tapveth.notify import Notifier
-from tapveth.pair import End, Pair
-from tapveth.reconcile import Ident, Plan, plan
-from tapveth.relay import Relay
-from tapveth.rules import Carrier
-from tapveth.tap import Tap, TapError
+from tapveth.core import config
+from tapveth.core.config import ConfigError, EndConfig, PairConfig
+from tapveth.core.linkspec import EndSpec, PairSpec, SpecError, check_name
+from tapveth.core.reconcile import Ident, Plan, plan
+from tapveth.core.rules import Carrier
+from tapveth.daemon.busypoll import BusyPoll
+from tapveth.daemon.notify import Notifier
+from tapveth.daemon.pair import End, Pair
+from tapveth.daemon.relay import Relay
+from tapveth.kernel import netns
+from tapveth.kernel.linkwatch import Kind, LinkEvent, LinkWatch
+from tapveth.kernel.netlink import Location, Netlink, PlaceError
+from tapveth.kernel.netns import NetnsError
+from tapveth.kernel.tap import Tap, TapError
 
 log = logging.getLogger("tapveth")
 

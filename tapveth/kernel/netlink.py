@@ -17,8 +17,8 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from tapveth import netns
-from tapveth.tap import Tap
+from tapveth.kernel import netns
+from tapveth.kernel.tap import Tap
 
 IFF_UP = 0x1
 NSID_NOT_ASSIGNED = -1

@@ -1,0 +1,1 @@
+"""The `tapveth` command: parsing, talking to the daemon, printing, and the demo."""

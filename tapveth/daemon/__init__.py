@@ -1,0 +1,1 @@
+"""The daemon: the pairs it owns, how it follows their ends, its relay and its control requests."""

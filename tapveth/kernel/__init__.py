@@ -1,0 +1,1 @@
+"""Thin layers over the kernel: TAP devices, namespaces, rtnetlink requests and link events."""
