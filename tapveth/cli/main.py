@@ -147,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="USEC",
         help="run tapveth's daemon with this --busy-poll",
     )
+    b.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="measure every subject N times, interleaved, and report medians with their "
+        "spread (default: 3, or 1 with --quick)",
+    )
     return p
 
 
@@ -206,7 +214,7 @@ def _run(opts: argparse.Namespace) -> int:
 
             return run_scale(opts.pairs, opts.quick, opts.json_file)
         extra = () if opts.busy_poll is None else ("--busy-poll", str(opts.busy_poll))
-        return run_bench(opts.quick, opts.peers, opts.json_file, opts.plot, extra)
+        return run_bench(opts.quick, opts.peers, opts.json_file, opts.plot, extra, opts.rounds)
     want_json = opts.json or getattr(opts, "sub_json", False)
     if opts.command == "add":
         spec = parse_add(opts.words)
