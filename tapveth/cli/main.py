@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import io
 import logging
 import os
 import sys
@@ -173,6 +174,9 @@ def _name_and_ns(words: list[str], required: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # An interface name may hold bytes that are not UTF-8: write them as `ip link` does.
+        sys.stdout.reconfigure(errors="surrogateescape")
     parser = build_parser()
     try:
         opts = parser.parse_args(argv)

@@ -95,8 +95,11 @@ def check_mtu(value: object) -> int:
     if isinstance(value, bool):
         raise SpecError(f"MTU {value!r} is not a number")
     if isinstance(value, str):
-        if not value.isdigit():
-            raise SpecError(f"MTU {value!r} is not a number")
+        # isdigit() also holds for '²' and other digits int() refuses: ASCII digits only.
+        if not (value.isascii() and value.isdigit()):
+            raise SpecError(f"MTU {value[:16]!r} is not a number")
+        if len(value) > 9:  # int() refuses thousands of digits; any 10 are out of range
+            raise SpecError(f"MTU {value[:16]}... is out of range ({MIN_MTU}..{MAX_MTU})")
         value = int(value)
     if not isinstance(value, int):
         raise SpecError(f"MTU {value!r} is not a number")

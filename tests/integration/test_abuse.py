@@ -20,8 +20,14 @@ HOSTILE = str(Path(__file__).parents[1] / "hostile.py")
 
 
 def links_everywhere(lab: Lab) -> set[str]:
-    """Every interface in the root namespace and in the test's namespaces."""
-    found = {f"root:{ln.split()[0]}" for ln in sh("ip", "-br", "link").stdout.splitlines()}
+    """Every interface in the test's namespaces, and those of the root namespace that a test
+    here could have made (other users of the machine make and delete theirs meanwhile)."""
+    ours = {w.split("@")[0] for words, _ in BAD_INPUT for w in words} | {"fresh" + lab.tag}
+    found = {
+        f"root:{name}"
+        for ln in sh("ip", "-br", "link").stdout.splitlines()
+        if (name := ln.split()[0].split("@")[0]) in ours or name.startswith("tvtmp")
+    }
     for ns in lab.namespaces:
         r = sh("ip", "-n", ns.name, "-br", "link", check=False)
         found |= {f"{ns.name}:{ln.split()[0]}" for ln in r.stdout.splitlines()}
