@@ -15,6 +15,7 @@ import os
 import socket
 import stat
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,6 +78,7 @@ class ControlServer:
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[_Conn] = set()
         self._stopping = False
+        self._accepted = 0
 
     async def start(self) -> None:
         _claim_socket_path(self.path)
@@ -100,10 +102,20 @@ class ControlServer:
         `grace` seconds (they see the daemon stopping and say so), answer every other client
         "the daemon is stopping", and close every connection."""
         self._stopping = True
-        if self._server is not None:
-            self._server.close()  # no new connections from here on
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+            os.unlink(self.path)  # a new client finds no daemon, and says so
+        if self._server is not None:
+            # Closing the listening socket would reset the connections still queued in its
+            # backlog, unanswered: accept them first (until none came for a while), so that
+            # they are told the daemon is stopping.
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                seen = self._accepted
+                await asyncio.sleep(0.05)
+                if self._accepted == seen:
+                    break
+            self._server.close()  # no new connections from here on
+            await asyncio.sleep(0)  # those just accepted register themselves
         # A client between requests, or whose request is not read yet, gets the answer now.
         for conn in list(self._conns):
             if not conn.busy:
@@ -124,6 +136,7 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = _Conn(writer)
         self._conns.add(conn)
+        self._accepted += 1
         try:
             peer = peer_of(writer.get_extra_info("socket"))
             while True:

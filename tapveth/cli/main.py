@@ -211,6 +211,21 @@ def _run(opts: argparse.Namespace) -> int:
             return run_scale(opts.pairs, opts.quick, opts.json_file)
         extra = () if opts.busy_poll is None else ("--busy-poll", str(opts.busy_poll))
         return run_bench(opts.quick, opts.peers, opts.json_file, opts.plot, extra)
+    try:
+        return _client(opts, path)
+    except (SpecError, ControlError, ConfigError):
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError):
+        # A reply that is JSON but not of the shape this version prints: another program on
+        # the socket, or a daemon of another version.
+        raise ControlError(
+            f"the daemon on {path} answered in a form this tapveth does not know "
+            "(is it the same version?)"
+        ) from None
+
+
+def _client(opts: argparse.Namespace, path: str) -> int:
+    """The commands that talk to a daemon."""
     want_json = opts.json or getattr(opts, "sub_json", False)
     if opts.command == "add":
         spec = parse_add(opts.words)

@@ -72,9 +72,16 @@ class Netlink:
         self._calls += 1
         if self._calls < self.RECYCLE_EVERY:
             return
+        # An IPRoute that fails half-way (EMFILE on its event loop's self-pipe) leaves a
+        # half-made loop whose finaliser prints a traceback: try only with fds to spare.
+        if not _fds_to_spare(8):
+            self._calls = self.RECYCLE_EVERY - 8  # try again a few calls later
+            log.debug("keeping the netlink socket for now: no file descriptors to spare")
+            return
         try:
             fresh = IPRoute()
         except Exception as exc:  # pyroute2 raises OSError, or its own errors, on any failure
+            self._calls = self.RECYCLE_EVERY - 8
             log.debug("keeping the netlink socket for now: %s", exc)
             return
         old, self.ipr = self.ipr, fresh
@@ -246,6 +253,20 @@ class Netlink:
         except NetlinkError as exc:
             if exc.code not in (errno.ENODEV, errno.EINVAL):
                 raise
+
+
+def _fds_to_spare(n: int) -> bool:
+    """Whether this process can open n more file descriptors right now."""
+    got: list[int] = []
+    try:
+        for _ in range(n):
+            got.append(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
+        return True
+    except OSError:
+        return False
+    finally:
+        for fd in got:
+            os.close(fd)
 
 
 @contextlib.contextmanager
