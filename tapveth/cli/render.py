@@ -14,6 +14,9 @@ def show_table(ends: list[dict[str, Any]]) -> str:
         return "no pairs"
     cols = ("ifname", "peer", "netns", "admin", "carrier", "mtu", "address")
     rows = [[_cell(e, c) for c in cols] for e in ends]
+    for e, row in zip(ends, rows, strict=True):
+        if e.get("orphaned"):  # a persistent pair nobody relays: `tapveth del` removes it
+            row[cols.index("carrier")] = "orphaned"
     return _table([c.upper() for c in cols], rows)
 
 
