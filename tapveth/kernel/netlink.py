@@ -118,7 +118,9 @@ class Netlink:
             name = tap.ifname()
             ns_fd = tap.netns_fd()
         except OSError as exc:
-            if exc.errno in (errno.EBADFD, errno.EBADF, errno.ENODEV, errno.EFAULT):
+            # EINVAL from TUNGETDEVNETNS: the end's namespace is being dismantled (its
+            # refcount is zero, get_net_ns() refuses it) and the end goes with it.
+            if exc.errno in (errno.EBADFD, errno.EBADF, errno.ENODEV, errno.EFAULT, errno.EINVAL):
                 return None
             raise
         try:
@@ -129,7 +131,9 @@ class Netlink:
         try:
             msgs = self._link("get", nsid, ifname=name)
         except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
+            # EINVAL for a request by nsid: the nsid no longer names a namespace, which is
+            # being dismantled (`ip netns del`) and takes the end with it.
+            if exc.code == errno.ENODEV or (exc.code == errno.EINVAL and nsid is not None):
                 return None
             raise
         msg = msgs[0]

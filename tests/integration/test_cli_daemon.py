@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netlab import Lab
+from netlab import Lab, sh
 
 from tapveth.private import PrivateDaemon
 
@@ -160,3 +160,17 @@ def test_sighup_without_config_is_a_warning(daemon: PrivateDaemon) -> None:
     assert "SIGHUP: this daemon runs without --config" in daemon.log()
     assert "Traceback" not in daemon.log() and "AssertionError" not in daemon.log()
     assert daemon.request("ping")["pairs"] == 0
+
+
+def test_ip_netns_del_is_no_error(daemon: PrivateDaemon, lab: Lab) -> None:
+    """Deleting an end's namespace is a normal end of a pair: logged as info, not as an error
+    that `journalctl -p err` would show."""
+    for i in range(3):  # the kernel's teardown races the daemon's look-up: give it chances
+        ns1, ns2 = lab.netns(f"d{i}"), lab.netns(f"e{i}")
+        a, b = lab.name(f"nd{i}a"), lab.name(f"nd{i}b")
+        daemon.cli("add", a, "netns", ns1.name, "peer", b, "netns", ns2.name)
+        sh("sh", "-c", f"ip netns del {ns1.name}; ip netns del {ns2.name}")
+        wait_for_log(daemon, f"pair {a} <-> {b} removed")
+    assert daemon.request("ping")["pairs"] == 0
+    bad = [ln for ln in daemon.log().splitlines() if " ERROR " in ln or " WARNING " in ln]
+    assert bad == []
