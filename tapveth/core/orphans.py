@@ -2,24 +2,31 @@
 daemon did not re-attach, e.g. a pair removed from the configuration while it was stopped. Pure:
 how such a TAP is marked, how its two ends are matched, and how they are shown.
 
-A persistent TAP carries an interface alias naming its peer (`ip link` shows it), so a later
-daemon can tell its own leftovers from other persistent TAPs (a VM's, `ip tuntap add`'s)."""
+A persistent TAP carries an interface alias naming its peer and the daemon that made it, by its
+control socket (`ip -d link` shows it): a later daemon on that socket can tell its own leftovers
+from other persistent TAPs (a VM's, `ip tuntap add`'s, another tapveth daemon's)."""
 
 from dataclasses import dataclass
 from typing import Any
 
 ALIAS_PREFIX = "tapveth persistent pair, peer "
+_OWNER = " daemon "
 
 
-def alias_for(peer: str) -> str:
-    return ALIAS_PREFIX + peer
+def alias_for(peer: str, owner: str) -> str:
+    """`owner`: the daemon's control socket. An interface name has no whitespace, so the peer
+    ends at the first space."""
+    return f"{ALIAS_PREFIX}{peer}{_OWNER}{owner}"
 
 
-def peer_from_alias(alias: str | None) -> str | None:
-    """The peer's name if the alias is one tapveth set, else None."""
+def peer_from_alias(alias: str | None, owner: str) -> str | None:
+    """The peer's name if the alias is one this daemon (`owner`) set, else None."""
     if alias is None or not alias.startswith(ALIAS_PREFIX):
         return None
-    return alias[len(ALIAS_PREFIX) :] or None
+    peer, sep, who = alias[len(ALIAS_PREFIX) :].partition(_OWNER)
+    if not peer or not sep or who != owner:
+        return None
+    return peer
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,10 +20,16 @@ log = logging.getLogger("tapveth")
 
 
 def create_pair(
-    nl: Netlink, spec: PairSpec, caller_ns: int | None, own_inode: int, persist: bool = False
+    nl: Netlink,
+    spec: PairSpec,
+    caller_ns: int | None,
+    own_inode: int,
+    persist: bool = False,
+    owner: str = "",
 ) -> tuple[list[Tap], list[Location]]:
     """Both TAPs of a new pair, each placed in its namespace; an end without netns goes to
-    `caller_ns` (an fd; None: the daemon's own namespace)."""
+    `caller_ns` (an fd; None: the daemon's own namespace). A persistent end is marked with its
+    peer and `owner`, the daemon's socket (see core/orphans.py)."""
     taps: list[Tap] = []
     try:
         for want in (spec.end, spec.peer):
@@ -47,7 +53,7 @@ def create_pair(
                     want.mtu,
                     want.address,
                     want.txqueuelen,
-                    orphans.alias_for(peer.name) if persist else None,
+                    orphans.alias_for(peer.name, owner) if persist else None,
                 )
                 nl.set_noqueue(tap)
                 if want.up:  # `ip link add … up`: admin-up once in place
@@ -105,9 +111,9 @@ def reattach_pair(
     return None
 
 
-def find_orphans(nl: Netlink, held: set[tuple[int, str]]) -> list[OrphanEnd]:
-    """Persistent tapveth TAPs in the daemon's namespace and every named one that no pair of
-    this daemon holds (`held`: (namespace inode, name) of its ends)."""
+def find_orphans(nl: Netlink, held: set[tuple[int, str]], owner: str) -> list[OrphanEnd]:
+    """Persistent TAPs this daemon (`owner`: its socket) made, in its namespace and every named
+    one, that none of its pairs holds (`held`: (namespace inode, name) of its ends)."""
     try:
         names = sorted(os.listdir(netns.NETNS_DIR))
     except OSError:
@@ -126,7 +132,7 @@ def find_orphans(nl: Netlink, held: set[tuple[int, str]]) -> list[OrphanEnd]:
             log.debug("looking for left-over pairs in %s: %s", name, exc)
             continue
         for ifname, alias, mtu, address, up in taps:
-            peer = orphans.peer_from_alias(alias)
+            peer = orphans.peer_from_alias(alias, owner)
             if peer is not None and (inode, ifname) not in held:
                 found.append(OrphanEnd(ifname, name, peer, mtu, address, up))
     return found

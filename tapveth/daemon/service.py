@@ -166,7 +166,12 @@ class Daemon:
             reattached = made is not None
             if made is None:
                 made = await self.worker.call(
-                    provision.create_pair, spec, caller_ns, self.registry.own_inode, persist
+                    provision.create_pair,
+                    spec,
+                    caller_ns,
+                    self.registry.own_inode,
+                    persist,
+                    self.socket_path,
                 )
         except (SpecError, NetnsError, TapError, PlaceError) as exc:
             raise ControlError(one_line(exc)) from None
@@ -232,7 +237,7 @@ class Daemon:
         (gone from the configuration while the daemon was stopped) are reported, shown by
         `show`, and removed by `tapveth del`."""
         held = {(e.ns_inode, e.name) for p in self.pairs for e in p.ends()}
-        found = await self.worker.call(provision.find_orphans, held)
+        found = await self.worker.call(provision.find_orphans, held, self.socket_path)
         self.orphans = orphans.match(found)
         for o in self.orphans:
             log.warning(

@@ -132,12 +132,21 @@ def test_persistent_pair_dropped_from_the_config_while_stopped(lab: Lab, tmp_pat
         f'[[pair]]\npersist = true\n[pair.end]\nname = "{a}"\nnetns = "{ns1.name}"\nup = true\n'
         f'[pair.peer]\nname = "{b}"\nnetns = "{ns2.name}"\nup = true\n'
     )
-    with PrivateDaemon(daemon_args=("--config", str(cfg))):
+    sock = str(tmp_path / "tapveth.sock")  # one daemon's leftovers are found by its socket
+
+    def daemon() -> PrivateDaemon:
+        d = PrivateDaemon(daemon_args=("--config", str(cfg)))
+        d.socket = sock
+        return d
+
+    with daemon():
         pass
     assert ns1.has_link(a) and ns2.has_link(b)  # persistent: left in place
     assert "tapveth persistent pair" in ns1.ip("-d", "link", "show", a).stdout
     cfg.write_text("")
-    with PrivateDaemon(daemon_args=("--config", str(cfg))) as d:
+    with PrivateDaemon(daemon_args=("--config", str(cfg))) as other:  # another socket
+        assert "has no relay" not in other.log() and "orphaned" not in other.cli("show").stdout
+    with daemon() as d:
         wait_for_log(d, "has no relay")  # the socket answers before the search is done
         assert f"persistent pair {a} (netns {ns1.name}) <-> {b}" in d.log()
         assert f"remove it with 'tapveth del {a}'" in d.log()

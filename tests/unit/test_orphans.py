@@ -8,10 +8,15 @@ def end(name: str, peer: str, netns: str | None = "ns1") -> OrphanEnd:
     return OrphanEnd(name, netns, peer, 1500, "02:00:00:00:00:01", False)
 
 
+SOCK = "/run/tapveth/tapveth.sock"
+
+
 def test_alias_round_trip_and_foreign_aliases() -> None:
-    assert orphans.peer_from_alias(orphans.alias_for("veth2")) == "veth2"
-    for alias in (None, "", "uplink to the VM", orphans.ALIAS_PREFIX):
-        assert orphans.peer_from_alias(alias) is None
+    assert orphans.peer_from_alias(orphans.alias_for("veth2", SOCK), SOCK) == "veth2"
+    assert orphans.peer_from_alias(orphans.alias_for("a,b", SOCK), SOCK) == "a,b"
+    other = orphans.alias_for("veth2", "/run/tapveth-lab/tapveth.sock")
+    for alias in (None, "", "uplink to the VM", orphans.ALIAS_PREFIX, other):
+        assert orphans.peer_from_alias(alias, SOCK) is None
 
 
 def test_ends_naming_each_other_are_one_pair_and_a_lone_end_stays_alone() -> None:
