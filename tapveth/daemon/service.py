@@ -9,16 +9,16 @@ single worker thread (see worker.py). Pair state changes only on the loop thread
 import asyncio
 import errno
 import logging
-import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tapveth.control import STOPPING, ControlError, ControlServer, one_line
-from tapveth.core import config
+from tapveth.core import config, orphans
 from tapveth.core.config import ConfigError, PairConfig
 from tapveth.core.linkspec import PairSpec, SpecError
+from tapveth.core.orphans import Orphan
 from tapveth.core.reconcile import Ident, Plan, plan
 from tapveth.core.rules import Carrier
 from tapveth.daemon import provision
@@ -60,6 +60,9 @@ class Daemon:
         self.tracker = EndTracker(
             self.registry, self.worker, self.destroy, self._stop_relay, self._spawn
         )
+        self._started = False
+        self._hup_pending = False
+        self.orphans: list[Orphan] = []  # persistent pairs left by an earlier daemon, unowned
         self._busy_poll_us = busy_poll_us
         self._relay: Relay  # made in run(), where the loop is known
         self._server = ControlServer(socket_path, ControlRequests(self).handle, group)
@@ -82,6 +85,8 @@ class Daemon:
             return 2
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        # From the start: a SIGHUP's default action would kill the daemon.
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         log.info("listening on %s", self.socket_path)
         status = 0
         try:
@@ -93,7 +98,10 @@ class Daemon:
                     status = 2
                     return status
                 log.info("configuration %s: %s", self.config_path, applied.summary())
-            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+            await self._find_orphans()
+            self._started = True
+            if self._hup_pending:  # a SIGHUP came while starting: apply the file again now
+                self._spawn(self._reload_logged())
             self._notify.ready(self._status())
             if self._notify.watchdog_usec:
                 self._watchdog(loop, self._notify.watchdog_usec / 2e6)
@@ -141,12 +149,6 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
 
-    def _on_sighup(self) -> None:
-        if self.config_path is None:
-            log.warning("SIGHUP ignored: this daemon runs without --config, nothing to reload")
-            return
-        self._spawn(self._reload_logged())
-
     def _status(self) -> str:
         up = sum(1 for p in self.pairs if p.carrier.on)
         return f"{len(self.pairs)} pair(s), {up} with carrier"
@@ -165,13 +167,21 @@ class Daemon:
     # -- making and removing pairs -----------------------------------------------------------
 
     async def create(
-        self, spec: PairSpec, caller_pid: int, persist: bool = False, reattach: bool = False
+        self,
+        spec: PairSpec,
+        caller_ns: int | None,
+        persist: bool = False,
+        reattach: bool = False,
     ) -> Pair:
         """Create a pair (or re-attach to a persistent one): both TAPs made here, configured,
-        moved, then relayed."""
+        moved, then relayed. An end without netns goes to `caller_ns` (an fd of the client's
+        namespace; None: the daemon's own)."""
         if not reattach:
+            caller_inode = (
+                self.registry.own_inode if caller_ns is None else netns.inode_of_fd(caller_ns)
+            )
             for want in (spec.end, spec.peer):
-                self.registry.check_free(want, caller_pid)
+                self.registry.check_free(want, caller_inode)
         try:
             made = None
             if reattach:
@@ -181,7 +191,12 @@ class Daemon:
             reattached = made is not None
             if made is None:
                 made = await self.worker.call(
-                    provision.create_pair, spec, caller_pid, self.registry.own_inode, persist
+                    provision.create_pair,
+                    spec,
+                    caller_ns,
+                    self.registry.own_inode,
+                    persist,
+                    self.socket_path,
                 )
         except (SpecError, NetnsError, TapError, PlaceError) as exc:
             raise ControlError(one_line(exc)) from None
@@ -248,9 +263,39 @@ class Daemon:
         await self.worker.call(provision.delete_pair, pair.a.tap, pair.b.tap)
         log.info("pair %s <-> %s removed: %s", pair.a.name, pair.b.name, why)
 
+    async def _find_orphans(self) -> None:
+        """At start: persistent pairs an earlier daemon left that this one did not take back
+        (gone from the configuration while the daemon was stopped) are reported, shown by
+        `show`, and removed by `tapveth del`."""
+        held = {(e.ns_inode, e.name) for p in self.pairs for e in p.ends()}
+        found = await self.worker.call(provision.find_orphans, held, self.socket_path)
+        self.orphans = orphans.match(found)
+        for o in self.orphans:
+            log.warning(
+                "persistent pair %s is not in the configuration and has no relay: remove it "
+                "with 'tapveth del %s'",
+                o.label(),
+                o.a.name,
+            )
+
+    async def delete_orphan(self, orphan: Orphan) -> None:
+        for end in orphan.ends():
+            await self.worker.call(provision.delete_orphan, end)
+        self.orphans.remove(orphan)
+        log.info("left-over persistent pair %s removed: deleted on request", orphan.label())
+
     # -- the configuration file --------------------------------------------------------------
 
+    def _on_sighup(self) -> None:
+        if not self._started:
+            self._hup_pending = True  # reloading now would send READY=1 before start is done
+            return
+        self._spawn(self._reload_logged())
+
     async def _reload_logged(self) -> None:
+        if self.config_path is None:
+            log.warning("SIGHUP: this daemon runs without --config, so there is nothing to reload")
+            return
         try:
             await self.reload()
         except ControlError as exc:
@@ -292,7 +337,7 @@ class Daemon:
                 for e in (pc.end, pc.peer):
                     if e.create_netns and e.spec.netns:
                         await self._for_pair(pc, provision.ensure_netns, e.spec.netns)
-                pair = await self.create(pc.spec, os.getpid(), pc.persist, reattach=pc.persist)
+                pair = await self.create(pc.spec, None, pc.persist, reattach=pc.persist)
                 self._managed[pc.ident] = (pc, pair)
                 await self._for_pair(pc, provision.configure_pair, pair.a.tap, pair.b.tap, None, pc)
                 waiting.append((pc, pair))
