@@ -41,6 +41,9 @@ commands:
   daemon --config FILE       own the pairs a TOML file describes (see README)
   reload                     apply the daemon's configuration file again (as SIGHUP)
   demo                       run the classic two-namespace veth experiment end to end
+  qdisc {add|change|replace|del} dev NAME root netem OPTIONS
+                             impair the frames NAME sends (tc-netem's grammar)
+  [-s] qdisc show [dev NAME] the impairments, with counters as tc -s
   bench [--quick] [--peers] [--json FILE] [--plot FILE.png]
                              measure tapveth and the kernel veth side by side
 
@@ -76,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--socket", metavar="PATH", help="control socket (default: %(default)s)", default=None
     )
     p.add_argument("-j", "--json", action="store_true", help="JSON output, as ip -j")
+    p.add_argument("-s", "--stats", action="store_true", help="with qdisc show: counters, as tc -s")
     p.add_argument("-V", "--version", action="version", version=f"tapveth {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -122,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         x.add_argument("-j", "--json", action="store_true", dest="sub_json")
         x.add_argument("words", nargs="*")
 
+    _add_qdisc_parser(sub)
     sub.add_parser("demo", help="run the two-namespace experiment, self-contained")
     sub.add_parser("reload", help="make the daemon apply its configuration file again")
 
@@ -148,6 +153,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="run tapveth's daemon with this --busy-poll",
     )
     return p
+
+
+def _add_qdisc_parser(sub: Any) -> None:
+    from tapveth.cli import qdisc
+
+    q = sub.add_parser(
+        "qdisc",
+        help="netem impairments of the frames an end sends (the grammar of tc qdisc … netem)",
+        usage=qdisc.USAGE,
+        description=qdisc.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    q.add_argument("words", nargs=argparse.REMAINDER)
+
+
+def _run_qdisc(path: str, words: list[str], want_json: bool, with_stats: bool) -> int:
+    from tapveth.cli import qdisc
+
+    args = qdisc.request_args(words)
+    result = control.request(path, "qdisc", args)
+    if args["action"] != "show":
+        return 0
+    if want_json:
+        print(render.as_json(result))
+    else:
+        print(qdisc.show_text(result, with_stats))
+    return 0
 
 
 def _name_and_ns(words: list[str], required: bool) -> dict[str, Any]:
@@ -223,6 +255,8 @@ def _run(opts: argparse.Namespace) -> int:
     if opts.command in ("del", "delete"):
         control.request(path, "del", _name_and_ns(opts.words, required=True))
         return 0
+    if opts.command == "qdisc":
+        return _run_qdisc(path, opts.words, want_json, opts.stats)
     if opts.command in ("show", "stats"):
         result = control.request(path, opts.command, _name_and_ns(opts.words, required=False))
         if want_json:

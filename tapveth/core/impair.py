@@ -26,13 +26,13 @@ import random
 import statistics
 import struct
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
-from enum import StrEnum
 from functools import cache
 
 from tapveth.core import vnet
 from tapveth.core.netem import MAX_U32, Netem, default_limit_bytes
+from tapveth.core.rules import DropReason
 
 NETEM_DIST_SCALE = 8192
 TABLE_SIZE = 4096  # entries in each iproute2 .dist table
@@ -41,12 +41,8 @@ _ETH_P_IP = 0x0800
 _ETH_P_IPV6 = 0x86DD
 
 
-class ImpairDrop(StrEnum):
-    """Why the impairments dropped a frame (shown in `tapveth stats` with veth's reasons)."""
-
-    LOSS = "loss"  # a loss model said so
-    QUEUE = "queue"  # the queue was full (limit)
-    CORRUPT = "corrupt"  # a GSO super-frame picked for corruption, or unfixable offsets
+# Why the impairments drop a frame: shown in `tapveth stats` next to veth's own reasons.
+ImpairDrop = DropReason
 
 
 def percent_u32(pct: float) -> int:
@@ -267,15 +263,20 @@ class QdiscStats:
     duplicated: int = 0
     corrupted: int = 0
     ecn_marked: int = 0
-    drops: dict[ImpairDrop, int] = field(default_factory=dict)
+    drops: dict[DropReason, int] = field(default_factory=dict)
+    on_drop: Callable[[DropReason], None] | None = None  # also told of each drop (veth counters)
 
-    def drop(self, reason: ImpairDrop) -> None:
+    def drop(self, reason: DropReason) -> None:
         self.dropped += 1
         self.drops[reason] = self.drops.get(reason, 0) + 1
+        if self.on_drop is not None:
+            self.on_drop(reason)
 
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {
-            f.name: getattr(self, f.name) for f in fields(self) if f.name != "drops"
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("drops", "on_drop")
         }
         out["drops"] = {str(k): v for k, v in sorted(self.drops.items())}
         return out
@@ -286,8 +287,14 @@ class Impairment:
     `next_time` says when to look again. Frames are bytes objects that start with the virtio
     header (vnet.HDR_LEN bytes), which the model leaves alone except to clear NEEDS_CSUM."""
 
-    def __init__(self, settings: Netem, rng: random.Random | None = None, now: int = 0) -> None:
-        self.stats = QdiscStats()
+    def __init__(
+        self,
+        settings: Netem,
+        rng: random.Random | None = None,
+        now: int = 0,
+        on_drop: Callable[[DropReason], None] | None = None,
+    ) -> None:
+        self.stats = QdiscStats(on_drop=on_drop)
         self._urgent: deque[tuple[int, bytes]] = deque()  # reordered: out before anything else
         self._heap: list[tuple[int, int, int, bytes]] = []  # (time, seq, length, frame)
         self._seq = 0
@@ -488,6 +495,19 @@ class Impairment:
         self._slot_next = now + max(0, delay)
         self._slot_packets = s.slot_packets or MAX_U32
         self._slot_bytes = s.slot_bytes or MAX_U32
+
+    @property
+    def limit_bytes(self) -> int:
+        """The byte bound of the queue when no packet limit is set (0 with one)."""
+        return self._limit_bytes
+
+    def release_all(self) -> None:
+        """Make every queued frame due now, in the order it would have left (for removing the
+        impairments without losing what they hold)."""
+        self._urgent.extend((entry[2], entry[3]) for entry in sorted(self._heap))
+        self._heap.clear()
+        self._slotted = False
+        self._last_time = 0
 
     def flush(self) -> list[bytes]:
         """Everything still queued, in order (for `qdisc del`: the frames are dropped)."""

@@ -462,10 +462,13 @@ def format_percent(pct: float) -> str:
 
 
 def format_size(n: int) -> str:
-    if n >= 1024 * 1024 and n % (1024 * 1024) == 0:
-        return f"{n // (1024 * 1024)}Mb"
-    if n >= 1024 and n % 1024 == 0:
-        return f"{n // 1024}Kb"
+    """As tc's sprint_size: Mb and Kb (powers of 1024) when they say it to within a little."""
+    if n >= 1024 * 1024 and abs(n - round(n / 2**20) * 2**20) < 1024:
+        return f"{round(n / 2**20)}Mb"
+    if n >= 1024 and abs(n - round(n / 1024) * 1024) < 16:
+        return f"{round(n / 1024)}Kb"
+    if n >= 10 * 1024 * 1024:
+        return f"{n / 2**20:.1f}Mb"
     return f"{n}b"
 
 

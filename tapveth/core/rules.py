@@ -24,6 +24,10 @@ class DropReason(StrEnum):
     RUNT = "runt"  # shorter than an Ethernet header
     INVALID_HEADER = "invalid_header"  # the receiving TAP refused the virtio header (EINVAL)
     WRITE_ERROR = "write_error"  # any other error writing to the receiving TAP
+    # Impairments (tapveth qdisc ... netem), decided before the veth rules:
+    LOSS = "loss"  # a loss model said so
+    QUEUE = "queue"  # the impairment queue was full (its limit)
+    CORRUPT = "corrupt"  # a GSO super-frame picked for corruption (see core/impair.py)
 
 
 def max_frame_len(mtu: int) -> int:

@@ -5,7 +5,8 @@ from typing import TYPE_CHECKING, Any
 
 from tapveth.control import ControlError, Peer
 from tapveth.core.linkspec import PairSpec, SpecError
-from tapveth.daemon import provision
+from tapveth.core.netem import Netem, NetemError
+from tapveth.daemon import impaired, provision
 
 if TYPE_CHECKING:
     from tapveth.daemon.service import Daemon
@@ -51,6 +52,8 @@ class ControlRequests:
             if d.config_path is None:
                 raise ControlError("this daemon runs without --config: nothing to reload")
             return await d.reload()
+        if op == "qdisc":
+            return self._qdisc(args)
         if op == "ping":
             return {
                 "pairs": len(reg.pairs),
@@ -59,3 +62,30 @@ class ControlRequests:
                 "fds": len(os.listdir("/proc/self/fd")),
             }
         raise ControlError(f"unknown request {op!r}")
+
+    def _qdisc(self, args: dict[str, Any]) -> Any:
+        """tc qdisc add|change|replace|del|show for the frames an end sends."""
+        d, reg = self._d, self._d.registry
+        action = args.get("action")
+        if action == "show":
+            name, ns = args.get("name"), args.get("netns")
+            return [
+                impaired.show(e, reg.ns_name(e))
+                for _, e in reg.select(args)
+                if name is None or (e.name == name and (ns is None or reg.ns_name(e) == ns))
+            ]
+        if action not in ("add", "change", "replace", "del"):
+            raise ControlError(f"unknown qdisc action {action!r}")
+        name, ns = args.get("name"), args.get("netns")
+        pair = reg.find(name, ns)
+        end = next(
+            e for e in pair.ends() if e.name == name and (ns is None or reg.ns_name(e) == ns)
+        )
+        settings = None
+        if action != "del":
+            try:
+                settings = Netem.from_dict(args.get("netem"))
+            except NetemError as exc:
+                raise ControlError(str(exc)) from None
+        d.impairments.set(pair, end, settings, action)
+        return impaired.show(end, reg.ns_name(end))

@@ -23,6 +23,7 @@ from tapveth.core.reconcile import Ident, Plan, plan
 from tapveth.core.rules import Carrier
 from tapveth.daemon import provision
 from tapveth.daemon.busypoll import BusyPoll
+from tapveth.daemon.impaired import Impairments
 from tapveth.daemon.notify import Notifier
 from tapveth.daemon.pair import End, Pair
 from tapveth.daemon.registry import Registry
@@ -60,6 +61,7 @@ class Daemon:
         )
         self._busy_poll_us = busy_poll_us
         self._relay: Relay  # made in run(), where the loop is known
+        self.impairments: Impairments  # likewise
         self._server = ControlServer(socket_path, ControlRequests(self).handle, group)
 
     @property
@@ -72,6 +74,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         busy = BusyPoll(loop, self._busy_poll_us)
         self._relay = Relay(self.tracker.on_events, self.tracker.on_gone, busy.traffic)
+        self.impairments = Impairments(loop, self._relay.fire)
         loop.add_reader(self.tracker.fileno(), self.tracker.on_events)
         try:
             await self._server.start()
@@ -191,6 +194,7 @@ class Daemon:
         for end in pair.ends():
             if not end.tap.closed:
                 loop.remove_reader(end.fd)
+            self.impairments.close(end)
 
     async def destroy(self, pair: Pair, why: str, keep: bool = False) -> None:
         """Remove a pair: both ends deleted (explicitly, so it is done when this returns).

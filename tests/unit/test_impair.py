@@ -332,3 +332,23 @@ def test_queue_is_empty_without_frames() -> None:
     imp = Impairment(Netem())
     assert imp.next_time() is None
     assert list(imp.due(10**12)) == []
+
+
+def test_complete_checksum_gives_a_checksum_the_receiver_accepts() -> None:
+    # a UDP frame as a socket hands it to a TAP with offloads: NEEDS_CSUM and only the
+    # pseudo-header sum in the field
+    original = bytearray(frame(301, flags=vnet.FLAG_NEEDS_CSUM))
+    ip = vnet.HDR_LEN + 14
+    udp_start = ip + 20
+    src, dst = bytes(original[ip + 12 : ip + 16]), bytes(original[ip + 16 : ip + 20])
+    udp_len = len(original) - udp_start
+    pseudo = src + dst + struct.pack("!BBH", 0, 17, udp_len)
+    partial = sum(struct.unpack("!6H", pseudo))
+    while partial >> 16:
+        partial = (partial & 0xFFFF) + (partial >> 16)
+    struct.pack_into("!H", original, udp_start + 6, partial)
+    assert vnet.complete_checksum(original)
+    assert not original[0] & vnet.FLAG_NEEDS_CSUM
+    segment = bytes(original[udp_start:]) + b"\0"
+    body = pseudo + segment[: udp_len + (udp_len % 2)]
+    assert ip_checksum(body) == 0  # the receiver's check: the whole sum comes to 0xFFFF
