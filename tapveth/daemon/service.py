@@ -19,7 +19,7 @@ from tapveth.control import ControlError, ControlServer, one_line
 from tapveth.core import config
 from tapveth.core.config import ConfigError, PairConfig
 from tapveth.core.linkspec import PairSpec, SpecError
-from tapveth.core.reconcile import Ident, Plan, plan
+from tapveth.core.reconcile import Ident, Plan, netem_changes, plan
 from tapveth.core.rules import Carrier
 from tapveth.daemon import provision
 from tapveth.daemon.busypoll import BusyPoll
@@ -250,6 +250,7 @@ class Daemon:
                 await self._for_pair(
                     new, provision.configure_pair, pair.a.tap, pair.b.tap, old, new
                 )
+                self._set_netem(pair, old, new)
                 self._managed[new.ident] = (new, pair)
                 waiting.append((new, pair))
             for pc in todo.create:
@@ -259,9 +260,19 @@ class Daemon:
                 pair = await self.create(pc.spec, os.getpid(), pc.persist, reattach=pc.persist)
                 self._managed[pc.ident] = (pc, pair)
                 await self._for_pair(pc, provision.configure_pair, pair.a.tap, pair.b.tap, None, pc)
+                self._set_netem(pair, None, pc)
                 waiting.append((pc, pair))
         await self._until_carrier(waiting)
         return todo
+
+    def _set_netem(self, pair: Pair, old: PairConfig | None, new: PairConfig) -> None:
+        """Impairments from the file, changed in place (queued frames keep flowing)."""
+        for index, settings in netem_changes(old, new):
+            end = pair.ends()[index]
+            if settings is not None:
+                self.impairments.set(pair, end, settings, "replace")
+            elif end.impair is not None:
+                self.impairments.set(pair, end, None, "del")
 
     async def _for_pair(self, pc: PairConfig, fn: Callable[..., Any], *args: Any) -> None:
         """Run a worker function for a configured pair; a failure names the pair."""

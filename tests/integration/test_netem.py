@@ -8,6 +8,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from netlab import Lab, Netns, Stream, finish
@@ -240,3 +241,54 @@ def test_pattern_helper_matches_the_sender() -> None:
     assert (
         hashlib.sha256(pattern(200, 1)).hexdigest() != hashlib.sha256(pattern(200, 2)).hexdigest()
     )
+
+
+def test_config_netem_and_reload_change_it_in_place(lab: Lab, tmp_path: Path) -> None:
+    ns1, ns2 = lab.netns("c"), lab.netns("d")
+    a, b = lab.name("cfga"), lab.name("cfgb")
+
+    def toml(netem: str | None) -> str:
+        line = f'netem = "{netem}"\n' if netem else ""
+        return (
+            f'[[pair]]\n[pair.end]\nname = "{a}"\nnetns = "{ns1.name}"\n'
+            f'addresses = ["10.0.1.1/24"]\nup = true\n{line}'
+            f'[pair.peer]\nname = "{b}"\nnetns = "{ns2.name}"\n'
+            f'addresses = ["10.0.1.2/24"]\nup = true\n'
+        )
+
+    cfg = tmp_path / "tv.toml"
+    cfg.write_text(toml("delay 30ms"))
+    d = PrivateDaemon(log_level="debug", daemon_args=("--config", str(cfg))).start()
+    try:
+        link = Link(d, ns1, ns2, a, b)
+        deadline = time.monotonic() + 30  # the daemon answers before it has made its pairs
+        while time.monotonic() < deadline:
+            shown = d.cli("-j", "qdisc", "show", "dev", a, check=False)
+            if shown.returncode == 0 and json.loads(shown.stdout)[0]["kind"] == "netem":
+                break
+            time.sleep(0.1)
+        assert link.show(a)["options"] == "delay 30ms"
+        got = rtts(ns1, "10.0.1.2")
+        assert len(got) == 10 and min(got) >= 30.0, got
+        index = ns1.link(a)["ifindex"]
+        stream = Stream(ns1, ns2, "10.0.1.2", 4 * MB, port=5315, rate=2 * MB, timeout=90)
+        time.sleep(0.5)
+        cfg.write_text(toml("delay 60ms loss 0.1%"))
+        assert "0 added, 0 removed, 1 changed, 0 unchanged" in d.cli("reload").stdout
+        assert link.show(a)["options"] == "delay 60ms loss 0.1%"
+        got = rtts(ns1, "10.0.1.2")
+        assert min(got) >= 60.0, got
+        cfg.write_text(toml(None))
+        assert "1 changed" in d.cli("reload").stdout
+        assert link.show(a)["kind"] == "noqueue"
+        stream.finish(timeout=120)
+        assert ns1.link(a)["ifindex"] == index  # the pair was changed, not made anew
+        bad = toml("delay 5ms reorder 5%").replace("delay 5ms ", "")
+        cfg.write_text(bad)
+        r = d.cli("reload", check=False)
+        assert r.returncode == 2 and "reordering is not possible" in r.stderr
+        assert link.show(a)["kind"] == "noqueue"
+    finally:
+        rc = d.stop()
+        print("daemon log:\n" + d.final_log)
+        assert rc == 0
