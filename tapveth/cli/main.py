@@ -44,6 +44,8 @@ commands:
   qdisc {add|change|replace|del} dev NAME root netem OPTIONS
                              impair the frames NAME sends (tc-netem's grammar)
   [-s] qdisc show [dev NAME] the impairments, with counters as tc -s
+  link set dev NAME carrier on|off
+                             cut the pair's carrier (both ends NO-CARRIER) and restore it
   bench [--quick] [--peers] [--json FILE] [--plot FILE.png]
                              measure tapveth and the kernel veth side by side
 
@@ -127,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         x.add_argument("words", nargs="*")
 
     _add_qdisc_parser(sub)
+    _add_link_parser(sub)
     sub.add_parser("demo", help="run the two-namespace experiment, self-contained")
     sub.add_parser("reload", help="make the daemon apply its configuration file again")
 
@@ -179,6 +182,25 @@ def _run_qdisc(path: str, words: list[str], want_json: bool, with_stats: bool) -
         print(render.as_json(result))
     else:
         print(qdisc.show_text(result, with_stats))
+    return 0
+
+
+def _add_link_parser(sub: Any) -> None:
+    from tapveth.cli import fault
+
+    x = sub.add_parser(
+        "link",
+        help="faults: cut a pair's carrier and restore it",
+        usage=fault.USAGE,
+        description=fault.__doc__,
+    )
+    x.add_argument("words", nargs=argparse.REMAINDER)
+
+
+def _run_link(path: str, words: list[str]) -> int:
+    from tapveth.cli import fault
+
+    control.request(path, "carrier", fault.request_args(words))
     return 0
 
 
@@ -257,6 +279,8 @@ def _run(opts: argparse.Namespace) -> int:
         return 0
     if opts.command == "qdisc":
         return _run_qdisc(path, opts.words, want_json, opts.stats)
+    if opts.command == "link":
+        return _run_link(path, opts.words)
     if opts.command in ("show", "stats"):
         result = control.request(path, opts.command, _name_and_ns(opts.words, required=False))
         if want_json:

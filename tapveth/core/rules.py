@@ -28,6 +28,7 @@ class DropReason(StrEnum):
     LOSS = "loss"  # a loss model said so
     QUEUE = "queue"  # the impairment queue was full (its limit)
     CORRUPT = "corrupt"  # a GSO super-frame picked for corruption (see core/impair.py)
+    CARRIER = "carrier"  # the link's carrier is cut (tapveth link set … carrier off)
 
 
 def max_frame_len(mtu: int) -> int:
@@ -66,10 +67,11 @@ class Carrier:
 
     on: bool = False
     changes: int = 1
+    cut: bool = False  # a fault: carrier off on both ends whatever their admin state
 
     def update(self, up_a: bool, up_b: bool) -> bool:
         """Apply the rule to the ends' admin states; True when the carrier must be switched."""
-        want = carrier(up_a, up_b)
+        want = carrier(up_a, up_b) and not self.cut
         if want == self.on:
             return False
         self.on = want

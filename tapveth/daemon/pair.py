@@ -27,6 +27,7 @@ class End:
     locating: bool = False  # a lookup of where it is now is under way
     stale: bool = False  # what we know of its place may be out of date
     impair: "ImpairedLink | None" = None  # netem on the frames it sends; None: straight relay
+    cut: bool = False  # the pair's carrier is cut (a fault): what it sends is dropped
 
     @property
     def fd(self) -> int:

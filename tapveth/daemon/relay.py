@@ -49,7 +49,7 @@ class Relay:
         # down) must be applied first: the kernel veth sees such changes immediately.
         self._before_batch()
         self._on_traffic()
-        if src.impair is not None:  # decided once a batch: no cost per frame without netem
+        if src.impair is not None or src.cut:  # decided once a batch, not per frame
             self._pump_impaired(src, dst)
             return
         buf, bufs, view = self._buf, self._bufs, self._view
@@ -86,8 +86,6 @@ class Relay:
         """Frames through src's impairments: each copied into a buffer of its own and queued
         by the model; what is due already goes out at once, the rest at its timer."""
         link = src.impair
-        assert link is not None
-        model = link.model
         buf, bufs, view = self._buf, self._bufs, self._view
         readv = os.readv
         src_fd = src.fd
@@ -102,11 +100,14 @@ class Relay:
                     continue
                 self._on_gone(src, exc)
                 return
+            if link is None:  # carrier cut, no impairments
+                src.out.refused(DropReason.CARRIER)
+                continue
             if buf[_GSO_OFF] & _GSO_MASK:
                 gso_size, hdr_len = vnet.gso_geometry(buf, n)
             else:
                 gso_size = hdr_len = 0
-            model.enqueue(now, bytes(view[:n]), gso_size, hdr_len)
+            link.model.enqueue(now, bytes(view[:n]), gso_size, hdr_len)
         self.deliver(src, dst)
 
     def fire(self, src: End, dst: End) -> None:
@@ -130,6 +131,9 @@ class Relay:
         dst_fd = dst.fd
         for data in link.model.due(time.monotonic_ns()):
             length = len(data) - _HDR
+            if src.cut:
+                flow.refused(DropReason.CARRIER)
+                continue
             reason = admit(length, data[_GSO_OFF] & _GSO_MASK != 0, dst.up, dst.mtu)
             if reason is None:
                 try:

@@ -54,6 +54,16 @@ class ControlRequests:
             return await d.reload()
         if op == "qdisc":
             return self._qdisc(args)
+        if op == "carrier":
+            pair = reg.find(args.get("name"), args.get("netns"))
+            on = args.get("on")
+            if not isinstance(on, bool):
+                raise ControlError("carrier must be on or off")
+            pair.carrier.cut = not on
+            for end in pair.ends():
+                end.cut = not on
+            d.tracker.update_carrier(pair)
+            return reg.describe(pair, pair.ends()[0])
         if op == "ping":
             return {
                 "pairs": len(reg.pairs),

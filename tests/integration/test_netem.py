@@ -292,3 +292,41 @@ def test_config_netem_and_reload_change_it_in_place(lab: Lab, tmp_path: Path) ->
         rc = d.stop()
         print("daemon log:\n" + d.final_log)
         assert rc == 0
+
+
+def test_carrier_fault(link: Link) -> None:
+    def state() -> tuple[list[str], list[str], int]:
+        stats = json.loads(link.daemon.cli("-j", "stats", link.if1).stdout)
+        changes = {e["carrier_changes"] for e in stats}
+        assert len(changes) == 1  # the same on both ends
+        return link.ns1.link(link.if1)["flags"], link.ns2.link(link.if2)["flags"], changes.pop()
+
+    flags1, flags2, before = state()
+    assert "LOWER_UP" in flags1 and "LOWER_UP" in flags2
+    # frames already in an impairment queue when the carrier goes are dropped as `carrier`
+    link.qdisc("add", "dev", link.if1, "root", "netem", "delay", "3s")
+    link.ns1.traffic("udp-send", "--host", "10.0.0.2", "--port", "5316", "--sizes", "100,100")
+    link.daemon.cli("link", "set", "dev", link.if1, "carrier", "off")
+    flags1, flags2, cut = state()
+    assert "NO-CARRIER" in flags1 and "NO-CARRIER" in flags2
+    assert "UP" in flags1 and "UP" in flags2  # still admin-up
+    assert cut == before + 1
+    assert link.ns1.ping("10.0.0.2", count=2).returncode != 0
+    deadline = time.monotonic() + 20
+    while link.drops(link.if1).get("carrier", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    drops = link.drops(link.if1)
+    assert set(drops) == {"carrier"} and drops["carrier"] >= 2  # with any ND frame queued
+    link.qdisc("del", "dev", link.if1, "root")
+    link.daemon.cli("link", "set", "dev", link.if2, "carrier", "on")  # either end's name
+    flags1, flags2, back = state()
+    assert "LOWER_UP" in flags1 and "LOWER_UP" in flags2 and back == before + 2
+    r = link.ns1.ping("10.0.0.2", count=3)
+    assert r.returncode == 0, r.stdout
+    # admin changes while cut keep it cut
+    link.daemon.cli("link", "set", "dev", link.if1, "carrier", "off")
+    link.ns2.ip("link", "set", link.if2, "down")
+    link.ns2.ip("link", "set", link.if2, "up")
+    assert "NO-CARRIER" in link.ns1.link(link.if1)["flags"]
+    r2 = link.daemon.cli("link", "set", "dev", link.if1, "carrier", "sideways", check=False)
+    assert r2.returncode == 2 and len(r2.stderr.strip().splitlines()) == 1
