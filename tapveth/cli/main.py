@@ -155,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="USEC",
         help="run tapveth's daemon with this --busy-poll",
     )
+    b.add_argument(
+        "--impair",
+        action="store_true",
+        help="instead: how closely a receiver sees the netem settings asked for",
+    )
     return p
 
 
@@ -255,6 +260,10 @@ def _run(opts: argparse.Namespace) -> int:
     if opts.command == "bench":
         from tapveth.bench.sidebyside import run_bench
 
+        if opts.impair:
+            from tapveth.bench.impair import run_impair_bench
+
+            return run_impair_bench(opts.quick, opts.json_file)
         if opts.pairs is not None:
             from tapveth.bench.sidebyside import run_scale
 
