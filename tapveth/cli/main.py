@@ -52,6 +52,11 @@ in short:
   daemon --check-config FILE check a configuration file and exit (2 if it has an error)
   reload                     apply the daemon's configuration file again (as SIGHUP)
   demo                       run the classic two-namespace veth experiment end to end
+  qdisc {add|change|replace|del} dev NAME root netem OPTIONS
+                             impair the frames NAME sends (tc-netem's grammar)
+  [-s] qdisc show [dev NAME] the impairments, with counters as tc -s
+  link set dev NAME carrier on|off
+                             cut the pair's carrier (both ends NO-CARRIER) and restore it
   bench [--quick] [--peers] [--json FILE] [--plot FILE.png]
                              measure tapveth and the kernel veth side by side
 
@@ -316,6 +321,11 @@ def _cmd_bench(sub: Any) -> None:
         help="run tapveth's daemon with this --busy-poll",
     )
     b.add_argument(
+        "--impair",
+        action="store_true",
+        help="instead: how closely a receiver sees the netem settings asked for",
+    )
+    b.add_argument(
         "--rounds",
         type=int,
         default=None,
@@ -337,6 +347,10 @@ def _run_bench(opts: argparse.Namespace, out: Output) -> int:
             raise UsageError(f"--plot: cannot write into the directory of {opts.plot}")
     from tapveth.bench.sidebyside import run_bench
 
+    if opts.impair:
+        from tapveth.bench.impair import run_impair_bench
+
+        return run_impair_bench(opts.quick, opts.json_file)
     if opts.pairs is not None:
         from tapveth.bench.sidebyside import run_scale
 
@@ -345,11 +359,62 @@ def _run_bench(opts: argparse.Namespace, out: Output) -> int:
     return run_bench(opts.quick, opts.peers, opts.json_file, opts.plot, extra, opts.rounds)
 
 
+def _cmd_qdisc(sub: Any) -> None:
+    from tapveth.cli import qdisc
+
+    q = sub.add_parser(
+        "qdisc",
+        help="netem impairments of the frames an end sends (the grammar of tc qdisc … netem)",
+        usage=qdisc.USAGE,
+        description=qdisc.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    q.add_argument("words", nargs=argparse.REMAINDER)
+    q.set_defaults(run=_run_qdisc)
+
+
+def _run_qdisc(opts: argparse.Namespace, out: Output) -> int:
+    from tapveth.cli import qdisc
+
+    args = qdisc.request_args(opts.words)
+    if opts.netns is not None and args.get("netns") is None:
+        args["netns"] = opts.netns
+    result = control.request(_path(opts), "qdisc", args)
+    if args["action"] == "show":
+        out.emit(result, lambda r: qdisc.show_text(r, opts.stats))
+    return 0
+
+
+def _cmd_link(sub: Any) -> None:
+    from tapveth.cli import fault
+
+    x = sub.add_parser(
+        "link",
+        help="faults: cut a pair's carrier and restore it",
+        usage=fault.USAGE,
+        description=fault.__doc__,
+    )
+    x.add_argument("words", nargs=argparse.REMAINDER)
+    x.set_defaults(run=_run_link)
+
+
+def _run_link(opts: argparse.Namespace, out: Output) -> int:
+    from tapveth.cli import fault
+
+    args = fault.request_args(opts.words)
+    if opts.netns is not None and args.get("netns") is None:
+        args["netns"] = opts.netns
+    control.request(_path(opts), "carrier", args)
+    return 0
+
+
 COMMANDS: tuple[Callable[[Any], None], ...] = (
     _cmd_daemon,
     _cmd_add,
     _cmd_del,
     _cmd_show,
+    _cmd_qdisc,
+    _cmd_link,
     _cmd_reload,
     _cmd_demo,
     _cmd_bench,
@@ -374,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-j", "--json", action="store_true", help="JSON output, as ip -j")
     p.add_argument("-p", "--pretty", action="store_true", help="indented JSON, as ip -j -p")
+    p.add_argument("-s", "--stats", action="store_true", help="with qdisc show: counters, as tc -s")
     p.add_argument(
         "-n",
         "--netns",

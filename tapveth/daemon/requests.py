@@ -9,6 +9,8 @@ from tapveth.core.linkspec import PairSpec, SpecError
 from tapveth.core.orphans import Orphan
 from tapveth.kernel import netns
 from tapveth.kernel.netns import NetnsError
+from tapveth.core.netem import Netem, NetemError
+from tapveth.daemon import impaired
 
 if TYPE_CHECKING:
     from tapveth.daemon.service import Daemon
@@ -79,6 +81,18 @@ class ControlRequests:
             if d.config_path is None:
                 raise ControlError("this daemon runs without --config: nothing to reload")
             return await d.reload()
+        if op == "qdisc":
+            return self._qdisc(args)
+        if op == "carrier":
+            pair = reg.find(args.get("name"), args.get("netns"))
+            on = args.get("on")
+            if not isinstance(on, bool):
+                raise ControlError("carrier must be on or off")
+            pair.carrier.cut = not on
+            for end in pair.ends():
+                end.cut = not on
+            d.tracker.update_carrier(pair)
+            return reg.describe(pair, pair.ends()[0])
         if op == "ping":
             return {
                 "pairs": len(reg.pairs),
@@ -114,6 +128,34 @@ class ControlRequests:
             os.close(fd)
             raise ControlError("the client sent an fd that is not a network namespace")
         return fd
+
+
+    def _qdisc(self, args: dict[str, Any]) -> Any:
+        """tc qdisc add|change|replace|del|show for the frames an end sends."""
+        d, reg = self._d, self._d.registry
+        action = args.get("action")
+        if action == "show":
+            name, ns = args.get("name"), args.get("netns")
+            return [
+                impaired.show(e, reg.ns_name(e))
+                for _, e in reg.select(args)
+                if name is None or (e.name == name and (ns is None or reg.ns_name(e) == ns))
+            ]
+        if action not in ("add", "change", "replace", "del"):
+            raise ControlError(f"unknown qdisc action {action!r}")
+        name, ns = args.get("name"), args.get("netns")
+        pair = reg.find(name, ns)
+        end = next(
+            e for e in pair.ends() if e.name == name and (ns is None or reg.ns_name(e) == ns)
+        )
+        settings = None
+        if action != "del":
+            try:
+                settings = Netem.from_dict(args.get("netem"))
+            except NetemError as exc:
+                raise ControlError(str(exc)) from None
+        d.impairments.set(pair, end, settings, action)
+        return impaired.show(end, reg.ns_name(end))
 
 
 def _open_fds() -> int | None:

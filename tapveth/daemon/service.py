@@ -19,10 +19,11 @@ from tapveth.core import config, orphans
 from tapveth.core.config import ConfigError, PairConfig
 from tapveth.core.linkspec import PairSpec, SpecError
 from tapveth.core.orphans import Orphan
-from tapveth.core.reconcile import Ident, Plan, plan
+from tapveth.core.reconcile import Ident, Plan, netem_changes, plan
 from tapveth.core.rules import Carrier
 from tapveth.daemon import provision
 from tapveth.daemon.busypoll import BusyPoll
+from tapveth.daemon.impaired import Impairments
 from tapveth.daemon.notify import Notifier
 from tapveth.daemon.pair import End, Pair
 from tapveth.daemon.registry import Registry
@@ -65,6 +66,7 @@ class Daemon:
         self.orphans: list[Orphan] = []  # persistent pairs left by an earlier daemon, unowned
         self._busy_poll_us = busy_poll_us
         self._relay: Relay  # made in run(), where the loop is known
+        self.impairments: Impairments  # likewise
         self._server = ControlServer(socket_path, ControlRequests(self).handle, group)
 
     @property
@@ -77,6 +79,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         busy = BusyPoll(loop, self._busy_poll_us)
         self._relay = Relay(self.tracker.on_events, self.tracker.on_gone, busy.traffic)
+        self.impairments = Impairments(loop, self._relay.fire)
         loop.add_reader(self.tracker.fileno(), self.tracker.on_events)
         try:
             await self._server.start()
@@ -243,6 +246,7 @@ class Daemon:
         for end in pair.ends():
             if not end.tap.closed:
                 loop.remove_reader(end.fd)
+            self.impairments.close(end)
 
     async def destroy(self, pair: Pair, why: str, keep: bool = False) -> None:
         """Remove a pair: both ends deleted (explicitly, so it is done when this returns).
@@ -331,6 +335,7 @@ class Daemon:
                 await self._for_pair(
                     new, provision.configure_pair, pair.a.tap, pair.b.tap, old, new
                 )
+                self._set_netem(pair, old, new)
                 self._managed[new.ident] = (new, pair)
                 waiting.append((new, pair))
             for pc in todo.create:
@@ -340,9 +345,19 @@ class Daemon:
                 pair = await self.create(pc.spec, None, pc.persist, reattach=pc.persist)
                 self._managed[pc.ident] = (pc, pair)
                 await self._for_pair(pc, provision.configure_pair, pair.a.tap, pair.b.tap, None, pc)
+                self._set_netem(pair, None, pc)
                 waiting.append((pc, pair))
         await self._until_carrier(waiting)
         return todo
+
+    def _set_netem(self, pair: Pair, old: PairConfig | None, new: PairConfig) -> None:
+        """Impairments from the file, changed in place (queued frames keep flowing)."""
+        for index, settings in netem_changes(old, new):
+            end = pair.ends()[index]
+            if settings is not None:
+                self.impairments.set(pair, end, settings, "replace")
+            elif end.impair is not None:
+                self.impairments.set(pair, end, None, "del")
 
     async def _for_pair(self, pc: PairConfig, fn: Callable[..., Any], *args: Any) -> None:
         """Run a worker function for a configured pair; a failure names the pair."""
