@@ -43,6 +43,8 @@ commands:
   demo                       run the classic two-namespace veth experiment end to end
   bench [--quick] [--peers] [--json FILE] [--plot FILE.png]
                              measure tapveth and the kernel veth side by side
+  compare [--only GROUP] [-j] [--report FILE.md|FILE.html]
+                             run veth's behaviours on both and show how they differ
 
 examples:
   tapveth daemon &
@@ -147,6 +149,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="USEC",
         help="run tapveth's daemon with this --busy-poll",
     )
+    c = sub.add_parser(
+        "compare",
+        help="run veth's behaviours on the kernel veth and tapveth and compare them",
+        description="Run each behaviour of the conformance suite on a kernel veth pair and on "
+        "a tapveth pair (private daemon, namespaces of its own, all removed at the end) and "
+        "print what each did. Exit status 0 when every behaviour agrees or differs as README "
+        "documents, 1 otherwise.",
+    )
+    c.add_argument(
+        "--only",
+        metavar="GROUP",
+        help="one group (carrier, frames, delivery, "
+        "counters, lifecycle, attributes, traffic) or GROUP/NAME",
+    )
+    c.add_argument("-j", "--json", action="store_true", dest="sub_json", help="JSON output")
+    c.add_argument("--report", metavar="FILE.md|FILE.html", help="also write a shareable page")
     return p
 
 
@@ -208,6 +226,10 @@ def _run(opts: argparse.Namespace) -> int:
         extra = () if opts.busy_poll is None else ("--busy-poll", str(opts.busy_poll))
         return run_bench(opts.quick, opts.peers, opts.json_file, opts.plot, extra)
     want_json = opts.json or getattr(opts, "sub_json", False)
+    if opts.command == "compare":
+        from tapveth.conformance.compare import run_compare
+
+        return run_compare(opts.only, want_json, opts.report)
     if opts.command == "add":
         spec = parse_add(opts.words)
         result = control.request(path, "add", {"spec": spec.to_dict()})
