@@ -144,21 +144,28 @@ def run_compare(
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     status = exit_status(results)
-    if daemon_rc != 0:
+    if daemon is not None and daemon_rc != 0:
+        tail = "\n".join(daemon.final_log.splitlines()[-20:])
         print(
-            f"tapveth compare: the private daemon exited with status {daemon_rc}", file=sys.stderr
+            f"tapveth compare: the private daemon exited with status {daemon_rc}; its log ends"
+            f" with:\n{tail}",
+            file=sys.stderr,
         )
         status = 1
     header = report.Header(
         kernel=platform.release(),
         tapveth=__version__,
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        reference=comparison.reference.label,
+        reference=KernelVeth.label,
         subject=subject.label,
     )
     print(report.as_json(results, header, status) if as_json else report.table(results, header))
     if report_path is not None:
         page = report.markdown if kind == "md" else report.html_page
-        with open(report_path, "w") as f:
-            f.write(page(results, header))
+        try:
+            with open(report_path, "w") as f:
+                f.write(page(results, header))
+        except OSError as exc:
+            print(f"tapveth compare: cannot write {report_path}: {exc.strerror}", file=sys.stderr)
+            return EXIT_USER
     return status
