@@ -133,8 +133,14 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-@pytest.mark.parametrize("moment", ["first pair", "iperf3 running"])
-def test_ctrl_c_removes_everything(moment: str) -> None:
+@pytest.mark.parametrize(
+    ("moment", "group"),
+    [("first pair", True), ("iperf3 running", True), ("iperf3 running", False)],
+    ids=["ctrl-c-first-pair", "ctrl-c-iperf3", "kill-int-iperf3"],
+)
+def test_sigint_removes_everything(moment: str, group: bool) -> None:
+    """Ctrl-C signals the whole process group (the daemon and traffic processes too);
+    `kill -INT` only compare itself, which must then stop everything it started."""
     before = compare_namespaces()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tapveth", "compare"],
@@ -158,7 +164,10 @@ def test_ctrl_c_removes_everything(moment: str) -> None:
         words = cmdline(daemon[0]).split()
         socket_dir = Path(words[words.index("--socket") + 1]).parent
         tag = (compare_namespaces() - before).pop().split("-")[1]
-        os.killpg(proc.pid, signal.SIGINT)
+        if group:
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
