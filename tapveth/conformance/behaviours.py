@@ -293,6 +293,29 @@ def move_and_back(lab: Lab, backend: Backend) -> Observation:
     return obs
 
 
+def rename(lab: Lab, backend: Backend) -> Observation:
+    """A renamed while down, then renamed back while up: the pair keeps carrying traffic under
+    each name, and the backend's own delete by the current name deletes both ends."""
+    p = make_pair(lab, backend)
+    p.ns_a.ip("addr", "add", "10.9.3.1/24", "dev", p.a)
+    p.ns_b.ip("addr", "add", "10.9.3.2/24", "dev", p.b)
+    new = lab.name("cfr")
+    p.ns_a.ip("link", "set", p.a, "name", new)
+    renamed = Pair(backend, p.ns_a, p.ns_b, new, p.b)
+    obs: Observation = {"old name gone": not p.ns_a.has_link(p.a)}
+    obs["carrier after up"] = bring_up(renamed)
+    obs["ping under the new name"] = p.ns_a.ping("10.9.3.2").returncode == 0
+    live = p.ns_a.ip("link", "set", new, "name", p.a, check=False)
+    obs["rename back while up"] = "ok" if live.returncode == 0 else "refused"
+    current = p if live.returncode == 0 else renamed
+    obs["carrier after"] = current.lower_up("a") and current.lower_up("b")
+    obs["ping after"] = p.ns_a.ping("10.9.3.2").returncode == 0
+    backend.delete(current.a, p.ns_a)
+    gone = _deleted(current, True)
+    obs["own delete by that name: both gone"] = gone["A gone"] is True and gone["B gone"] is True
+    return obs
+
+
 # -- link attributes --------------------------------------------------------------------------
 
 
@@ -551,6 +574,21 @@ BEHAVIOURS: tuple[Behaviour, ...] = (
             "carrier back": True,
             "ping from the new namespace": True,
             "carrier after moving back": True,
+        },
+    ),
+    Behaviour(
+        "lifecycle",
+        "rename",
+        "an end renamed, down and up, keeps the pair; its new name deletes both",
+        rename,
+        {
+            "old name gone": True,
+            "carrier after up": True,
+            "ping under the new name": True,
+            "rename back while up": "ok",
+            "carrier after": True,
+            "ping after": True,
+            "own delete by that name: both gone": True,
         },
     ),
     Behaviour(
