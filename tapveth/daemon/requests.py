@@ -1,0 +1,79 @@
+"""Control requests: what each operation of the control socket does to the daemon."""
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from tapveth.control import STOPPING, ControlError, Peer, shorten
+from tapveth.core.linkspec import PairSpec, SpecError
+
+if TYPE_CHECKING:
+    from tapveth.daemon.service import Daemon
+
+
+class ControlRequests:
+    """Answers one request at a time per client; adds and deletes are serialised by the
+    daemon's lock (names are checked, then taken). Once the daemon is stopping, a request
+    that changes pairs is refused, also one that was waiting for the lock."""
+
+    def __init__(self, daemon: "Daemon") -> None:
+        self._d = daemon
+
+    def _not_stopping(self) -> None:
+        if self._d.stopping:
+            raise ControlError(STOPPING)
+
+    async def handle(self, op: str, args: dict[str, Any], peer: Peer) -> Any:
+        d, reg = self._d, self._d.registry
+        self._not_stopping()
+        if op == "add":
+            try:
+                spec = PairSpec.from_dict(args.get("spec"))
+            except SpecError as exc:
+                raise ControlError(str(exc)) from None
+            async with d.lock:
+                self._not_stopping()
+                pair = await d.create(spec, peer.pid)
+            ends = [reg.describe(pair, e) for e in pair.ends()]
+            if d.config_path is None:
+                return ends
+            return {
+                "ends": ends,
+                "note": f"not in {d.config_path}: a reload keeps this "
+                "pair, but the daemon does not recreate it when it starts again",
+            }
+        if op == "del":
+            async with d.lock:
+                self._not_stopping()
+                pair = reg.find(args.get("name"), args.get("netns"))
+                await d.destroy(pair, "deleted on request")
+                return {"deleted": [pair.a.name, pair.b.name]}
+        if op == "show":
+            return [reg.describe(p, e) for p, e in reg.select(args)]
+        if op == "stats":
+            chosen = reg.select(args)
+            try:
+                drops = await d.counters.drops([e.key for _, e in chosen])
+            except OSError as exc:
+                raise ControlError(f"cannot read the kernel's counters: {exc.strerror}") from None
+            return [reg.stats(p, e, dr) for (p, e), dr in zip(chosen, drops, strict=True)]
+        if op == "reload":
+            if d.config_path is None:
+                raise ControlError("this daemon runs without --config: nothing to reload")
+            return await d.reload()
+        if op == "ping":
+            return {
+                "pairs": len(reg.pairs),
+                "pid": os.getpid(),
+                "tasks": len(d.tasks),  # background tasks in flight (lookups, removals)
+                "fds": _open_fds(),
+            }
+        raise ControlError(f"unknown request {shorten(op)}")
+
+
+def _open_fds() -> int | None:
+    """How many fds the daemon has open; None when it cannot even open the directory to count
+    them (it is out of file descriptors)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None
