@@ -59,6 +59,8 @@ in short:
                              cut the pair's carrier (both ends NO-CARRIER) and restore it
   bench [--quick] [--peers] [--json FILE] [--plot FILE.png]
                              measure tapveth and the kernel veth side by side
+  compare [--only GROUP] [-j] [--report FILE.md|FILE.html]
+                             run veth's behaviours on both and show how they differ
 
 As with ip, a command may be abbreviated while it stays unambiguous (tapveth sh, tapveth a),
 `help` after a command explains it (tapveth add help), and -j (JSON), -p (pretty) and -n NS
@@ -408,6 +410,33 @@ def _run_link(opts: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _cmd_compare(sub: Any) -> None:
+    c = sub.add_parser(
+        "compare",
+        help="run veth's behaviours on the kernel veth and tapveth and compare them",
+        description="Run each behaviour of the conformance suite on a kernel veth pair and on "
+        "a tapveth pair (private daemon, namespaces of its own, all removed at the end) and "
+        "print what each did. Exit status 0 when every behaviour agrees or differs as README "
+        "documents, 1 otherwise. -j (before or after the command) prints JSON.",
+    )
+    c.add_argument(
+        "--only",
+        metavar="GROUP",
+        help="one group (carrier, frames, delivery, "
+        "counters, lifecycle, attributes, traffic) or GROUP/NAME",
+    )
+    _file(
+        c.add_argument("--report", metavar="FILE.md|FILE.html", help="also write a shareable page")
+    )
+    c.set_defaults(run=_run_compare)
+
+
+def _run_compare(opts: argparse.Namespace, out: Output) -> int:
+    from tapveth.conformance.compare import run_compare
+
+    return run_compare(opts.only, out.json, opts.report)
+
+
 COMMANDS: tuple[Callable[[Any], None], ...] = (
     _cmd_daemon,
     _cmd_add,
@@ -418,6 +447,7 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     _cmd_reload,
     _cmd_demo,
     _cmd_bench,
+    _cmd_compare,
 )
 
 
@@ -532,7 +562,7 @@ def prepare(argv: list[str], parser: argparse.ArgumentParser) -> Prepared:
 
 
 # Commands that run here rather than ask a daemon: their errors are not a daemon's answers.
-_LOCAL_COMMANDS = frozenset({"daemon", "demo", "bench"})
+_LOCAL_COMMANDS = frozenset({"daemon", "demo", "bench", "compare"})
 
 
 def _path(opts: argparse.Namespace) -> str:

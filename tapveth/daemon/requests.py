@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING, Any
 from tapveth.control import STOPPING, ControlError, Peer, shorten
 from tapveth.core import orphans
 from tapveth.core.linkspec import PairSpec, SpecError
+from tapveth.core.netem import Netem, NetemError
 from tapveth.core.orphans import Orphan
+from tapveth.daemon import impaired
 from tapveth.kernel import netns
 from tapveth.kernel.netns import NetnsError
-from tapveth.core.netem import Netem, NetemError
-from tapveth.daemon import impaired
 
 if TYPE_CHECKING:
     from tapveth.daemon.service import Daemon
@@ -128,7 +128,6 @@ class ControlRequests:
             os.close(fd)
             raise ControlError("the client sent an fd that is not a network namespace")
         return fd
-
 
     def _qdisc(self, args: dict[str, Any]) -> Any:
         """tc qdisc add|change|replace|del|show for the frames an end sends."""
