@@ -298,7 +298,7 @@ class Daemon:
 
     async def _reload_logged(self) -> None:
         if self.config_path is None:
-            log.warning("SIGHUP: this daemon runs without --config, so there is nothing to reload")
+            log.warning("SIGHUP ignored: this daemon runs without --config, nothing to reload")
             return
         try:
             await self.reload()

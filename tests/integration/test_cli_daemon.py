@@ -166,7 +166,7 @@ def test_persistent_pair_dropped_from_the_config_while_stopped(lab: Lab, tmp_pat
 def test_sighup_without_config_is_a_warning(daemon: PrivateDaemon) -> None:
     daemon.signal(signal.SIGHUP)
     wait_for_log(daemon, "nothing to reload")
-    assert "SIGHUP: this daemon runs without --config" in daemon.log()
+    assert "SIGHUP ignored: this daemon runs without --config" in daemon.log()
     assert "Traceback" not in daemon.log() and "AssertionError" not in daemon.log()
     assert daemon.request("ping")["pairs"] == 0
 
