@@ -10,6 +10,7 @@ anywhere.
 import argparse
 import asyncio
 import importlib.util
+import io
 import os
 import sys
 from collections.abc import Callable
@@ -51,8 +52,15 @@ in short:
   daemon --check-config FILE check a configuration file and exit (2 if it has an error)
   reload                     apply the daemon's configuration file again (as SIGHUP)
   demo                       run the classic two-namespace veth experiment end to end
+  qdisc {add|change|replace|del} dev NAME root netem OPTIONS
+                             impair the frames NAME sends (tc-netem's grammar)
+  [-s] qdisc show [dev NAME] the impairments, with counters as tc -s
+  link set dev NAME carrier on|off
+                             cut the pair's carrier (both ends NO-CARRIER) and restore it
   bench [--quick] [--peers] [--json FILE] [--plot FILE.png]
                              measure tapveth and the kernel veth side by side
+  compare [--only GROUP] [-j] [--report FILE.md|FILE.html]
+                             run veth's behaviours on both and show how they differ
 
 As with ip, a command may be abbreviated while it stays unambiguous (tapveth sh, tapveth a),
 `help` after a command explains it (tapveth add help), and -j (JSON), -p (pretty) and -n NS
@@ -314,6 +322,19 @@ def _cmd_bench(sub: Any) -> None:
         metavar="USEC",
         help="run tapveth's daemon with this --busy-poll",
     )
+    b.add_argument(
+        "--impair",
+        action="store_true",
+        help="instead: how closely a receiver sees the netem settings asked for",
+    )
+    b.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="measure every subject N times, interleaved, and report medians with their "
+        "spread (default: 3, or 1 with --quick)",
+    )
     b.set_defaults(run=_run_bench)
 
 
@@ -328,12 +349,92 @@ def _run_bench(opts: argparse.Namespace, out: Output) -> int:
             raise UsageError(f"--plot: cannot write into the directory of {opts.plot}")
     from tapveth.bench.sidebyside import run_bench
 
+    if opts.impair:
+        from tapveth.bench.impair import run_impair_bench
+
+        return run_impair_bench(opts.quick, opts.json_file)
     if opts.pairs is not None:
         from tapveth.bench.sidebyside import run_scale
 
         return run_scale(opts.pairs, opts.quick, opts.json_file)
     extra = () if opts.busy_poll is None else ("--busy-poll", str(opts.busy_poll))
-    return run_bench(opts.quick, opts.peers, opts.json_file, opts.plot, extra)
+    return run_bench(opts.quick, opts.peers, opts.json_file, opts.plot, extra, opts.rounds)
+
+
+def _cmd_qdisc(sub: Any) -> None:
+    from tapveth.cli import qdisc
+
+    q = sub.add_parser(
+        "qdisc",
+        help="netem impairments of the frames an end sends (the grammar of tc qdisc … netem)",
+        usage=qdisc.USAGE,
+        description=qdisc.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    q.add_argument("words", nargs=argparse.REMAINDER)
+    q.set_defaults(run=_run_qdisc)
+
+
+def _run_qdisc(opts: argparse.Namespace, out: Output) -> int:
+    from tapveth.cli import qdisc
+
+    args = qdisc.request_args(opts.words)
+    if opts.netns is not None and args.get("netns") is None:
+        args["netns"] = opts.netns
+    result = control.request(_path(opts), "qdisc", args)
+    if args["action"] == "show":
+        out.emit(result, lambda r: qdisc.show_text(r, opts.stats))
+    return 0
+
+
+def _cmd_link(sub: Any) -> None:
+    from tapveth.cli import fault
+
+    x = sub.add_parser(
+        "link",
+        help="faults: cut a pair's carrier and restore it",
+        usage=fault.USAGE,
+        description=fault.__doc__,
+    )
+    x.add_argument("words", nargs=argparse.REMAINDER)
+    x.set_defaults(run=_run_link)
+
+
+def _run_link(opts: argparse.Namespace, out: Output) -> int:
+    from tapveth.cli import fault
+
+    args = fault.request_args(opts.words)
+    if opts.netns is not None and args.get("netns") is None:
+        args["netns"] = opts.netns
+    control.request(_path(opts), "carrier", args)
+    return 0
+
+
+def _cmd_compare(sub: Any) -> None:
+    c = sub.add_parser(
+        "compare",
+        help="run veth's behaviours on the kernel veth and tapveth and compare them",
+        description="Run each behaviour of the conformance suite on a kernel veth pair and on "
+        "a tapveth pair (private daemon, namespaces of its own, all removed at the end) and "
+        "print what each did. Exit status 0 when every behaviour agrees or differs as README "
+        "documents, 1 otherwise. -j (before or after the command) prints JSON.",
+    )
+    c.add_argument(
+        "--only",
+        metavar="GROUP",
+        help="one group (carrier, frames, delivery, "
+        "counters, lifecycle, attributes, traffic) or GROUP/NAME",
+    )
+    _file(
+        c.add_argument("--report", metavar="FILE.md|FILE.html", help="also write a shareable page")
+    )
+    c.set_defaults(run=_run_compare)
+
+
+def _run_compare(opts: argparse.Namespace, out: Output) -> int:
+    from tapveth.conformance.compare import run_compare
+
+    return run_compare(opts.only, out.json, opts.report)
 
 
 COMMANDS: tuple[Callable[[Any], None], ...] = (
@@ -341,9 +442,12 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     _cmd_add,
     _cmd_del,
     _cmd_show,
+    _cmd_qdisc,
+    _cmd_link,
     _cmd_reload,
     _cmd_demo,
     _cmd_bench,
+    _cmd_compare,
 )
 
 
@@ -365,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-j", "--json", action="store_true", help="JSON output, as ip -j")
     p.add_argument("-p", "--pretty", action="store_true", help="indented JSON, as ip -j -p")
+    p.add_argument("-s", "--stats", action="store_true", help="with qdisc show: counters, as tc -s")
     p.add_argument(
         "-n",
         "--netns",
@@ -456,11 +561,18 @@ def prepare(argv: list[str], parser: argparse.ArgumentParser) -> Prepared:
     return out
 
 
+# Commands that run here rather than ask a daemon: their errors are not a daemon's answers.
+_LOCAL_COMMANDS = frozenset({"daemon", "demo", "bench", "compare"})
+
+
 def _path(opts: argparse.Namespace) -> str:
     return control.socket_path(opts.socket)
 
 
 def main(argv: list[str] | None = None) -> int:
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # An interface name may hold bytes that are not UTF-8: write them as `ip link` does.
+        sys.stdout.reconfigure(errors="surrogateescape")
     parser = build_parser()
     try:
         prepared = prepare(sys.argv[1:] if argv is None else argv, parser)
@@ -479,7 +591,19 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USER
         out = Output(opts.json or prepared.json, opts.pretty or prepared.pretty)
         run: Run = opts.run
-        return run(opts, out)
+        if opts.command in _LOCAL_COMMANDS:
+            return run(opts, out)
+        try:
+            return run(opts, out)
+        except (SpecError, ControlError, ConfigError, UsageError):
+            raise
+        except (KeyError, TypeError, AttributeError, ValueError, IndexError):
+            # A reply that is JSON but not of the shape this version prints: another program
+            # on the socket, or a daemon of another version.
+            raise ControlError(
+                f"the daemon on {_path(opts)} answered in a form this tapveth does not know "
+                "(is it the same version?)"
+            ) from None
     except UsageError as exc:
         journal.error_line(f"tapveth: {exc} (see tapveth help)")
         return EXIT_USER

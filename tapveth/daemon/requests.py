@@ -3,11 +3,12 @@
 import os
 from typing import TYPE_CHECKING, Any
 
-from tapveth.control import ControlError, Peer
+from tapveth.control import STOPPING, ControlError, Peer, shorten
 from tapveth.core import orphans
 from tapveth.core.linkspec import PairSpec, SpecError
+from tapveth.core.netem import Netem, NetemError
 from tapveth.core.orphans import Orphan
-from tapveth.daemon import provision
+from tapveth.daemon import impaired
 from tapveth.kernel import netns
 from tapveth.kernel.netns import NetnsError
 
@@ -17,13 +18,19 @@ if TYPE_CHECKING:
 
 class ControlRequests:
     """Answers one request at a time per client; adds and deletes are serialised by the
-    daemon's lock (names are checked, then taken)."""
+    daemon's lock (names are checked, then taken). Once the daemon is stopping, a request
+    that changes pairs is refused, also one that was waiting for the lock."""
 
     def __init__(self, daemon: "Daemon") -> None:
         self._d = daemon
 
+    def _not_stopping(self) -> None:
+        if self._d.stopping:
+            raise ControlError(STOPPING)
+
     async def handle(self, op: str, args: dict[str, Any], peer: Peer) -> Any:
         d, reg = self._d, self._d.registry
+        self._not_stopping()
         if op == "add":
             try:
                 spec = PairSpec.from_dict(args.get("spec"))
@@ -32,6 +39,7 @@ class ControlRequests:
             caller_ns = await self._caller_netns(spec, peer)
             try:
                 async with d.lock:
+                    self._not_stopping()
                     pair = await d.create(spec, caller_ns)
             finally:
                 if caller_ns is not None:
@@ -46,6 +54,7 @@ class ControlRequests:
             }
         if op == "del":
             async with d.lock:
+                self._not_stopping()
                 orphan = self._orphan(args)
                 if orphan is not None:
                     await d.delete_orphan(orphan)
@@ -63,21 +72,35 @@ class ControlRequests:
             return shown
         if op == "stats":
             chosen = reg.select(args)
-            keys = [e.key for _, e in chosen]
-            drops = await d.worker.call(provision.kernel_drops, keys)
+            try:
+                drops = await d.counters.drops([e.key for _, e in chosen])
+            except OSError as exc:
+                raise ControlError(f"cannot read the kernel's counters: {exc.strerror}") from None
             return [reg.stats(p, e, dr) for (p, e), dr in zip(chosen, drops, strict=True)]
         if op == "reload":
             if d.config_path is None:
                 raise ControlError("this daemon runs without --config: nothing to reload")
             return await d.reload()
+        if op == "qdisc":
+            return self._qdisc(args)
+        if op == "carrier":
+            pair = reg.find(args.get("name"), args.get("netns"))
+            on = args.get("on")
+            if not isinstance(on, bool):
+                raise ControlError("carrier must be on or off")
+            pair.carrier.cut = not on
+            for end in pair.ends():
+                end.cut = not on
+            d.tracker.update_carrier(pair)
+            return reg.describe(pair, pair.ends()[0])
         if op == "ping":
             return {
                 "pairs": len(reg.pairs),
                 "pid": os.getpid(),
                 "tasks": len(d.tasks),  # background tasks in flight (lookups, removals)
-                "fds": len(os.listdir("/proc/self/fd")),
+                "fds": _open_fds(),
             }
-        raise ControlError(f"unknown request {op!r}")
+        raise ControlError(f"unknown request {shorten(op)}")
 
     def _orphan(self, args: dict[str, Any]) -> Orphan | None:
         """The left-over persistent pair a del/show names, when no live pair has that name."""
@@ -105,3 +128,39 @@ class ControlRequests:
             os.close(fd)
             raise ControlError("the client sent an fd that is not a network namespace")
         return fd
+
+    def _qdisc(self, args: dict[str, Any]) -> Any:
+        """tc qdisc add|change|replace|del|show for the frames an end sends."""
+        d, reg = self._d, self._d.registry
+        action = args.get("action")
+        if action == "show":
+            name, ns = args.get("name"), args.get("netns")
+            return [
+                impaired.show(e, reg.ns_name(e))
+                for _, e in reg.select(args)
+                if name is None or (e.name == name and (ns is None or reg.ns_name(e) == ns))
+            ]
+        if action not in ("add", "change", "replace", "del"):
+            raise ControlError(f"unknown qdisc action {action!r}")
+        name, ns = args.get("name"), args.get("netns")
+        pair = reg.find(name, ns)
+        end = next(
+            e for e in pair.ends() if e.name == name and (ns is None or reg.ns_name(e) == ns)
+        )
+        settings = None
+        if action != "del":
+            try:
+                settings = Netem.from_dict(args.get("netem"))
+            except NetemError as exc:
+                raise ControlError(str(exc)) from None
+        d.impairments.set(pair, end, settings, action)
+        return impaired.show(end, reg.ns_name(end))
+
+
+def _open_fds() -> int | None:
+    """How many fds the daemon has open; None when it cannot even open the directory to count
+    them (it is out of file descriptors)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None

@@ -14,22 +14,23 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tapveth.control import ControlError, ControlServer, one_line
+from tapveth.control import STOPPING, ControlError, ControlServer, one_line
 from tapveth.core import config, orphans
 from tapveth.core.config import ConfigError, PairConfig
 from tapveth.core.linkspec import PairSpec, SpecError
 from tapveth.core.orphans import Orphan
-from tapveth.core.reconcile import Ident, Plan, plan
+from tapveth.core.reconcile import Ident, Plan, netem_changes, plan
 from tapveth.core.rules import Carrier
 from tapveth.daemon import provision
 from tapveth.daemon.busypoll import BusyPoll
+from tapveth.daemon.impaired import Impairments
 from tapveth.daemon.notify import Notifier
 from tapveth.daemon.pair import End, Pair
 from tapveth.daemon.registry import Registry
 from tapveth.daemon.relay import Relay
 from tapveth.daemon.requests import ControlRequests
 from tapveth.daemon.tracking import EndTracker
-from tapveth.daemon.worker import NetlinkWorker
+from tapveth.daemon.worker import CountersWorker, NetlinkWorker
 from tapveth.kernel import netns
 from tapveth.kernel.netlink import PlaceError
 from tapveth.kernel.netns import NetnsError
@@ -52,6 +53,8 @@ class Daemon:
         self._notify = Notifier()
         self.registry = Registry(netns.own_inode())
         self.worker = NetlinkWorker()
+        self.counters = CountersWorker()
+        self.stopping = False  # set first thing on the way out: no request changes pairs then
         self.lock = asyncio.Lock()  # one add/del at a time: names are checked then taken
         self.tasks: set[asyncio.Task[Any]] = set()
         self._stop = asyncio.Event()
@@ -63,6 +66,7 @@ class Daemon:
         self.orphans: list[Orphan] = []  # persistent pairs left by an earlier daemon, unowned
         self._busy_poll_us = busy_poll_us
         self._relay: Relay  # made in run(), where the loop is known
+        self.impairments: Impairments  # likewise
         self._server = ControlServer(socket_path, ControlRequests(self).handle, group)
 
     @property
@@ -75,6 +79,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         busy = BusyPoll(loop, self._busy_poll_us)
         self._relay = Relay(self.tracker.on_events, self.tracker.on_gone, busy.traffic)
+        self.impairments = Impairments(loop, self._relay.fire)
         loop.add_reader(self.tracker.fileno(), self.tracker.on_events)
         try:
             await self._server.start()
@@ -105,21 +110,44 @@ class Daemon:
                 self._watchdog(loop, self._notify.watchdog_usec / 2e6)
             await self._stop.wait()
         finally:
-            self._notify.stopping()
-            kept = [p for p in self.pairs if p.persist]
-            log.info(
-                "stopping: removing %d pair(s), keeping %d persistent",
-                len(self.pairs) - len(kept),
-                len(kept),
-            )
-            await self._server.close()
-            for pair in list(self.pairs):
-                await self.destroy(pair, "daemon stopped", keep=pair.persist)
-            loop.remove_reader(self.tracker.fileno())
-            self.tracker.close()
-            await self.worker.close()
-            self._notify.close()
+            await self._shutdown(loop)
         return status
+
+    async def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Stop taking requests, answer those under way, let background work finish, then
+        remove the pairs: nothing is made after the "stopping" line, and every client that
+        asked something gets an answer."""
+        self.stopping = True
+        self._notify.stopping()
+        await self._server.close()
+        loop.remove_reader(self.tracker.fileno())
+        await self._settle_tasks()
+        kept = [p for p in self.pairs if p.persist]
+        log.info(
+            "stopping: removing %d pair(s), keeping %d persistent",
+            len(self.pairs) - len(kept),
+            len(kept),
+        )
+        for pair in list(self.pairs):
+            try:
+                await self.destroy(pair, "daemon stopped", keep=pair.persist)
+            except OSError as exc:  # the kernel deletes a closed TAP anyway: go on
+                log.warning("removing %s <-> %s: %s", pair.a.name, pair.b.name, exc)
+        self.tracker.close()
+        await self.counters.close()
+        await self.worker.close()
+        self._notify.close()
+
+    async def _settle_tasks(self, grace: float = 5.0) -> None:
+        """Let lookups and removals under way finish (for `grace` seconds at most), then
+        cancel what is left and collect it, so that nothing ends in a traceback."""
+        deadline = time.monotonic() + grace
+        while self.tasks and time.monotonic() < deadline:
+            await asyncio.wait(set(self.tasks), timeout=deadline - time.monotonic())
+        late = set(self.tasks)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
     def stop(self) -> None:
         self._stop.set()
@@ -175,6 +203,8 @@ class Daemon:
                 )
         except (SpecError, NetnsError, TapError, PlaceError) as exc:
             raise ControlError(one_line(exc)) from None
+        # Any other kernel refusal arrives as an OSError (the worker turns pyroute2's
+        # NetlinkError into one): e.g. EINVAL when a namespace dies during the add.
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE):
                 raise ControlError(
@@ -183,6 +213,10 @@ class Daemon:
                 ) from None
             raise ControlError(f"cannot create the pair: {one_line(exc)}") from None
         taps, locs = made
+        if self.stopping and not persist:
+            # Made while the daemon began to stop: not kept, and the client is told so.
+            await self.worker.call(provision.delete_pair, *taps)
+            raise ControlError(f"{STOPPING}: the pair was not made")
         ends = [End(tap=t, name=loc.name) for t, loc in zip(taps, locs, strict=True)]
         for end, loc in zip(ends, locs, strict=True):
             end.moved_to(loc)
@@ -212,6 +246,7 @@ class Daemon:
         for end in pair.ends():
             if not end.tap.closed:
                 loop.remove_reader(end.fd)
+            self.impairments.close(end)
 
     async def destroy(self, pair: Pair, why: str, keep: bool = False) -> None:
         """Remove a pair: both ends deleted (explicitly, so it is done when this returns).
@@ -269,6 +304,8 @@ class Daemon:
             await self.reload()
         except ControlError as exc:
             log.error("reload failed, keeping what runs: %s", exc)
+        except OSError as exc:
+            log.error("reload failed, keeping what runs: %s", one_line(exc))
 
     async def reload(self) -> str:
         """SIGHUP or `tapveth reload`: apply the difference between the file and what runs."""
@@ -298,6 +335,7 @@ class Daemon:
                 await self._for_pair(
                     new, provision.configure_pair, pair.a.tap, pair.b.tap, old, new
                 )
+                self._set_netem(pair, old, new)
                 self._managed[new.ident] = (new, pair)
                 waiting.append((new, pair))
             for pc in todo.create:
@@ -307,9 +345,19 @@ class Daemon:
                 pair = await self.create(pc.spec, None, pc.persist, reattach=pc.persist)
                 self._managed[pc.ident] = (pc, pair)
                 await self._for_pair(pc, provision.configure_pair, pair.a.tap, pair.b.tap, None, pc)
+                self._set_netem(pair, None, pc)
                 waiting.append((pc, pair))
         await self._until_carrier(waiting)
         return todo
+
+    def _set_netem(self, pair: Pair, old: PairConfig | None, new: PairConfig) -> None:
+        """Impairments from the file, changed in place (queued frames keep flowing)."""
+        for index, settings in netem_changes(old, new):
+            end = pair.ends()[index]
+            if settings is not None:
+                self.impairments.set(pair, end, settings, "replace")
+            elif end.impair is not None:
+                self.impairments.set(pair, end, None, "del")
 
     async def _for_pair(self, pc: PairConfig, fn: Callable[..., Any], *args: Any) -> None:
         """Run a worker function for a configured pair; a failure names the pair."""
