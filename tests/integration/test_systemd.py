@@ -321,6 +321,15 @@ def test_readme_service_section_as_written(readme_container: Container) -> None:
     assert "pair veth1 <-> veth2 re-attached" in sh("journalctl -u tapveth -o cat --no-pager")
     assert " 0% packet loss" in sh("ip netns exec ns1 ping -c 2 -i 0.2 10.0.0.2")
 
+    # Installing again (an upgrade): the configuration is kept, the daemon restarted on the
+    # new code, the persistent pair re-attached once more.
+    pid = c.show("tapveth", "MainPID")["MainPID"]
+    assert "kept /etc/tapveth/tapveth.toml" in sh("./install.sh --system")
+    sh("grep -q 'mtu = 8000' /etc/tapveth/tapveth.toml")
+    st = c.show("tapveth", "ActiveState", "MainPID")
+    assert st["ActiveState"] == "active" and st["MainPID"] != pid
+    assert sh.ends()["veth1"]["ifindex"] == veth1_index
+
     # tapveth@lab keeps serving when tapveth.service stops (a runtime directory each).
     c.write(
         "/etc/tapveth/lab.toml",
