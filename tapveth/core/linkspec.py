@@ -4,9 +4,12 @@ nothing."""
 
 import re
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tapveth.core.rules import MAX_MTU, MIN_MTU
+
+if TYPE_CHECKING:
+    from tapveth.core.vxlanspec import VxlanSpec
 
 IFNAMSIZ = 16  # including the NUL: 15 usable bytes
 
@@ -53,7 +56,7 @@ class EndSpec:
 @dataclass(frozen=True, slots=True)
 class PairSpec:
     end: EndSpec
-    peer: EndSpec
+    peer: "EndSpec | VxlanSpec"  # a TAP, or the far end of a VXLAN tunnel (core/vxlanspec.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {"end": self.end.to_dict(), "peer": self.peer.to_dict()}
@@ -62,7 +65,12 @@ class PairSpec:
     def from_dict(cls, data: Any) -> "PairSpec":
         if not isinstance(data, dict) or set(data) != {"end", "peer"}:
             raise SpecError("a pair must be an object with 'end' and 'peer'")
-        spec = cls(EndSpec.from_dict(data["end"]), EndSpec.from_dict(data["peer"]))
+        from tapveth.core.vxlanspec import VxlanSpec
+
+        raw = data["peer"]
+        kind = raw.get("kind") if isinstance(raw, dict) else None
+        peer = VxlanSpec.from_dict(raw) if kind == "vxlan" else EndSpec.from_dict(raw)
+        spec = cls(EndSpec.from_dict(data["end"]), peer)
         check_pair(spec)
         return spec
 
@@ -132,13 +140,20 @@ def parse_add(words: list[str]) -> PairSpec:
     """Parse the words after `tapveth add`, as `ip link add` reads them for a veth.
 
     Accepted: NAME|name NAME, netns NS, mtu N, address MAC, type veth, then peer [name] PEER
-    with its own netns/mtu/address. `type veth` may stand anywhere before `peer`.
+    with its own netns/mtu/address, or `peer vxlan …` (see core/vxlanspec.py). `type veth`
+    may stand anywhere before `peer`.
     """
     if "peer" not in words:
         raise SpecError("missing 'peer name PEER' (usage: tapveth add NAME peer name PEER)")
     cut = words.index("peer")
     end = _parse_end(words[:cut], "")
-    peer = _parse_end(words[cut + 1 :], "peer ")
+    peer: EndSpec | VxlanSpec
+    if words[cut + 1 : cut + 2] == ["vxlan"]:
+        from tapveth.core.vxlanspec import parse_vxlan_peer
+
+        peer = parse_vxlan_peer(words[cut + 2 :])
+    else:
+        peer = _parse_end(words[cut + 1 :], "peer ")
     spec = PairSpec(end, peer)
     check_pair(spec)
     return spec

@@ -8,7 +8,7 @@ import secrets
 import subprocess
 
 from tapveth.core.config import EndConfig, PairConfig
-from tapveth.core.linkspec import PairSpec
+from tapveth.core.linkspec import EndSpec, PairSpec
 from tapveth.kernel import netns
 from tapveth.kernel.netlink import Location, Netlink, PlaceError
 from tapveth.kernel.tap import Tap
@@ -19,9 +19,23 @@ log = logging.getLogger("tapveth")
 def create_pair(
     nl: Netlink, spec: PairSpec, caller_pid: int, own_inode: int, persist: bool = False
 ) -> tuple[list[Tap], list[Location]]:
+    assert isinstance(spec.peer, EndSpec), (
+        "a vxlan end is made by create_ends and vxlan_end.open_underlay"
+    )
+    return create_ends(nl, (spec.end, spec.peer), caller_pid, own_inode, persist)
+
+
+def create_ends(
+    nl: Netlink,
+    wants: tuple[EndSpec, ...],
+    caller_pid: int,
+    own_inode: int,
+    persist: bool = False,
+) -> tuple[list[Tap], list[Location]]:
+    """Make the TAP of each end asked for, in its namespace, under its final name."""
     taps: list[Tap] = []
     try:
-        for want in (spec.end, spec.peer):
+        for want in wants:
             ns_fd = netns.open_netns(want.netns if want.netns else str(caller_pid))
             try:
                 here = netns.inode_of_fd(ns_fd) == own_inode

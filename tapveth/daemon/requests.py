@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 from tapveth.control import ControlError, Peer
 from tapveth.core.linkspec import PairSpec, SpecError
 from tapveth.daemon import provision
+from tapveth.daemon.pair import End
 
 if TYPE_CHECKING:
     from tapveth.daemon.service import Daemon
@@ -44,9 +45,10 @@ class ControlRequests:
             return [reg.describe(p, e) for p, e in reg.select(args)]
         if op == "stats":
             chosen = reg.select(args)
-            keys = [e.key for _, e in chosen]
-            drops = await d.worker.call(provision.kernel_drops, keys)
-            return [reg.stats(p, e, dr) for (p, e), dr in zip(chosen, drops, strict=True)]
+            keys = [e.key for _, e in chosen if isinstance(e, End)]
+            drops = iter(await d.worker.call(provision.kernel_drops, keys))
+            # A vxlan end is no device: it has no kernel counters of its own.
+            return [reg.stats(p, e, next(drops) if isinstance(e, End) else None) for p, e in chosen]
         if op == "reload":
             if d.config_path is None:
                 raise ControlError("this daemon runs without --config: nothing to reload")

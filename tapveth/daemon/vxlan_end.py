@@ -1,0 +1,429 @@
+"""The vxlan end of a pair: its UDP sockets in the underlay namespace, the two directions of
+frames (TAP -> tunnel, tunnel -> TAP) and the BFD session's timer.
+
+This is the only place in the daemon where UDP sockets exist. They are opened inside the
+underlay namespace by the netlink worker thread (setns for that moment only); an open socket
+keeps its namespace alive, so `ip netns del` of the underlay namespace does not destroy it while
+the pair exists.
+
+Sockets: one bound to dstport receives the tunnel; a small pool of sockets connected to
+remote:dstport sends it, one per outer source port, so that the source port can follow a hash
+of the inner flow (RFC 7348 section 5) without a raw socket. The pool's sockets never receive
+(a socket filter drops everything addressed to them).
+"""
+
+import asyncio
+import ctypes
+import errno
+import logging
+import os
+import random
+import secrets
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tapveth.core import bfd, vnet, vxlan
+from tapveth.core.rules import DropReason, Flow, admit
+from tapveth.core.vxlanspec import VxlanSpec
+from tapveth.daemon.pair import End
+from tapveth.kernel import netns
+from tapveth.kernel.netlink import Netlink
+
+log = logging.getLogger("tapveth")
+
+POOL = 16  # outer source ports per end: entropy for an ECMP underlay
+BATCH = 64
+BUF_LEN = 65536 + 1024
+_HDR = vnet.HDR_LEN
+_NO_VNET = bytes(_HDR)  # frames handed to the TAP: no offload, checksums to be verified
+
+# Linux values; Python's socket module lacks some of them.
+_IP_MTU_DISCOVER, _IP_PMTUDISC_DO = 10, 2
+_IPV6_MTU_DISCOVER, _IPV6_PMTUDISC_DO = 23, 2
+_SO_ATTACH_FILTER = 26
+_SO_RCVBUFFORCE = 33
+_RCVBUF = 4 << 20
+_UDP = socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+
+
+class UnderlayError(OSError):
+    """The tunnel's sockets could not be opened; the message says why in one line."""
+
+
+@dataclass
+class Underlay:
+    """The sockets of one vxlan end, opened in its underlay namespace."""
+
+    rx: socket.socket
+    tx: list[socket.socket]
+    ns_inode: int
+    local_ip: str
+    src_ports: list[int] = field(default_factory=list)
+
+    def close(self) -> None:
+        for s in [self.rx, *self.tx]:
+            s.close()
+
+
+def _drop_all(sock: socket.socket) -> None:
+    """Attach a classic BPF program that returns 0: the socket never queues a datagram."""
+    prog = (ctypes.c_ubyte * 8).from_buffer_copy(struct.pack("HBBI", 0x06, 0, 0, 0))  # ret #0
+    fprog = struct.pack("HL", 1, ctypes.addressof(prog))
+    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+
+
+def _no_fragments(sock: socket.socket, v6: bool) -> None:
+    """DF on, no local fragmentation: an oversize send fails with EMSGSIZE (counted as a
+    drop) instead of leaving as fragments."""
+    if v6:
+        sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER, _IPV6_PMTUDISC_DO)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER, _IP_PMTUDISC_DO)
+
+
+def open_underlay(nl: Netlink, spec: VxlanSpec, caller_pid: int) -> Underlay:
+    """Open the end's sockets inside its underlay namespace (run in the worker thread)."""
+    where = spec.underlay_netns or str(caller_pid)
+    fam = socket.AF_INET6 if spec.ipv6 else socket.AF_INET
+    any_addr = "::" if spec.ipv6 else "0.0.0.0"
+    made: list[socket.socket] = []
+    try:
+        with netns.inside(where):
+            ns_inode = os.stat("/proc/thread-self/ns/net").st_ino
+            rx = socket.socket(fam, _UDP)
+            made.append(rx)
+            try:
+                rx.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _RCVBUF)
+            except OSError:
+                rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+            try:
+                rx.bind((spec.local or any_addr, spec.dstport))
+            except OSError as exc:
+                raise UnderlayError(
+                    exc.errno,
+                    f"cannot receive on {spec.local or any_addr} port {spec.dstport}: "
+                    f"{exc.strerror} (is another vxlan end or device using it?)",
+                ) from None
+            tx: list[socket.socket] = []
+            ports: list[int] = []
+            rng = random.Random(secrets.randbits(64))
+            attempts = 0
+            while len(tx) < POOL:
+                attempts += 1
+                if attempts > POOL * 20:
+                    raise UnderlayError(errno.EADDRINUSE, "no free source ports in srcport range")
+                s = socket.socket(fam, _UDP)
+                port = 0 if spec.srcport is None else rng.randrange(*spec.srcport)
+                try:
+                    s.bind((spec.local or any_addr, port))
+                except OSError:
+                    s.close()
+                    continue
+                made.append(s)
+                _drop_all(s)
+                _no_fragments(s, spec.ipv6)
+                try:
+                    s.connect((spec.remote, spec.dstport))
+                except OSError as exc:
+                    raise UnderlayError(
+                        exc.errno, f"cannot reach {spec.remote}: {exc.strerror}"
+                    ) from None
+                tx.append(s)
+                ports.append(s.getsockname()[1])
+            local_ip = tx[0].getsockname()[0]
+        return Underlay(rx, tx, ns_inode, local_ip, ports)
+    except BaseException:
+        for s in made:
+            s.close()
+        raise
+
+
+class VxlanEnd:
+    """The far end of a pair, behind a VXLAN tunnel. To the pair it looks like an end that is
+    always up (or up while BFD says the far side is), with the flow of frames it delivers."""
+
+    def __init__(
+        self,
+        spec: VxlanSpec,
+        underlay: Underlay,
+        on_change: Callable[[], None],
+        on_gone: Callable[[End, OSError], None],
+        before_batch: Callable[[], None],
+        on_traffic: Callable[[], None],
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.ns_inode = underlay.ns_inode
+        self.index = 0
+        self.mtu = 0
+        self.address = ""
+        self.out = Flow()  # frames from the tunnel to the TAP (the TAP end's rx)
+        self.rx_drops: dict[str, int] = {}  # datagrams refused before decapsulation, by reason
+        self.udp_rx = 0
+        self.local: End | None = None
+        self._u = underlay
+        self._on_change = on_change
+        self._on_gone = on_gone
+        self._before_batch = before_batch
+        self._on_traffic = on_traffic
+        self._vxhdr = vxlan.header(spec.vni)
+        self._vni_field = self._vxhdr[4:7]
+        self._tx_fds = [s.fileno() for s in underlay.tx]
+        self._n_tx = len(self._tx_fds)
+        self._remote = spec.remote
+        self._buf = bytearray(BUF_LEN)
+        self._view = memoryview(self._buf)
+        self._bufs = [bytearray(_HDR), self._buf]
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.session: bfd.Session | None = None
+        self._bfd_mac = bytes([0x02]) + secrets.token_bytes(5)
+        try:
+            self._bfd_ip = socket.inet_aton(underlay.local_ip)
+        except OSError:
+            self._bfd_ip = socket.inet_aton("127.0.0.1")  # IPv6 underlay: inner IPv4 anyway
+
+    @property
+    def up(self) -> bool:
+        """What the carrier rule sees of the far side: with BFD, whether the session is up;
+        without, always (the carrier then follows the local end alone)."""
+        return self.session is None or self.session.up
+
+    @property
+    def key(self) -> tuple[int | None, int]:
+        return (None, 0)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, tap: End) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self.local = tap
+        loop.add_reader(tap.fd, self.from_tap)
+        loop.add_reader(self._u.rx.fileno(), self.from_tunnel)
+        if self.spec.bfd:
+            interval = self.spec.bfd_interval_ms * 1000
+            self.session = bfd.Session(
+                secrets.randbits(32) or 1,
+                random.Random(secrets.randbits(64)),
+                loop.time(),
+                tx_interval_us=interval,
+                rx_interval_us=interval,
+                detect_mult=self.spec.bfd_multiplier,
+            )
+            self.session.set_admin_down(not tap.up, loop.time())
+            self._tick()
+
+    def stop(self) -> None:
+        """Stop both directions and the timer (the sockets stay open until close())."""
+        if self._loop is None:
+            return
+        if self.local is not None and not self.local.tap.closed:
+            self._loop.remove_reader(self.local.fd)
+        self._loop.remove_reader(self._u.rx.fileno())
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._loop = None
+
+    def close(self) -> None:
+        self.stop()
+        self._u.close()
+
+    def local_admin(self, up: bool) -> None:
+        """The TAP end was set up or down: with BFD, tell the far side (AdminDown)."""
+        loop, session = self._loop, self.session
+        if session is not None and loop is not None and session.set_admin_down(not up, loop.time()):
+            self._state_changed()
+
+    # -- BFD ---------------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        assert self._loop is not None and self.session is not None
+        self._timer = None
+        packets, changed = self.session.due(self._loop.time())
+        for pkt in packets:
+            self._send_bfd(pkt)
+        if changed:
+            self._state_changed()
+        if self._loop is not None:
+            self._timer = self._loop.call_at(self.session.next_deadline(), self._tick)
+
+    def _send_bfd(self, control: bytes) -> None:
+        frame = vxlan.bfd_frame(self._bfd_mac, self._bfd_ip, control)
+        try:
+            os.writev(self._tx_fds[0], [self._vxhdr, frame])
+        except OSError as exc:
+            log.debug("bfd to %s: %s", self._remote, exc)  # an unreachable far side
+
+    def _on_bfd(self, frame: memoryview) -> None:
+        assert self.session is not None and self._loop is not None
+        payload = vxlan.bfd_payload(frame)
+        if payload is None:
+            self._count(vxlan.RxDrop.BFD_INVALID)
+            return
+        try:
+            changed = self.session.receive(payload, self._loop.time())
+        except bfd.BfdError as exc:
+            log.debug("bfd from %s discarded: %s", self._remote, exc)
+            self._count(vxlan.RxDrop.BFD_INVALID)
+            return
+        if changed:
+            self._state_changed()
+        # A Final is due at once; other changes wait for the transmission timer (6.8.7).
+        if self._timer is not None:
+            self._timer.cancel()
+        self._tick()
+
+    def _state_changed(self) -> None:
+        assert self.session is not None
+        log.info(
+            "vxlan %s to %s: bfd %s (diag %s, remote %s)",
+            self.spec.vni,
+            self._remote,
+            self.session.state.name,
+            self.session.diag.name,
+            self.session.remote_state.name,
+        )
+        self._on_change()
+
+    # -- frames ------------------------------------------------------------------------------
+
+    def _count(self, reason: str) -> None:
+        self.rx_drops[reason] = self.rx_drops.get(reason, 0) + 1
+
+    def from_tap(self) -> None:
+        """Encapsulate what the TAP holds now (at most BATCH frames) toward the remote."""
+        tap = self.local
+        assert tap is not None
+        self._before_batch()
+        self._on_traffic()
+        hdr_buf, view = self._bufs[0], self._view
+        bufs, vxhdr, fds, n_fds = self._bufs, self._vxhdr, self._tx_fds, self._n_tx
+        readv, writev, flow_hash = os.readv, os.writev, vxlan.flow_hash
+        flow = tap.out
+        fd = tap.fd
+        session = self.session
+        for _ in range(BATCH):
+            try:
+                n = readv(fd, bufs)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                self._on_gone(tap, exc)
+                return
+            length = n - _HDR
+            if length < vxlan.ETH_HLEN:
+                flow.refused(DropReason.RUNT)
+                continue
+            if session is not None and not session.up:
+                flow.refused(DropReason.PEER_DOWN)
+                continue
+            if hdr_buf[1] & 0x7F:
+                # The TAP offers no TSO (see start()): a super-frame here cannot be sent whole.
+                flow.refused(DropReason.MTU)
+                continue
+            frame = view[:length]
+            out = fds[((flow_hash(frame) & 0xFFFFFFFF) * n_fds) >> 32]
+            for _attempt in range(2):
+                try:
+                    writev(out, [vxhdr, frame])
+                except OSError as exc:
+                    if exc.errno == errno.ECONNREFUSED and _attempt == 0:
+                        continue  # an ICMP error from an earlier datagram: send this one again
+                    if exc.errno == errno.EMSGSIZE:
+                        flow.refused(DropReason.MTU)  # does not fit the underlay; DF is set
+                    else:  # EAGAIN/ENOBUFS (socket buffer full), unreachable, ...
+                        flow.refused(DropReason.WRITE_ERROR)
+                    break
+                else:
+                    flow.forwarded(length)
+                    break
+
+    def from_tunnel(self) -> None:
+        """Decapsulate what the socket holds now (at most BATCH datagrams) to the TAP."""
+        tap = self.local
+        assert tap is not None
+        self._before_batch()
+        self._on_traffic()
+        buf, view = self._buf, self._view
+        recv = self._u.rx.recvfrom_into
+        writev, check = os.writev, vxlan.check
+        remote, vni_field = self._remote, self._vni_field
+        flow = self.out
+        tap_fd = tap.fd
+        for _ in range(BATCH):
+            try:
+                n, addr = recv(buf)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EINTR, errno.ECONNREFUSED):
+                    continue
+                log.warning("vxlan %s: receive failed: %s", self.spec.vni, exc)
+                return
+            self.udp_rx += 1
+            if addr[0] != remote:
+                self._count(vxlan.RxDrop.SOURCE)
+                continue
+            reason = check(buf, n, vni_field)
+            if reason is not None:
+                self._count(reason)
+                continue
+            frame = view[vxlan.HLEN : n]
+            if frame[:6] == vxlan.BFD_MAC:
+                if self.session is not None:
+                    self._on_bfd(frame)
+                else:
+                    self._count(vxlan.RxDrop.BFD_INVALID)  # BFD not configured on this end
+                continue
+            length = n - vxlan.HLEN
+            refused = admit(length, False, tap.up, tap.mtu)
+            if refused is None:
+                try:
+                    writev(tap_fd, [_NO_VNET, frame])
+                except OSError as exc:
+                    if exc.errno == errno.EIO:
+                        flow.refused(DropReason.PEER_DOWN)
+                        flow.peer_counted += 1
+                    elif exc.errno in (errno.EBADFD, errno.EBADF, errno.EFAULT, errno.ENODEV):
+                        self._on_gone(tap, exc)
+                        return
+                    else:
+                        flow.refused(DropReason.WRITE_ERROR)
+                else:
+                    flow.forwarded(length)
+            else:
+                flow.refused(refused)
+
+    # -- what show and stats say -------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        s = self.session
+        return {
+            "kind": "vxlan",
+            "vni": self.spec.vni,
+            "remote": self.spec.remote,
+            "local": self._u.local_ip,
+            "dstport": self.spec.dstport,
+            "srcports": sorted(self._u.src_ports),
+            "bfd": None
+            if s is None
+            else {
+                "state": s.state.name.lower().replace("_", ""),
+                "remote_state": s.remote_state.name.lower().replace("_", ""),
+                "diag": s.diag.name.lower(),
+                "detect_time_ms": round(s.detection_time() * 1000),
+                "tx_interval_ms": round(s.tx_interval() * 1000),
+                "sent": s.sent,
+                "received": s.received,
+            },
+        }
+
+    def counters(self) -> dict[str, Any]:
+        return {"udp_rx": self.udp_rx, "underlay_drops": dict(sorted(self.rx_drops.items()))}
