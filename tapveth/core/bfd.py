@@ -194,7 +194,7 @@ class Session:
             and self.state in (State.INIT, State.UP)
             and now >= self._last_rx + self.detection_time()
         ):
-            self._set_state(State.DOWN, Diag.TIME_EXPIRED)
+            self._set_state(State.DOWN, Diag.TIME_EXPIRED, now)
             self.remote_disc = 0
             self.remote_state = State.DOWN
             self._last_rx = None
@@ -237,21 +237,21 @@ class Session:
         changed = False
         if pkt.state is State.ADMIN_DOWN:
             if self.state is not State.DOWN:
-                self._set_state(State.DOWN, Diag.NEIGHBOR_DOWN)
+                self._set_state(State.DOWN, Diag.NEIGHBOR_DOWN, now)
                 changed = True
         elif self.state is State.DOWN:
             if pkt.state is State.DOWN:
-                self._set_state(State.INIT, Diag.NONE)
+                self._set_state(State.INIT, Diag.NONE, now)
                 changed = True
             elif pkt.state is State.INIT:
-                self._set_state(State.UP, Diag.NONE)
+                self._set_state(State.UP, Diag.NONE, now)
                 changed = True
         elif self.state is State.INIT:
             if pkt.state in (State.INIT, State.UP):
-                self._set_state(State.UP, Diag.NONE)
+                self._set_state(State.UP, Diag.NONE, now)
                 changed = True
         elif pkt.state is State.DOWN:  # local Up
-            self._set_state(State.DOWN, Diag.NEIGHBOR_DOWN)
+            self._set_state(State.DOWN, Diag.NEIGHBOR_DOWN, now)
             changed = True
         if pkt.poll:
             self._final_due = True
@@ -261,22 +261,27 @@ class Session:
         """The local end was set down (or up again): AdminDown with diagnostic 7 is what the
         far side is told (6.8.16). True when the state changed."""
         if down and self.state is not State.ADMIN_DOWN:
-            self._set_state(State.ADMIN_DOWN, Diag.ADMIN_DOWN)
+            self._set_state(State.ADMIN_DOWN, Diag.ADMIN_DOWN, now)
             return True
         if not down and self.state is State.ADMIN_DOWN:
-            self._set_state(State.DOWN, Diag.NONE)
+            self._set_state(State.DOWN, Diag.NONE, now)
             return True
         return False
 
-    def _set_state(self, state: State, diag: Diag) -> None:
+    def _set_state(self, state: State, diag: Diag, now: float) -> None:
         self.state = state
         self.diag = diag
         # 6.8.3: 1 s at least while not Up; the faster rate once Up, announced by a Poll.
         want = self.up_tx_us if state is State.UP else max(self.up_tx_us, SLOW_TX_US)
         if want != self.desired_min_tx:
+            faster = want < self.desired_min_tx
             self.desired_min_tx = want
             if state is State.UP:
                 self.poll = True
+            if faster:
+                # The far side times us out on the rate we now announce: a packet sent on the
+                # old, slower schedule would come too late.
+                self._next_tx = min(self._next_tx, now + self.tx_interval() * 0.75)
 
     def _packet(self, final: bool) -> bytes:
         return Packet(

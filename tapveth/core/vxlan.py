@@ -75,14 +75,24 @@ def flow_hash(frame: bytes | bytearray | memoryview) -> int:
         not_later_fragment = (frame[20] & 0x1F) == 0 and frame[21] == 0
         if proto in _PORTS and not_later_fragment and len(frame) >= 14 + ihl + 4:
             key += bytes(frame[14 + ihl : 18 + ihl])
-        return zlib.crc32(key)
+        return _mix(zlib.crc32(key))
     if etype == _ETH_IPV6 and len(frame) >= 54:
         proto = frame[20]
         key = bytes(frame[22:54]) + bytes((proto,))
         if proto in _PORTS and len(frame) >= 58:
             key += bytes(frame[54:58])
-        return zlib.crc32(key)
-    return zlib.crc32(bytes(frame[:14]))
+        return _mix(zlib.crc32(key))
+    return _mix(zlib.crc32(bytes(frame[:14])))
+
+
+def _mix(h: int) -> int:
+    """MurmurHash3's 32-bit finaliser: CRC-32 is linear, so flows that differ in a few port
+    bits would land on few ports; this spreads every input bit over the high bits pick() uses."""
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+    return h ^ (h >> 16)
 
 
 def pick(hash_value: int, choices: int) -> int:
