@@ -35,6 +35,10 @@ commands:
   add NAME [netns NS] [mtu N] [address MAC] [type veth]
       peer [name] PEER [netns NS] [mtu N] [address MAC]
                              create a pair (the grammar of ip link add … type veth)
+  add NAME [netns NS] [mtu N] [address MAC]
+      peer vxlan id VNI remote ADDR [local ADDR] [dstport PORT] [srcport MIN MAX]
+      [underlay-netns NS] [bfd] [bfd-interval MS] [bfd-multiplier N]
+                             a pair whose peer is across a VXLAN tunnel (docs/vxlan.md)
   del NAME [netns NS]        delete the pair that NAME is an end of
   show [NAME] [-j]           list pairs: ends, namespace, admin state, carrier, MTU
   stats [NAME] [-j]          counters in veth's meaning, with drops by reason
@@ -110,7 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
         "add",
         help="create a pair",
         usage="tapveth add NAME [netns NS] [mtu N] [address MAC] "
-        "peer [name] PEER [netns NS] [mtu N] [address MAC]",
+        "peer [name] PEER [netns NS] [mtu N] [address MAC]\n"
+        "       tapveth add NAME [netns NS] [mtu N] [address MAC] "
+        "peer vxlan id VNI remote ADDR [local ADDR] [dstport PORT] [srcport MIN MAX] "
+        "[underlay-netns NS] [bfd] [bfd-interval MS] [bfd-multiplier N]",
     )
     a.add_argument("words", nargs=argparse.REMAINDER)
 
@@ -146,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="USEC",
         help="run tapveth's daemon with this --busy-poll",
+    )
+    b.add_argument(
+        "--vxlan",
+        action="store_true",
+        help="measure a pair stretched over VXLAN against the kernel's vxlan instead",
     )
     return p
 
@@ -200,6 +212,11 @@ def _run(opts: argparse.Namespace) -> int:
         return run_demo()
     if opts.command == "bench":
         from tapveth.bench.sidebyside import run_bench
+
+        if opts.vxlan:
+            from tapveth.bench.vxlan import run_vxlan_bench
+
+            return run_vxlan_bench(opts.quick, opts.json_file)
 
         if opts.pairs is not None:
             from tapveth.bench.sidebyside import run_scale
