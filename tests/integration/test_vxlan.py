@@ -301,3 +301,40 @@ def test_bad_vxlan_words_exit_2(lab: Lab, daemon: PrivateDaemon) -> None:
         assert message in proc.stderr and proc.stderr.count("\n") == 1, (words, proc.stderr)
     assert daemon.request("show") == []
     assert not ns.has_link(lab.name("e"))
+
+
+def daemon_udp(host: Netns, d: PrivateDaemon) -> list[str]:
+    pid = d.request("ping")["pid"]
+    out = host.run("ss", "-u", "-a", "-n", "-p").stdout
+    return [ln for ln in out.splitlines() if f"pid={pid}," in ln]
+
+
+def test_lifecycle_closes_the_tunnel(lab: Lab, daemon: PrivateDaemon) -> None:
+    hosts = two_hosts(lab)
+    o1 = lab.netns("o1")
+    v1 = lab.name("veth1")
+    tapveth_end(daemon, o1, v1, hosts.a, IP_B)
+    assert len(daemon_udp(hosts.a, daemon)) == 17  # dstport + 16 source ports
+    # The same dstport twice in one underlay namespace: refused, nothing half made.
+    o2 = lab.netns("o2")
+    proc = daemon.cli(
+        "add", lab.name("veth2"), "netns", o2.name, "peer", "vxlan", "id", "43", "remote",
+        IP_B, "dstport", str(PORT), "underlay-netns", hosts.a.name, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "cannot receive on" in proc.stderr, proc.stderr
+    assert not o2.has_link(lab.name("veth2")) and len(daemon.request("show")) == 2
+    # Deleting the end with ip link removes the pair and closes the tunnel's sockets.
+    o1.ip("link", "del", v1)
+    wait_for("pair gone", lambda: daemon.request("show") == [])
+    assert daemon_udp(hosts.a, daemon) == []
+    # Deleting the end's namespace does the same.
+    tapveth_end(daemon, o2, lab.name("veth3"), hosts.a, IP_B)
+    assert len(daemon_udp(hosts.a, daemon)) == 17
+    sh("ip", "netns", "del", o2.name)
+    wait_for("pair gone", lambda: daemon.request("show") == [])
+    assert daemon_udp(hosts.a, daemon) == []
+    # And `tapveth del` by the TAP end's name.
+    tapveth_end(daemon, o1, v1, hosts.a, IP_B)
+    daemon.cli("del", v1)
+    assert daemon.request("show") == [] and daemon_udp(hosts.a, daemon) == []
+    assert not o1.has_link(v1)
