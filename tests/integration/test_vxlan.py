@@ -338,3 +338,20 @@ def test_lifecycle_closes_the_tunnel(lab: Lab, daemon: PrivateDaemon) -> None:
     daemon.cli("del", v1)
     assert daemon.request("show") == [] and daemon_udp(hosts.a, daemon) == []
     assert not o1.has_link(v1)
+
+
+def test_ipv6_underlay_with_kernel_vxlan(lab: Lab, daemon: PrivateDaemon) -> None:
+    hosts = two_hosts(lab)
+    a6, b6 = "2001:db8:42::1", "2001:db8:42::2"
+    for ns, dev, ip in ((hosts.a, hosts.ua, a6), (hosts.b, hosts.ub, b6)):
+        ns.ip("addr", "add", f"{ip}/64", "dev", dev, "nodad")
+    o1 = lab.netns("o1")
+    v1 = lab.name("veth1")
+    tapveth_end(daemon, o1, v1, hosts.a, b6)
+    assert o1.link(v1)["mtu"] == 1430  # 1500 less 70 over IPv6, as the kernel's vxlan
+    o1.configure(v1, f"{OV_A}/24")
+    kernel_vxlan(hosts.b, hosts.ub, "vx42", a6, f"{OV_B}/24")
+    assert hosts.b.link("vx42")["mtu"] == 1430
+    assert ping_ok(o1, OV_B, 3, 1430 - 28, "-M", "do")  # full size, both ways
+    Stream(o1, hosts.b, OV_B, 5 * MB, seed=4).finish()
+    assert show(daemon, "vxlan:42")["remote"] == b6
