@@ -50,6 +50,11 @@ _GSO_SEGS = 64  # datagrams in one send (the kernel's UDP_MAX_SEGMENTS is 64 or 
 # Frames are batched into UDP_SEGMENT sends (TAPVETH_VXLAN_GSO=0: one send per frame, for
 # measurements): measured, it saves about a third of the CPU per byte (see docs/vxlan.md).
 GSO = os.environ.get("TAPVETH_VXLAN_GSO", "1") != "0"
+# The receiving socket asks for UDP_GRO: datagrams the underlay's GRO merged come in one read
+# (TAPVETH_VXLAN_GRO=0: one read per datagram, for measurements; see docs/vxlan.md).
+GRO = os.environ.get("TAPVETH_VXLAN_GRO", "1") != "0"
+_UDP_GRO = 104
+_GRO_CMSG = socket.CMSG_SPACE(4)
 _SO_SNDBUFFORCE = 32
 _SO_RCVBUFFORCE = 33
 _SOCKBUF = 4 << 20
@@ -113,6 +118,8 @@ def open_underlay(nl: Netlink, spec: VxlanSpec, caller_pid: int) -> Underlay:
             rx = socket.socket(fam, _UDP)
             made.append(rx)
             _buffer(rx, _SO_RCVBUFFORCE, socket.SO_RCVBUF)
+            if GRO:
+                rx.setsockopt(_SOL_UDP, _UDP_GRO, 1)
             try:
                 rx.bind((spec.local or any_addr, spec.dstport))
             except OSError as exc:
@@ -177,7 +184,8 @@ class VxlanEnd:
         self.address = ""
         self.out = Flow()  # frames from the tunnel to the TAP (the TAP end's rx)
         self.rx_drops: dict[str, int] = {}  # datagrams refused before decapsulation, by reason
-        self.udp_rx = 0
+        self.udp_rx = 0  # datagrams received
+        self.udp_reads = 0  # reads that got them (fewer when UDP_GRO merged some)
         self.local: End | None = None
         self._u = underlay
         self._on_change = on_change
@@ -453,20 +461,27 @@ class VxlanEnd:
             self._flush(port, seg_view[:off], seg, lengths)
 
     def from_tunnel(self) -> None:
-        """Decapsulate what the socket holds now (at most BATCH datagrams) to the TAP."""
+        """Decapsulate what the socket holds now (at most BATCH datagrams) to the TAP. With
+        UDP_GRO (GRO=True), one read may return several datagrams of one size end to end."""
         tap = self.local
         assert tap is not None
         self._before_batch()
         self._on_traffic()
         buf, view = self._buf, self._view
-        recv = self._u.rx.recvfrom_into
-        writev, check = os.writev, vxlan.check
-        remote, vni_field = self._remote, self._vni_field
-        flow = self.out
-        tap_fd = tap.fd
+        recv = self._u.rx.recvmsg_into if GRO else None
+        recvfrom = self._u.rx.recvfrom_into
+        remote, decap = self._remote, self._decap
+        bufs = [buf]
         for _ in range(BATCH):
+            seg = 0
             try:
-                n, addr = recv(buf)
+                if recv is None:
+                    n, addr = recvfrom(buf)
+                else:
+                    n, anc, _flags, addr = recv(bufs, _GRO_CMSG)
+                    for level, kind, data in anc:
+                        if level == _SOL_UDP and kind == _UDP_GRO:
+                            seg = struct.unpack("=i", data[:4])[0]  # an int: the size
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -474,39 +489,56 @@ class VxlanEnd:
                     continue
                 log.warning("vxlan %s: receive failed: %s", self.spec.vni, exc)
                 return
-            self.udp_rx += 1
-            if addr[0] != remote:
-                self._count(vxlan.RxDrop.SOURCE)
+            self.udp_reads += 1
+            if not seg or seg >= n:
+                self.udp_rx += 1
+                if addr[0] != remote:
+                    self._count(vxlan.RxDrop.SOURCE)
+                elif not decap(tap, view[:n], n):
+                    return
                 continue
-            reason = check(buf, n, vni_field)
-            if reason is not None:
-                self._count(reason)
-                continue
-            frame = view[vxlan.HLEN : n]
-            if frame[:6] == vxlan.BFD_MAC:
-                if self.session is not None:
-                    self._on_bfd(frame)
-                else:
-                    self._count(vxlan.RxDrop.BFD_INVALID)  # BFD not configured on this end
-                continue
-            length = n - vxlan.HLEN
-            refused = admit(length, False, tap.up, tap.mtu)
-            if refused is None:
-                try:
-                    writev(tap_fd, [_NO_VNET, frame])
-                except OSError as exc:
-                    if exc.errno == errno.EIO:
-                        flow.refused(DropReason.PEER_DOWN)
-                        flow.peer_counted += 1
-                    elif exc.errno in (errno.EBADFD, errno.EBADF, errno.EFAULT, errno.ENODEV):
-                        self._on_gone(tap, exc)
-                        return
-                    else:
-                        flow.refused(DropReason.WRITE_ERROR)
-                else:
-                    flow.forwarded(length)
+            for off in range(0, n, seg):  # coalesced by UDP_GRO: one sender, one size
+                size = min(seg, n - off)
+                self.udp_rx += 1
+                if addr[0] != remote:
+                    self._count(vxlan.RxDrop.SOURCE)
+                elif not decap(tap, view[off : off + size], size):
+                    return
+
+    def _decap(self, tap: End, dgram: memoryview, n: int) -> bool:
+        """Check one datagram from the remote and give its frame to the TAP (or to BFD).
+        False when the TAP is gone."""
+        reason = vxlan.check(dgram, n, self._vni_field)
+        if reason is not None:
+            self._count(reason)
+            return True
+        frame = dgram[vxlan.HLEN : n]
+        if frame[:6] == vxlan.BFD_MAC:
+            if self.session is not None:
+                self._on_bfd(frame)
             else:
-                flow.refused(refused)
+                self._count(vxlan.RxDrop.BFD_INVALID)  # BFD not configured on this end
+            return True
+        flow = self.out
+        length = n - vxlan.HLEN
+        refused = admit(length, False, tap.up, tap.mtu)
+        if refused is not None:
+            flow.refused(refused)
+            return True
+        try:
+            os.writev(tap.fd, [_NO_VNET, frame])
+        except OSError as exc:
+            if exc.errno == errno.EIO:
+                flow.refused(DropReason.PEER_DOWN)
+                flow.peer_counted += 1
+            elif exc.errno in (errno.EBADFD, errno.EBADF, errno.EFAULT, errno.ENODEV):
+                self._on_gone(tap, exc)
+                return False
+            else:
+                flow.refused(DropReason.WRITE_ERROR)
+        else:
+            flow.forwarded(length)
+        return True
 
     # -- what show and stats say -------------------------------------------------------------
 
@@ -533,4 +565,8 @@ class VxlanEnd:
         }
 
     def counters(self) -> dict[str, Any]:
-        return {"udp_rx": self.udp_rx, "underlay_drops": dict(sorted(self.rx_drops.items()))}
+        return {
+            "udp_rx": self.udp_rx,
+            "udp_reads": self.udp_reads,
+            "underlay_drops": dict(sorted(self.rx_drops.items())),
+        }
