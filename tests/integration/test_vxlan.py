@@ -96,6 +96,7 @@ def test_interop_with_kernel_vxlan(lab: Lab, daemon: PrivateDaemon) -> None:
     v1 = lab.name("veth1")
     tapveth_end(daemon, o1, v1, hosts.a, IP_B)
     o1.configure(v1, f"{OV_A}/24")
+    wait_for("carrier", lambda: has_carrier(o1, v1))  # set by the daemon, just after
     kernel_vxlan(hosts.b, hosts.ub, "vx42", IP_A, f"{OV_B}/24")
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -208,6 +209,7 @@ def test_mtu_fits_or_is_dropped_and_counted(lab: Lab, daemon: PrivateDaemon) -> 
     tapveth_end(daemon, o1, v1, hosts.a, IP_B, end=("mtu", "1450"))
     kernel_vxlan(hosts.b, hosts.ub, "vx42", IP_A, f"{OV_B}/24")
     o1.configure(v1, f"{OV_A}/24")
+    wait_for("carrier", lambda: has_carrier(o1, v1))  # set by the daemon, just after
     del o2, v2
     # 1450 is 1500 less the tunnel's 50 bytes: full-size frames pass, both ways.
     assert ping_ok(o1, OV_B, 5, 1450 - 28, "-M", "do")
@@ -256,6 +258,7 @@ def test_hostile_input_on_the_tunnel(lab: Lab, daemon: PrivateDaemon) -> None:
     v1 = lab.name("veth1")
     tapveth_end(daemon, o1, v1, hosts.a, IP_B)
     o1.configure(v1, f"{OV_A}/24")
+    wait_for("carrier", lambda: has_carrier(o1, v1))  # set by the daemon, just after
     kernel_vxlan(hosts.b, hosts.ub, "vx42", IP_A, f"{OV_B}/24")
     hosts.b.ip("addr", "add", "192.0.2.3/24", "dev", hosts.ub)  # a spoofer on the underlay
     assert ping_ok(o1, OV_B, 2)
@@ -350,6 +353,7 @@ def test_ipv6_underlay_with_kernel_vxlan(lab: Lab, daemon: PrivateDaemon) -> Non
     tapveth_end(daemon, o1, v1, hosts.a, b6)
     assert o1.link(v1)["mtu"] == 1430  # 1500 less 70 over IPv6, as the kernel's vxlan
     o1.configure(v1, f"{OV_A}/24")
+    wait_for("carrier", lambda: has_carrier(o1, v1))  # set by the daemon, just after
     kernel_vxlan(hosts.b, hosts.ub, "vx42", a6, f"{OV_B}/24")
     assert hosts.b.link("vx42")["mtu"] == 1430
     assert ping_ok(o1, OV_B, 3, 1430 - 28, "-M", "do")  # full size, both ways
