@@ -15,9 +15,11 @@ NIC has by default.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from types import FrameType
 
 from tapveth.bench.sidebyside import (
     Bench,
@@ -44,8 +46,10 @@ METRICS = [
 class VxlanBench(Bench):
     """Builds the tunnel subjects; the measurements are Bench's."""
 
-    def __init__(self, quick: bool, log: Callable[[str], None]) -> None:
-        super().__init__(quick, False, log)
+    def __init__(
+        self, quick: bool, log: Callable[[str], None], daemon_args: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(quick, False, log, daemon_args)
         self.daemons: list[PrivateDaemon] = []
 
     def _hosts(self, label: str, offload: bool = False) -> tuple[str, str]:
@@ -68,7 +72,7 @@ class VxlanBench(Bench):
         )  # fmt: skip
 
     def _daemon(self) -> PrivateDaemon:
-        d = PrivateDaemon(log_level="warning").start()
+        d = PrivateDaemon(log_level="warning", daemon_args=self.daemon_args).start()
         self.daemons.append(d)
         return d
 
@@ -166,11 +170,17 @@ def vxlan_table(results: dict[str, dict[str, float]], base: str) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
 
 
-def run_vxlan_bench(quick: bool, json_path: str | None) -> int:
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run_vxlan_bench(quick: bool, json_path: str | None, daemon_args: tuple[str, ...] = ()) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)  # cleaned up as on Ctrl-C
+
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    bench = VxlanBench(quick, log)
+    bench = VxlanBench(quick, log, daemon_args)
     results: dict[str, dict[str, float]] = {}
     base = "kernel vxlan"
     try:

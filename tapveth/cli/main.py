@@ -213,16 +213,15 @@ def _run(opts: argparse.Namespace) -> int:
     if opts.command == "bench":
         from tapveth.bench.sidebyside import run_bench
 
+        extra = () if opts.busy_poll is None else ("--busy-poll", str(opts.busy_poll))
         if opts.vxlan:
             from tapveth.bench.vxlan import run_vxlan_bench
 
-            return run_vxlan_bench(opts.quick, opts.json_file)
-
+            return run_vxlan_bench(opts.quick, opts.json_file, extra)
         if opts.pairs is not None:
             from tapveth.bench.sidebyside import run_scale
 
             return run_scale(opts.pairs, opts.quick, opts.json_file)
-        extra = () if opts.busy_poll is None else ("--busy-poll", str(opts.busy_poll))
         return run_bench(opts.quick, opts.peers, opts.json_file, opts.plot, extra)
     want_json = opts.json or getattr(opts, "sub_json", False)
     if opts.command == "add":
