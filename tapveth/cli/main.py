@@ -45,6 +45,10 @@ in short:
   add NAME [netns NS] [mtu N] [address MAC] [txqueuelen N] [up] [type veth]
       peer [name] PEER [netns NS] [mtu N] [address MAC] [txqueuelen N] [up]
                              create a pair (the grammar of ip link add … type veth)
+  add NAME [netns NS] [mtu N] [address MAC]
+      peer vxlan id VNI remote ADDR [local ADDR] [dstport PORT] [srcport MIN MAX]
+      [underlay-netns NS] [bfd] [bfd-interval MS] [bfd-multiplier N]
+                             a pair whose peer is across a VXLAN tunnel (docs/vxlan.md)
   del NAME [netns NS]        delete the pair that NAME is an end of
   show [NAME] [netns NS]     list pairs: ends, namespace, admin state, carrier, MTU
   stats [NAME] [netns NS]    counters in veth's meaning, with drops by reason
@@ -185,10 +189,15 @@ def _cmd_add(sub: Any) -> None:
         usage="tapveth add [dev] NAME [netns NS] [mtu N] [address MAC] [txqueuelen N] [up] "
         "[type veth]\n"
         "                   peer [name] PEER [netns NS] [mtu N] [address MAC] [txqueuelen N] "
-        "[up]",
+        "[up]\n"
+        "       tapveth add NAME [netns NS] [mtu N] [address MAC] "
+        "peer vxlan id VNI remote ADDR [local ADDR] [dstport PORT] [srcport MIN MAX] "
+        "[underlay-netns NS] [bfd] [bfd-interval MS] [bfd-multiplier N]",
         description="Create a pair with the grammar of `ip link add … type veth peer …`. "
         "Without netns, an end is made in the namespace of the process that runs tapveth "
-        "(or in -n NS), as the kernel does. `up` sets an end admin-up at once.",
+        "(or in -n NS), as the kernel does. `up` sets an end admin-up at once. With "
+        "`peer vxlan …`, the peer is the far end of a VXLAN tunnel, in the words of "
+        "`ip link add … type vxlan`.",
     )
     a.add_argument("words", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     a.set_defaults(run=_run_add)
@@ -323,6 +332,11 @@ def _cmd_bench(sub: Any) -> None:
         help="run tapveth's daemon with this --busy-poll",
     )
     b.add_argument(
+        "--vxlan",
+        action="store_true",
+        help="measure a pair stretched over VXLAN against the kernel's vxlan instead",
+    )
+    b.add_argument(
         "--impair",
         action="store_true",
         help="instead: how closely a receiver sees the netem settings asked for",
@@ -349,15 +363,19 @@ def _run_bench(opts: argparse.Namespace, out: Output) -> int:
             raise UsageError(f"--plot: cannot write into the directory of {opts.plot}")
     from tapveth.bench.sidebyside import run_bench
 
+    extra = () if opts.busy_poll is None else ("--busy-poll", str(opts.busy_poll))
     if opts.impair:
         from tapveth.bench.impair import run_impair_bench
 
         return run_impair_bench(opts.quick, opts.json_file)
+    if opts.vxlan:
+        from tapveth.bench.vxlan import run_vxlan_bench
+
+        return run_vxlan_bench(opts.quick, opts.json_file, extra)
     if opts.pairs is not None:
         from tapveth.bench.sidebyside import run_scale
 
         return run_scale(opts.pairs, opts.quick, opts.json_file)
-    extra = () if opts.busy_poll is None else ("--busy-poll", str(opts.busy_poll))
     return run_bench(opts.quick, opts.peers, opts.json_file, opts.plot, extra, opts.rounds)
 
 

@@ -39,6 +39,9 @@ def stats_text(ends: list[dict[str, Any]]) -> str:
         if e["drops"]:
             reasons = " ".join(f"{k} {v}" for k, v in e["drops"].items())
             out.append(f"    tx dropped by reason: {reasons}")
+        if "underlay_drops" in e:  # a vxlan end: what reached its socket and was refused
+            refused = ", ".join(f"{k} {v}" for k, v in e["underlay_drops"].items()) or "none"
+            out.append(f"    udp received {e['udp_rx']}, refused: {refused}")
     return "\n".join(out)
 
 
@@ -57,6 +60,11 @@ def _counter_blocks(e: dict[str, Any]) -> list[str]:
 
 
 def _cell(e: dict[str, Any], col: str) -> str:
+    if col == "address" and e.get("kind") == "vxlan":  # the tunnel, as ip -d link shows it
+        bfd = e.get("bfd")
+        return f"vxlan id {e['vni']} remote {e['remote']} dstport {e['dstport']}" + (
+            f" bfd {bfd['state']}" if bfd else ""
+        )
     v = e.get(col)
     if col == "carrier":
         return "on" if v else "off"

@@ -4,9 +4,12 @@ MTUs, queue lengths and MAC addresses. Pure: raises SpecError, touches nothing."
 
 import re
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tapveth.core.rules import MAX_MTU, MIN_MTU
+
+if TYPE_CHECKING:
+    from tapveth.core.vxlanspec import VxlanSpec
 
 IFNAMSIZ = 16  # including the NUL: 15 usable bytes
 MAX_TXQUEUELEN = 2**32 - 1  # IFLA_TXQLEN is a u32
@@ -63,7 +66,7 @@ class EndSpec:
 @dataclass(frozen=True, slots=True)
 class PairSpec:
     end: EndSpec
-    peer: EndSpec
+    peer: "EndSpec | VxlanSpec"  # a TAP, or the far end of a VXLAN tunnel (core/vxlanspec.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {"end": self.end.to_dict(), "peer": self.peer.to_dict()}
@@ -72,7 +75,12 @@ class PairSpec:
     def from_dict(cls, data: Any) -> "PairSpec":
         if not isinstance(data, dict) or set(data) != {"end", "peer"}:
             raise SpecError("a pair must be an object with 'end' and 'peer'")
-        spec = cls(EndSpec.from_dict(data["end"]), EndSpec.from_dict(data["peer"]))
+        from tapveth.core.vxlanspec import VxlanSpec
+
+        raw = data["peer"]
+        kind = raw.get("kind") if isinstance(raw, dict) else None
+        peer = VxlanSpec.from_dict(raw) if kind == "vxlan" else EndSpec.from_dict(raw)
+        spec = cls(EndSpec.from_dict(data["end"]), peer)
         check_pair(spec)
         return spec
 
@@ -174,15 +182,21 @@ def parse_add(words: list[str], default_netns: str | None = None) -> PairSpec:
     """Parse the words after `tapveth add`, as `ip link add` reads them for a veth.
 
     Accepted: NAME|name NAME|dev NAME, netns NS, mtu N, address MAC, txqueuelen N, up, type
-    veth, then peer [name] PEER with its own netns/mtu/address/txqueuelen/up. `type veth` may
-    stand anywhere before `peer`. `default_netns` (`tapveth -n NS`, as `ip -n NS`) is the
-    namespace of an end that names none.
+    veth, then peer [name] PEER with its own netns/mtu/address/txqueuelen/up, or `peer vxlan
+    …` (see core/vxlanspec.py). `type veth` may stand anywhere before `peer`. `default_netns`
+    (`tapveth -n NS`, as `ip -n NS`) is the namespace of an end that names none.
     """
     if "peer" not in words:
         raise SpecError("missing 'peer name PEER' (usage: tapveth add NAME peer name PEER)")
     cut = words.index("peer")
     end = _parse_end(words[:cut], "", default_netns)
-    peer = _parse_end(words[cut + 1 :], "peer ", default_netns)
+    peer: EndSpec | VxlanSpec
+    if words[cut + 1 : cut + 2] == ["vxlan"]:
+        from tapveth.core.vxlanspec import parse_vxlan_peer
+
+        peer = parse_vxlan_peer(words[cut + 2 :])
+    else:
+        peer = _parse_end(words[cut + 1 :], "peer ", default_netns)
     spec = PairSpec(end, peer)
     check_pair(spec)
     return spec

@@ -65,7 +65,7 @@ class Impairments:
         timer = Timer()
         model = Impairment(settings, now=now, on_drop=end.out.refused)
         end.impair = ImpairedLink(model, timer)
-        self._loop.add_reader(timer.fileno(), self._fire, end, pair.peer_of(end))
+        self._loop.add_reader(timer.fileno(), self._fire, end, _tap_peer(pair, end))
 
     def remove(self, pair: Pair, end: End) -> None:
         """Take the impairments away: what is still queued is sent at once, in order, so a
@@ -74,7 +74,7 @@ class Impairments:
         if link is None:
             return
         link.model.release_all()
-        self._fire(end, pair.peer_of(end))
+        self._fire(end, _tap_peer(pair, end))
         self.close(end)
 
     def close(self, end: End) -> None:
@@ -105,3 +105,10 @@ def show(end: End, netns: str | None) -> dict[str, object]:
         "netem": s.to_dict(),
         "stats": stats.to_dict(),
     }
+
+
+def _tap_peer(pair: Pair, end: End) -> End:
+    """The TAP end an impaired end delivers to (impairments are refused on a vxlan pair)."""
+    peer = pair.peer_of(end)
+    assert isinstance(peer, End), "impairments apply between two TAP ends"
+    return peer

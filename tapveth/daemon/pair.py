@@ -9,6 +9,7 @@ from tapveth.kernel.tap import Tap
 
 if TYPE_CHECKING:
     from tapveth.daemon.impaired import ImpairedLink
+    from tapveth.daemon.vxlan_end import VxlanEnd
 
 
 @dataclass(eq=False, slots=True)
@@ -49,17 +50,25 @@ class End:
 
 @dataclass(eq=False, slots=True)
 class Pair:
+    """Two ends: a is always a TAP; b is a TAP, or the far end of a VXLAN tunnel."""
+
     a: End
-    b: End
+    b: "End | VxlanEnd"
     carrier: Carrier = field(default_factory=Carrier)
     closed: bool = False
     persist: bool = False  # the TAPs outlive the daemon
 
-    def ends(self) -> tuple[End, End]:
+    def ends(self) -> "tuple[End, End | VxlanEnd]":
         return (self.a, self.b)
 
-    def peer_of(self, end: End) -> End:
+    def taps(self) -> tuple[End, ...]:
+        """The ends that are TAPs: what link events, carrier and deletion apply to."""
+        return (self.a, self.b) if isinstance(self.b, End) else (self.a,)
+
+    def peer_of(self, end: "End | VxlanEnd") -> "End | VxlanEnd":
         return self.b if end is self.a else self.a
 
-    def counters(self, end: End, kernel_drops: tuple[int, int] | None = None) -> EndCounters:
+    def counters(
+        self, end: "End | VxlanEnd", kernel_drops: tuple[int, int] | None = None
+    ) -> EndCounters:
         return EndCounters.of(end.out, self.peer_of(end).out, kernel_drops)

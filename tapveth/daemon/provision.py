@@ -11,7 +11,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from tapveth.core import orphans
 from tapveth.core.config import EndConfig, PairConfig
-from tapveth.core.linkspec import PairSpec
+from tapveth.core.linkspec import EndSpec, PairSpec
 from tapveth.core.orphans import OrphanEnd
 from tapveth.kernel import netns
 from tapveth.kernel.netlink import Location, Netlink, PlaceError
@@ -32,9 +32,25 @@ def create_pair(
     """Both TAPs of a new pair, each placed in its namespace; an end without netns goes to
     `caller_ns` (an fd; None: the daemon's own namespace). A persistent end is marked with its
     peer and `owner`, the daemon's socket (see core/orphans.py)."""
+    assert isinstance(spec.peer, EndSpec), (
+        "a vxlan end is made by create_ends and vxlan_end.open_underlay"
+    )
+    return create_ends(nl, (spec.end, spec.peer), caller_ns, own_inode, persist, owner)
+
+
+def create_ends(
+    nl: Netlink,
+    wants: tuple[EndSpec, ...],
+    caller_ns: int | None,
+    own_inode: int,
+    persist: bool = False,
+    owner: str = "",
+) -> tuple[list[Tap], list[Location]]:
+    """Make the TAP of each end asked for, in its namespace, under its final name. With two
+    ends and persist, each is marked with its peer's name and `owner`."""
     taps: list[Tap] = []
     try:
-        for want in (spec.end, spec.peer):
+        for i, want in enumerate(wants):
             if want.netns is not None:
                 ns_fd = netns.open_netns(want.netns)
             elif caller_ns is not None:
@@ -47,7 +63,7 @@ def create_pair(
                 # clash with names in the daemon's namespace, and renamed as it moves.
                 tap = Tap(want.name if here else "tvtmp" + secrets.token_hex(4))
                 taps.append(tap)
-                peer = spec.peer if want is spec.end else spec.end
+                peer = wants[1 - i] if len(wants) == 2 else None
                 nl.place(
                     tap,
                     want.name,
@@ -55,7 +71,7 @@ def create_pair(
                     want.mtu,
                     want.address,
                     want.txqueuelen,
-                    orphans.alias_for(peer.name, owner) if persist else None,
+                    orphans.alias_for(peer.name, owner) if persist and peer else None,
                 )
                 nl.set_noqueue(tap)
                 if want.up:  # `ip link add … up`: admin-up once in place

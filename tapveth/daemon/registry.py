@@ -6,7 +6,9 @@ from typing import Any
 
 from tapveth.control import ControlError, one_line, shorten
 from tapveth.core.linkspec import EndSpec, SpecError, check_name
+from tapveth.core.vxlanspec import VxlanSpec
 from tapveth.daemon.pair import End, Pair
+from tapveth.daemon.vxlan_end import VxlanEnd
 from tapveth.kernel import netns
 
 
@@ -22,13 +24,13 @@ class Registry:
 
     def add(self, pair: Pair) -> None:
         self.pairs.append(pair)
-        for end in pair.ends():
+        for end in pair.taps():
             self.pair_of[end] = pair
             self.by_key[end.key] = end
 
     def remove(self, pair: Pair) -> None:
         self.pairs.remove(pair)
-        for end in pair.ends():
+        for end in pair.taps():
             self.pair_of.pop(end, None)
             self.unkey(end)
 
@@ -39,7 +41,7 @@ class Registry:
 
     # -- finding pairs by what users name ----------------------------------------------------
 
-    def check_free(self, want: EndSpec, caller_inode: int) -> None:
+    def check_free(self, want: EndSpec | VxlanSpec, caller_inode: int) -> None:
         """Refuse a name one of our ends already has in the namespace asked for (an end without
         netns: the caller's, `caller_inode`)."""
         try:
@@ -80,7 +82,7 @@ class Registry:
             raise ControlError(f"{name!r} names ends in several namespaces: add 'netns NS'")
         return hits[0][0]
 
-    def select(self, args: dict[str, Any]) -> list[tuple[Pair, End]]:
+    def select(self, args: dict[str, Any]) -> list[tuple[Pair, End | VxlanEnd]]:
         """The ends a show/stats request asks for: all, or both ends of one pair."""
         name = args.get("name")
         if name is None:
@@ -90,17 +92,30 @@ class Registry:
 
     # -- what the CLI shows ------------------------------------------------------------------
 
-    def ns_name(self, end: End) -> str | None:
+    def ns_name(self, end: End | VxlanEnd) -> str | None:
         """The `ip netns` name of an end's namespace; None for the daemon's own."""
         if end.ns_inode == self.own_inode:
             return None
         return netns.name_of_inode(end.ns_inode) or f"inode:{end.ns_inode}"
 
-    def ns_label(self, end: End) -> str:
+    def ns_label(self, end: End | VxlanEnd) -> str:
         name = self.ns_name(end)
         return f"netns {name}" if name else "daemon's namespace"
 
-    def describe(self, pair: Pair, end: End) -> dict[str, Any]:
+    def describe(self, pair: Pair, end: End | VxlanEnd) -> dict[str, Any]:
+        if isinstance(end, VxlanEnd):
+            return {
+                "ifname": end.name,
+                "peer": pair.a.name,
+                "netns": self.ns_name(end),
+                "ifindex": None,
+                "admin": "UP",
+                "carrier": pair.carrier.on,
+                "operstate": "UP" if pair.carrier.on else "DOWN",
+                "mtu": None,
+                "address": None,
+                **end.describe(),
+            }
         return {
             "ifname": end.name,
             "peer": pair.peer_of(end).name,
@@ -114,8 +129,11 @@ class Registry:
             "orphaned": False,
         }
 
-    def stats(self, pair: Pair, end: End, kernel_drops: tuple[int, int]) -> dict[str, Any]:
+    def stats(
+        self, pair: Pair, end: End | VxlanEnd, kernel_drops: tuple[int, int] | None
+    ) -> dict[str, Any]:
         c = pair.counters(end, kernel_drops)
+        extra = end.counters() if isinstance(end, VxlanEnd) else {}
         return {
             "ifname": end.name,
             "netns": self.ns_name(end),
@@ -130,4 +148,5 @@ class Registry:
             "carrier_changes": pair.carrier.changes,
             "carrier_up_count": pair.carrier.up_count,
             "carrier_down_count": pair.carrier.down_count,
+            **extra,
         }

@@ -9,6 +9,7 @@ from tapveth.core.linkspec import PairSpec, SpecError
 from tapveth.core.netem import Netem, NetemError
 from tapveth.core.orphans import Orphan
 from tapveth.daemon import impaired
+from tapveth.daemon.pair import End
 from tapveth.kernel import netns
 from tapveth.kernel.netns import NetnsError
 
@@ -72,11 +73,13 @@ class ControlRequests:
             return shown
         if op == "stats":
             chosen = reg.select(args)
+            # A vxlan end is no device: it has no kernel counters of its own.
+            keys = [e.key for _, e in chosen if isinstance(e, End)]
             try:
-                drops = await d.counters.drops([e.key for _, e in chosen])
+                drops = iter(await d.counters.drops(keys))
             except OSError as exc:
                 raise ControlError(f"cannot read the kernel's counters: {exc.strerror}") from None
-            return [reg.stats(p, e, dr) for (p, e), dr in zip(chosen, drops, strict=True)]
+            return [reg.stats(p, e, next(drops) if isinstance(e, End) else None) for p, e in chosen]
         if op == "reload":
             if d.config_path is None:
                 raise ControlError("this daemon runs without --config: nothing to reload")
@@ -88,8 +91,12 @@ class ControlRequests:
             on = args.get("on")
             if not isinstance(on, bool):
                 raise ControlError("carrier must be on or off")
+            if not isinstance(pair.b, End):
+                raise ControlError(
+                    "carrier faults on a pair stretched over VXLAN are not supported"
+                )
             pair.carrier.cut = not on
-            for end in pair.ends():
+            for end in (pair.a, pair.b):
                 end.cut = not on
             d.tracker.update_carrier(pair)
             return reg.describe(pair, pair.ends()[0])
@@ -138,7 +145,8 @@ class ControlRequests:
             return [
                 impaired.show(e, reg.ns_name(e))
                 for _, e in reg.select(args)
-                if name is None or (e.name == name and (ns is None or reg.ns_name(e) == ns))
+                if isinstance(e, End)
+                and (name is None or (e.name == name and (ns is None or reg.ns_name(e) == ns)))
             ]
         if action not in ("add", "change", "replace", "del"):
             raise ControlError(f"unknown qdisc action {action!r}")
@@ -147,6 +155,8 @@ class ControlRequests:
         end = next(
             e for e in pair.ends() if e.name == name and (ns is None or reg.ns_name(e) == ns)
         )
+        if not isinstance(end, End) or not isinstance(pair.b, End):
+            raise ControlError("impairments on a pair stretched over VXLAN are not supported")
         settings = None
         if action != "del":
             try:

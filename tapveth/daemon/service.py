@@ -7,6 +7,7 @@ single worker thread (see worker.py). Pair state changes only on the loop thread
 """
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import signal
@@ -15,13 +16,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tapveth.control import STOPPING, ControlError, ControlServer, one_line
-from tapveth.core import config, orphans
+from tapveth.core import config, orphans, vxlan
 from tapveth.core.config import ConfigError, PairConfig
-from tapveth.core.linkspec import PairSpec, SpecError
+from tapveth.core.linkspec import EndSpec, PairSpec, SpecError
 from tapveth.core.orphans import Orphan
 from tapveth.core.reconcile import Ident, Plan, netem_changes, plan
-from tapveth.core.rules import Carrier
-from tapveth.daemon import provision
+from tapveth.core.rules import DEFAULT_MTU, Carrier
+from tapveth.core.vxlanspec import VxlanSpec
+from tapveth.daemon import provision, vxlan_end
 from tapveth.daemon.busypoll import BusyPoll
 from tapveth.daemon.impaired import Impairments
 from tapveth.daemon.notify import Notifier
@@ -67,6 +69,7 @@ class Daemon:
         self._busy_poll_us = busy_poll_us
         self._relay: Relay  # made in run(), where the loop is known
         self.impairments: Impairments  # likewise
+        self._busy: BusyPoll
         self._server = ControlServer(socket_path, ControlRequests(self).handle, group)
 
     @property
@@ -77,7 +80,7 @@ class Daemon:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        busy = BusyPoll(loop, self._busy_poll_us)
+        busy = self._busy = BusyPoll(loop, self._busy_poll_us)
         self._relay = Relay(self.tracker.on_events, self.tracker.on_gone, busy.traffic)
         self.impairments = Impairments(loop, self._relay.fire)
         loop.add_reader(self.tracker.fileno(), self.tracker.on_events)
@@ -185,6 +188,8 @@ class Daemon:
             )
             for want in (spec.end, spec.peer):
                 self.registry.check_free(want, caller_inode)
+        if isinstance(spec.peer, VxlanSpec):
+            return await self._create_vxlan(spec.end, spec.peer, caller_ns)
         try:
             made = None
             if reattach:
@@ -234,16 +239,72 @@ class Daemon:
         )
         return pair
 
+    async def _create_vxlan(self, want: EndSpec, far: VxlanSpec, caller_ns: int | None) -> Pair:
+        """A pair whose peer is the far end of a VXLAN tunnel: one TAP, and the tunnel's
+        sockets in the underlay namespace."""
+        if want.mtu is None:
+            # As the kernel's vxlan device: 1500 less the tunnel's overhead (1450 over IPv4).
+            overhead = vxlan.OVERHEAD_V6 if far.ipv6 else vxlan.OVERHEAD_V4
+            want = dataclasses.replace(want, mtu=DEFAULT_MTU - overhead)
+        try:
+            underlay = await self.worker.call(vxlan_end.open_underlay, far, caller_ns)
+        except (NetnsError, OSError) as exc:
+            raise ControlError(one_line(exc)) from None
+        try:
+            taps, locs = await self.worker.call(
+                provision.create_ends, (want,), caller_ns, self.registry.own_inode
+            )
+        except (SpecError, NetnsError, TapError, PlaceError) as exc:
+            underlay.close()
+            raise ControlError(one_line(exc)) from None
+        except OSError as exc:
+            underlay.close()
+            raise ControlError(f"cannot create the pair: {one_line(exc)}") from None
+        # The tunnel carries wire-sized frames only: the TAP offers no TSO nor checksum
+        # offload, so the stack segments and checksums before the frame reaches us.
+        taps[0].set_offloads(0)
+        end = End(tap=taps[0], name=locs[0].name)
+        end.moved_to(locs[0])
+        holder: list[Pair] = []
+        far_end = vxlan_end.VxlanEnd(
+            far,
+            underlay,
+            on_change=lambda: self.tracker.update_carrier(holder[0]),
+            on_gone=self.tracker.on_gone,
+            before_batch=self.tracker.on_events,
+            on_traffic=self._busy.traffic,
+        )
+        pair = Pair(end, far_end)
+        holder.append(pair)
+        self._register(pair)
+        log.info(
+            "pair %s <-> vxlan id %d remote %s dstport %d created (%s, underlay %s)%s",
+            end.name,
+            far.vni,
+            far.remote,
+            far.dstport,
+            self.registry.ns_label(end),
+            self.registry.ns_label(far_end),
+            " with bfd" if far.bfd else "",
+        )
+        return pair
+
     def _register(self, pair: Pair) -> None:
         loop = asyncio.get_running_loop()
         self.registry.add(pair)
-        loop.add_reader(pair.a.fd, self._relay.pump, pair.a, pair.b)
-        loop.add_reader(pair.b.fd, self._relay.pump, pair.b, pair.a)
+        if isinstance(pair.b, vxlan_end.VxlanEnd):
+            pair.b.start(pair.a)
+        else:
+            loop.add_reader(pair.a.fd, self._relay.pump, pair.a, pair.b)
+            loop.add_reader(pair.b.fd, self._relay.pump, pair.b, pair.a)
         self.tracker.update_carrier(pair)
 
     def _stop_relay(self, pair: Pair) -> None:
         loop = asyncio.get_running_loop()
-        for end in pair.ends():
+        if isinstance(pair.b, vxlan_end.VxlanEnd):
+            pair.b.stop()
+            return
+        for end in pair.taps():
             if not end.tap.closed:
                 loop.remove_reader(end.fd)
             self.impairments.close(end)
@@ -259,12 +320,14 @@ class Daemon:
         for ident, (_, managed) in list(self._managed.items()):
             if managed is pair:
                 del self._managed[ident]
+        if isinstance(pair.b, vxlan_end.VxlanEnd):
+            pair.b.close()
         if keep:
-            for end in pair.ends():
+            for end in pair.taps():
                 end.tap.close()  # a persistent TAP stays, and loses carrier
             log.info("pair %s <-> %s left in place (persistent): %s", pair.a.name, pair.b.name, why)
             return
-        await self.worker.call(provision.delete_pair, pair.a.tap, pair.b.tap)
+        await self.worker.call(provision.delete_pair, *(e.tap for e in pair.taps()))
         log.info("pair %s <-> %s removed: %s", pair.a.name, pair.b.name, why)
 
     async def _find_orphans(self) -> None:
@@ -332,6 +395,7 @@ class Daemon:
             waiting = []
             for old, new in todo.change:
                 _, pair = self._managed[old.ident]
+                assert isinstance(pair.b, End)  # the configuration file makes TAP pairs only
                 await self._for_pair(
                     new, provision.configure_pair, pair.a.tap, pair.b.tap, old, new
                 )
@@ -344,6 +408,7 @@ class Daemon:
                         await self._for_pair(pc, provision.ensure_netns, e.spec.netns)
                 pair = await self.create(pc.spec, None, pc.persist, reattach=pc.persist)
                 self._managed[pc.ident] = (pc, pair)
+                assert isinstance(pair.b, End)
                 await self._for_pair(pc, provision.configure_pair, pair.a.tap, pair.b.tap, None, pc)
                 self._set_netem(pair, None, pc)
                 waiting.append((pc, pair))
@@ -354,6 +419,7 @@ class Daemon:
         """Impairments from the file, changed in place (queued frames keep flowing)."""
         for index, settings in netem_changes(old, new):
             end = pair.ends()[index]
+            assert isinstance(end, End), "the configuration file makes TAP ends only"
             if settings is not None:
                 self.impairments.set(pair, end, settings, "replace")
             elif end.impair is not None:

@@ -10,6 +10,7 @@ from typing import Any
 from tapveth.daemon import provision
 from tapveth.daemon.pair import End, Pair
 from tapveth.daemon.registry import Registry
+from tapveth.daemon.vxlan_end import VxlanEnd
 from tapveth.daemon.worker import NetlinkWorker
 from tapveth.kernel.linkwatch import Kind, LinkEvent, LinkWatch
 from tapveth.kernel.netlink import Location
@@ -114,10 +115,14 @@ class EndTracker:
 
     def update_carrier(self, pair: Pair) -> None:
         """Apply veth's carrier rule to both TAPs after an end's admin state changed."""
-        if pair.closed or not pair.carrier.update(pair.a.up, pair.b.up):
+        if pair.closed:
+            return
+        if isinstance(pair.b, VxlanEnd):
+            pair.b.local_admin(pair.a.up)  # with BFD, the far side learns of it
+        if not pair.carrier.update(pair.a.up, pair.b.up):
             return
         on = pair.carrier.on
-        for end in pair.ends():
+        for end in pair.taps():
             try:
                 end.tap.set_carrier(on)
             except OSError:

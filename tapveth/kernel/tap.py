@@ -84,6 +84,12 @@ class Tap:
         # TUNSETCARRIER takes a pointer to an int: passing the value itself gives EFAULT.
         fcntl.ioctl(self.fd, TUNSETCARRIER, struct.pack("i", 1 if on else 0))
 
+    def set_offloads(self, flags: int) -> None:
+        """Change what the TAP offers the stack (TUN_F_*). 0 makes the kernel hand over only
+        wire-sized frames with complete checksums: no TSO super-frames, no partial checksums."""
+        fcntl.ioctl(self.fd, TUNSETOFFLOAD, flags)
+        self.offloads = flags
+
     def set_persist(self, on: bool) -> None:
         fcntl.ioctl(self.fd, TUNSETPERSIST, 1 if on else 0)
 

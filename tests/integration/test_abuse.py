@@ -178,12 +178,28 @@ def test_a_configured_group_may_control() -> None:
         d.stop()
 
 
-def test_only_netlink_and_control_sockets(lab: Lab, daemon: PrivateDaemon) -> None:
+def test_only_netlink_control_and_tunnel_sockets(lab: Lab, daemon: PrivateDaemon) -> None:
+    """In its own namespace the daemon has netlink and control sockets only; UDP sockets exist
+    only for a vxlan end, in that end's underlay namespace: one bound to dstport, the rest
+    connected to remote:dstport (the outer source ports). No TCP, raw or packet socket."""
     make_pair(lab, daemon)
+    underlay = lab.netns("u")
+    underlay.configure("lo", "192.0.2.1/24")  # the remote is reached through it
+    daemon.cli(
+        "add", lab.name("vx"), "netns", lab.netns().name, "peer", "vxlan", "id", "7",
+        "remote", "192.0.2.2", "dstport", "4789", "underlay-netns", underlay.name,
+    )  # fmt: skip
     pid = daemon.request("ping")["pid"]
     out = sh("ss", "-a", "-n", "-p", "-A", "all").stdout
     mine = [ln.split()[0] for ln in out.splitlines() if f"pid={pid}," in ln]
     assert mine and set(mine) <= {"u_str", "nl"}, mine
+    out = underlay.run("ss", "-a", "-n", "-p", "-A", "all").stdout
+    there = [ln.split() for ln in out.splitlines() if f"pid={pid}," in ln]
+    assert {f[0] for f in there} == {"udp"}, there
+    bound = [f for f in there if f[1] == "UNCONN"]
+    assert [f[4] for f in bound] == ["0.0.0.0:4789"], there
+    senders = [f for f in there if f[1] != "UNCONN"]
+    assert senders and all(f[1] == "ESTAB" and f[5] == "192.0.2.2:4789" for f in senders), there
 
 
 def test_hostile_frames(lab: Lab, daemon: PrivateDaemon) -> None:

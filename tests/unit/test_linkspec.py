@@ -64,7 +64,8 @@ def test_mistakes_say_what_is_wrong(line: str, message: str) -> None:
 
 
 def test_mtu_range_edges_accepted() -> None:
-    assert parse_add("a mtu 68 peer name b mtu 65521".split()).peer.mtu == 65521
+    peer = parse_add("a mtu 68 peer name b mtu 65521".split()).peer
+    assert isinstance(peer, EndSpec) and peer.mtu == 65521
 
 
 def test_same_name_in_different_namespaces_is_allowed() -> None:

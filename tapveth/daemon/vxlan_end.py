@@ -1,0 +1,586 @@
+"""The vxlan end of a pair: its UDP sockets in the underlay namespace, the two directions of
+frames (TAP -> tunnel, tunnel -> TAP) and the BFD session's timer.
+
+This is the only place in the daemon where UDP sockets exist. They are opened inside the
+underlay namespace by the netlink worker thread (setns for that moment only); an open socket
+keeps its namespace alive, so `ip netns del` of the underlay namespace does not destroy it while
+the pair exists.
+
+Sockets: one bound to dstport receives the tunnel; a small pool of sockets connected to
+remote:dstport sends it, one per outer source port, so that the source port can follow a hash
+of the inner flow (RFC 7348 section 5) without a raw socket. The pool's sockets never receive
+(a socket filter drops everything addressed to them).
+"""
+
+import asyncio
+import contextlib
+import ctypes
+import errno
+import logging
+import os
+import random
+import secrets
+import socket
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from tapveth.core import bfd, vnet, vxlan
+from tapveth.core.rules import DropReason, Flow, admit
+from tapveth.core.vxlanspec import VxlanSpec
+from tapveth.daemon.pair import End
+from tapveth.kernel import netns
+from tapveth.kernel.netlink import Netlink
+
+log = logging.getLogger("tapveth")
+
+POOL = 16  # outer source ports per end: entropy for an ECMP underlay
+BATCH = 64
+BUF_LEN = 65536 + 1024
+_HDR = vnet.HDR_LEN
+_NO_VNET = bytes(_HDR)  # frames handed to the TAP: no offload, checksums to be verified
+
+# Linux values; Python's socket module lacks some of them.
+_IP_MTU_DISCOVER, _IP_PMTUDISC_DO = 10, 2
+_IPV6_MTU_DISCOVER, _IPV6_PMTUDISC_DO = 23, 2
+_SO_ATTACH_FILTER = 26
+_SOL_UDP, _UDP_SEGMENT = 17, 103
+_GSO_MAX = 65000  # bytes in one UDP_SEGMENT send (the UDP length field bounds it)
+_GSO_SEGS = 64  # datagrams in one send (the kernel's UDP_MAX_SEGMENTS is 64 or more)
+# Frames are batched into UDP_SEGMENT sends (TAPVETH_VXLAN_GSO=0: one send per frame, for
+# measurements): measured, it saves about a third of the CPU per byte (see docs/vxlan.md).
+GSO = os.environ.get("TAPVETH_VXLAN_GSO", "1") != "0"
+# The receiving socket asks for UDP_GRO: datagrams the underlay's GRO merged come in one read
+# (TAPVETH_VXLAN_GRO=0: one read per datagram, for measurements; see docs/vxlan.md).
+GRO = os.environ.get("TAPVETH_VXLAN_GRO", "1") != "0"
+_UDP_GRO = 104
+_GRO_CMSG = socket.CMSG_SPACE(4)
+_SO_SNDBUFFORCE = 32
+_SO_RCVBUFFORCE = 33
+_SOCKBUF = 4 << 20
+_UDP = socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+
+
+class UnderlayError(OSError):
+    """The tunnel's sockets could not be opened; the message says why in one line."""
+
+
+@dataclass
+class Underlay:
+    """The sockets of one vxlan end, opened in its underlay namespace."""
+
+    rx: socket.socket
+    tx: list[socket.socket]
+    ns_inode: int
+    local_ip: str
+    src_ports: list[int] = field(default_factory=list)
+
+    def close(self) -> None:
+        for s in [self.rx, *self.tx]:
+            s.close()
+
+
+def _drop_all(sock: socket.socket) -> None:
+    """Attach a classic BPF program that returns 0: the socket never queues a datagram."""
+    prog = (ctypes.c_ubyte * 8).from_buffer_copy(struct.pack("HBBI", 0x06, 0, 0, 0))  # ret #0
+    fprog = struct.pack("HL", 1, ctypes.addressof(prog))
+    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+
+
+def _buffer(sock: socket.socket, forced: int, plain: int) -> None:
+    """A large socket buffer: bursts from the TAP (a whole TCP window at once) must not fail
+    with EAGAIN, which would drop frames the sender then retransmits. The forced option
+    (CAP_NET_ADMIN) goes past net.core.[rw]mem_max."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, forced, _SOCKBUF)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, plain, _SOCKBUF)
+
+
+def _no_fragments(sock: socket.socket, v6: bool) -> None:
+    """DF on, no local fragmentation: an oversize send fails with EMSGSIZE (counted as a
+    drop) instead of leaving as fragments."""
+    if v6:
+        sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER, _IPV6_PMTUDISC_DO)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER, _IP_PMTUDISC_DO)
+
+
+def open_underlay(nl: Netlink, spec: VxlanSpec, caller_ns: int | None) -> Underlay:
+    """Open the end's sockets inside its underlay namespace (run in the worker thread): the
+    one named, else the client's (`caller_ns`, an fd), else the daemon's own."""
+    fam = socket.AF_INET6 if spec.ipv6 else socket.AF_INET
+    any_addr = "::" if spec.ipv6 else "0.0.0.0"
+    made: list[socket.socket] = []
+    try:
+        with _underlay_ns(spec, caller_ns):
+            ns_inode = os.stat("/proc/thread-self/ns/net").st_ino
+            rx = socket.socket(fam, _UDP)
+            made.append(rx)
+            _buffer(rx, _SO_RCVBUFFORCE, socket.SO_RCVBUF)
+            if GRO:
+                rx.setsockopt(_SOL_UDP, _UDP_GRO, 1)
+            try:
+                rx.bind((spec.local or any_addr, spec.dstport))
+            except OSError as exc:
+                raise UnderlayError(
+                    exc.errno,
+                    f"cannot receive on {spec.local or any_addr} port {spec.dstport}: "
+                    f"{exc.strerror} (is another vxlan end or device using it?)",
+                ) from None
+            tx: list[socket.socket] = []
+            ports: list[int] = []
+            rng = random.Random(secrets.randbits(64))
+            attempts = 0
+            while len(tx) < POOL:
+                attempts += 1
+                if attempts > POOL * 20:
+                    raise UnderlayError(errno.EADDRINUSE, "no free source ports in srcport range")
+                s = socket.socket(fam, _UDP)
+                port = 0 if spec.srcport is None else rng.randrange(*spec.srcport)
+                try:
+                    s.bind((spec.local or any_addr, port))
+                except OSError:
+                    s.close()
+                    continue
+                made.append(s)
+                _buffer(s, _SO_SNDBUFFORCE, socket.SO_SNDBUF)
+                _drop_all(s)
+                _no_fragments(s, spec.ipv6)
+                try:
+                    s.connect((spec.remote, spec.dstport))
+                except OSError as exc:
+                    raise UnderlayError(
+                        exc.errno, f"cannot reach {spec.remote}: {exc.strerror}"
+                    ) from None
+                tx.append(s)
+                ports.append(s.getsockname()[1])
+            local_ip = tx[0].getsockname()[0]
+        return Underlay(rx, tx, ns_inode, local_ip, ports)
+    except BaseException:
+        for s in made:
+            s.close()
+        raise
+
+
+class VxlanEnd:
+    """The far end of a pair, behind a VXLAN tunnel. To the pair it looks like an end that is
+    always up (or up while BFD says the far side is), with the flow of frames it delivers."""
+
+    def __init__(
+        self,
+        spec: VxlanSpec,
+        underlay: Underlay,
+        on_change: Callable[[], None],
+        on_gone: Callable[[End, OSError], None],
+        before_batch: Callable[[], None],
+        on_traffic: Callable[[], None],
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.ns_inode = underlay.ns_inode
+        self.index = 0
+        self.mtu = 0
+        self.address = ""
+        self.out = Flow()  # frames from the tunnel to the TAP (the TAP end's rx)
+        self.rx_drops: dict[str, int] = {}  # datagrams refused before decapsulation, by reason
+        self.udp_rx = 0  # datagrams received
+        self.udp_reads = 0  # reads that got them (fewer when UDP_GRO merged some)
+        self.local: End | None = None
+        self._u = underlay
+        self._on_change = on_change
+        self._on_gone = on_gone
+        self._before_batch = before_batch
+        self._on_traffic = on_traffic
+        self._vxhdr = vxlan.header(spec.vni)
+        self._vni_field = self._vxhdr[4:7]
+        self._tx_fds = [s.fileno() for s in underlay.tx]
+        self._n_tx = len(self._tx_fds)
+        self._remote = spec.remote
+        self._buf = bytearray(BUF_LEN)
+        self._view = memoryview(self._buf)
+        self._bufs = [bytearray(_HDR), self._buf]
+        self._seg_view = memoryview(bytearray(_GSO_MAX + BUF_LEN))
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.session: bfd.Session | None = None
+        self._bfd_mac = bytes([0x02]) + secrets.token_bytes(5)
+        try:
+            self._bfd_ip = socket.inet_aton(underlay.local_ip)
+        except OSError:
+            self._bfd_ip = socket.inet_aton("127.0.0.1")  # IPv6 underlay: inner IPv4 anyway
+
+    @property
+    def up(self) -> bool:
+        """What the carrier rule sees of the far side: with BFD, whether the session is up;
+        without, always (the carrier then follows the local end alone)."""
+        return self.session is None or self.session.up
+
+    @property
+    def key(self) -> tuple[int | None, int]:
+        return (None, 0)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, tap: End) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self.local = tap
+        loop.add_reader(tap.fd, self.from_tap_batched if GSO else self.from_tap)
+        loop.add_reader(self._u.rx.fileno(), self.from_tunnel)
+        if self.spec.bfd:
+            interval = self.spec.bfd_interval_ms * 1000
+            self.session = bfd.Session(
+                secrets.randbits(32) or 1,
+                random.Random(secrets.randbits(64)),
+                loop.time(),
+                tx_interval_us=interval,
+                rx_interval_us=interval,
+                detect_mult=self.spec.bfd_multiplier,
+            )
+            self.session.set_admin_down(not tap.up, loop.time())
+            self._tick()
+
+    def stop(self) -> None:
+        """Stop both directions and the timer (the sockets stay open until close())."""
+        if self._loop is None:
+            return
+        if self.local is not None and not self.local.tap.closed:
+            self._loop.remove_reader(self.local.fd)
+        self._loop.remove_reader(self._u.rx.fileno())
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._loop = None
+
+    def close(self) -> None:
+        self.stop()
+        self._u.close()
+
+    def local_admin(self, up: bool) -> None:
+        """The TAP end was set up or down: with BFD, tell the far side (AdminDown)."""
+        loop, session = self._loop, self.session
+        if session is not None and loop is not None and session.set_admin_down(not up, loop.time()):
+            self._state_changed()
+
+    # -- BFD ---------------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        assert self._loop is not None and self.session is not None
+        self._timer = None
+        packets, changed = self.session.due(self._loop.time())
+        for pkt in packets:
+            self._send_bfd(pkt)
+        if changed:
+            self._state_changed()
+        if self._loop is not None:
+            self._timer = self._loop.call_at(self.session.next_deadline(), self._tick)
+
+    def _send_bfd(self, control: bytes) -> None:
+        frame = vxlan.bfd_frame(self._bfd_mac, self._bfd_ip, control)
+        try:
+            os.writev(self._tx_fds[0], [self._vxhdr, frame])
+        except OSError as exc:
+            log.debug("bfd to %s: %s", self._remote, exc)  # an unreachable far side
+
+    def _on_bfd(self, frame: memoryview) -> None:
+        assert self.session is not None and self._loop is not None
+        payload = vxlan.bfd_payload(frame)
+        if payload is None:
+            self._count(vxlan.RxDrop.BFD_INVALID)
+            return
+        try:
+            changed = self.session.receive(payload, self._loop.time())
+        except bfd.BfdError as exc:
+            log.debug("bfd from %s discarded: %s", self._remote, exc)
+            self._count(vxlan.RxDrop.BFD_INVALID)
+            return
+        if changed:
+            self._state_changed()
+        # A Final is due at once; other changes wait for the transmission timer (6.8.7).
+        if self._timer is not None:
+            self._timer.cancel()
+        self._tick()
+
+    def _state_changed(self) -> None:
+        assert self.session is not None
+        log.info(
+            "vxlan %s to %s: bfd %s (diag %s, remote %s)",
+            self.spec.vni,
+            self._remote,
+            self.session.state.name,
+            self.session.diag.name,
+            self.session.remote_state.name,
+        )
+        self._on_change()
+
+    # -- frames ------------------------------------------------------------------------------
+
+    def _count(self, reason: str) -> None:
+        self.rx_drops[reason] = self.rx_drops.get(reason, 0) + 1
+
+    def from_tap(self) -> None:
+        """Encapsulate what the TAP holds now (at most BATCH frames) toward the remote."""
+        tap = self.local
+        assert tap is not None
+        self._before_batch()
+        self._on_traffic()
+        hdr_buf, view = self._bufs[0], self._view
+        bufs, vxhdr, fds, n_fds = self._bufs, self._vxhdr, self._tx_fds, self._n_tx
+        readv, writev, flow_hash = os.readv, os.writev, vxlan.flow_hash
+        flow = tap.out
+        fd = tap.fd
+        session = self.session
+        for _ in range(BATCH):
+            try:
+                n = readv(fd, bufs)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                self._on_gone(tap, exc)
+                return
+            length = n - _HDR
+            if length < vxlan.ETH_HLEN:
+                flow.refused(DropReason.RUNT)
+                continue
+            if session is not None and not session.up:
+                flow.refused(DropReason.PEER_DOWN)
+                continue
+            if hdr_buf[1] & 0x7F:
+                # The TAP offers no TSO (see start()): a super-frame here cannot be sent whole.
+                flow.refused(DropReason.MTU)
+                continue
+            frame = view[:length]
+            out = fds[((flow_hash(frame) & 0xFFFFFFFF) * n_fds) >> 32]
+            for _attempt in range(2):
+                try:
+                    writev(out, [vxhdr, frame])
+                except OSError as exc:
+                    if exc.errno == errno.ECONNREFUSED and _attempt == 0:
+                        continue  # an ICMP error from an earlier datagram: send this one again
+                    if exc.errno == errno.EMSGSIZE:
+                        flow.refused(DropReason.MTU)  # does not fit the underlay; DF is set
+                    else:  # EAGAIN/ENOBUFS (socket buffer full), unreachable, ...
+                        flow.refused(DropReason.WRITE_ERROR)
+                    break
+                else:
+                    flow.forwarded(length)
+                    break
+
+    def _send_one(self, fd: int, datagram: memoryview, length: int) -> None:
+        """Send one datagram; count the frame it carries as forwarded or dropped."""
+        flow = self.local.out if self.local is not None else Flow()
+        for attempt in range(2):
+            try:
+                os.write(fd, datagram)
+            except OSError as exc:
+                if exc.errno == errno.ECONNREFUSED and attempt == 0:
+                    continue  # an ICMP error from an earlier datagram: send this one again
+                if exc.errno == errno.EMSGSIZE:
+                    flow.refused(DropReason.MTU)  # does not fit the underlay; DF is set
+                else:  # EAGAIN/ENOBUFS (socket buffer full), unreachable, ...
+                    flow.refused(DropReason.WRITE_ERROR)
+                return
+            flow.forwarded(length)
+            return
+
+    def _flush(self, i: int, data: memoryview, seg: int, lengths: list[int]) -> None:
+        """Send datagrams laid end to end in data, all seg bytes long but the last, in one
+        sendmsg with UDP_SEGMENT: the kernel cuts them apart (one trip through the stack)."""
+        if len(lengths) == 1:
+            self._send_one(self._tx_fds[i], data, lengths[0])
+            return
+        flow = self.local.out if self.local is not None else Flow()
+        try:
+            self._u.tx[i].sendmsg([data], [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", seg))])
+        except OSError:
+            # Too big for the path (EMSGSIZE/EINVAL), buffer full...: one by one, so that each
+            # frame is counted for what happened to it.
+            off = 0
+            for length in lengths:
+                self._send_one(self._tx_fds[i], data[off : off + length + vxlan.HLEN], length)
+                off += length + vxlan.HLEN
+            return
+        for length in lengths:
+            flow.forwarded(length)
+
+    def from_tap_batched(self) -> None:
+        """As from_tap, but frames of the same size bound for the same source port are sent
+        together with UDP_SEGMENT (generic segmentation offload for UDP)."""
+        tap = self.local
+        assert tap is not None
+        self._before_batch()
+        self._on_traffic()
+        hdr_buf, seg_view = self._bufs[0], self._seg_view
+        vxhdr, n_fds, flow_hash = self._vxhdr, self._n_tx, vxlan.flow_hash
+        readv = os.readv
+        flow = tap.out
+        fd = tap.fd
+        session = self.session
+        off = 0  # where the next datagram goes in seg_view
+        seg = 0  # the batch's datagram size
+        port = -1  # the batch's source port (index)
+        lengths: list[int] = []
+        for _ in range(BATCH):
+            try:
+                n = readv(fd, [hdr_buf, seg_view[off + vxlan.HLEN : off + BUF_LEN]])
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                self._on_gone(tap, exc)
+                return
+            length = n - _HDR
+            if length < vxlan.ETH_HLEN:
+                flow.refused(DropReason.RUNT)
+                continue
+            if session is not None and not session.up:
+                flow.refused(DropReason.PEER_DOWN)
+                continue
+            if hdr_buf[1] & 0x7F:
+                flow.refused(DropReason.MTU)
+                continue
+            size = length + vxlan.HLEN
+            seg_view[off : off + vxlan.HLEN] = vxhdr
+            i = ((flow_hash(seg_view[off + vxlan.HLEN : off + size]) & 0xFFFFFFFF) * n_fds) >> 32
+            if lengths and (i != port or size > seg or off + size > _GSO_MAX):
+                self._flush(port, seg_view[:off], seg, lengths)
+                seg_view[:size] = bytes(seg_view[off : off + size])
+                off, lengths = 0, []
+            if not lengths:
+                seg, port = size, i
+            lengths.append(length)
+            off += size
+            if size < seg or len(lengths) >= _GSO_SEGS:  # a shorter datagram ends a batch
+                self._flush(port, seg_view[:off], seg, lengths)
+                off, lengths = 0, []
+        if lengths:
+            self._flush(port, seg_view[:off], seg, lengths)
+
+    def from_tunnel(self) -> None:
+        """Decapsulate what the socket holds now (at most BATCH datagrams) to the TAP. With
+        UDP_GRO (GRO=True), one read may return several datagrams of one size end to end."""
+        tap = self.local
+        assert tap is not None
+        self._before_batch()
+        self._on_traffic()
+        buf, view = self._buf, self._view
+        recv = self._u.rx.recvmsg_into if GRO else None
+        recvfrom = self._u.rx.recvfrom_into
+        remote, decap = self._remote, self._decap
+        bufs = [buf]
+        for _ in range(BATCH):
+            seg = 0
+            try:
+                if recv is None:
+                    n, addr = recvfrom(buf)
+                else:
+                    n, anc, _flags, addr = recv(bufs, _GRO_CMSG)
+                    for level, kind, data in anc:
+                        if level == _SOL_UDP and kind == _UDP_GRO:
+                            seg = struct.unpack("=i", data[:4])[0]  # an int: the size
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EINTR, errno.ECONNREFUSED):
+                    continue
+                log.warning("vxlan %s: receive failed: %s", self.spec.vni, exc)
+                return
+            self.udp_reads += 1
+            if not seg or seg >= n:
+                self.udp_rx += 1
+                if addr[0] != remote:
+                    self._count(vxlan.RxDrop.SOURCE)
+                elif not decap(tap, view[:n], n):
+                    return
+                continue
+            for off in range(0, n, seg):  # coalesced by UDP_GRO: one sender, one size
+                size = min(seg, n - off)
+                self.udp_rx += 1
+                if addr[0] != remote:
+                    self._count(vxlan.RxDrop.SOURCE)
+                elif not decap(tap, view[off : off + size], size):
+                    return
+
+    def _decap(self, tap: End, dgram: memoryview, n: int) -> bool:
+        """Check one datagram from the remote and give its frame to the TAP (or to BFD).
+        False when the TAP is gone."""
+        reason = vxlan.check(dgram, n, self._vni_field)
+        if reason is not None:
+            self._count(reason)
+            return True
+        frame = dgram[vxlan.HLEN : n]
+        if frame[:6] == vxlan.BFD_MAC:
+            if self.session is not None:
+                self._on_bfd(frame)
+            else:
+                self._count(vxlan.RxDrop.BFD_INVALID)  # BFD not configured on this end
+            return True
+        flow = self.out
+        length = n - vxlan.HLEN
+        refused = admit(length, False, tap.up, tap.mtu)
+        if refused is not None:
+            flow.refused(refused)
+            return True
+        try:
+            os.writev(tap.fd, [_NO_VNET, frame])
+        except OSError as exc:
+            if exc.errno == errno.EIO:
+                flow.refused(DropReason.PEER_DOWN)
+                flow.peer_counted += 1
+            elif exc.errno in (errno.EBADFD, errno.EBADF, errno.EFAULT, errno.ENODEV):
+                self._on_gone(tap, exc)
+                return False
+            else:
+                flow.refused(DropReason.WRITE_ERROR)
+        else:
+            flow.forwarded(length)
+        return True
+
+    # -- what show and stats say -------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        s = self.session
+        return {
+            "kind": "vxlan",
+            "vni": self.spec.vni,
+            "remote": self.spec.remote,
+            "local": self._u.local_ip,
+            "dstport": self.spec.dstport,
+            "srcports": sorted(self._u.src_ports),
+            "bfd": None
+            if s is None
+            else {
+                "state": s.state.name.lower().replace("_", ""),
+                "remote_state": s.remote_state.name.lower().replace("_", ""),
+                "diag": s.diag.name.lower(),
+                "detect_time_ms": round(s.detection_time() * 1000),
+                "tx_interval_ms": round(s.tx_interval() * 1000),
+                "sent": s.sent,
+                "received": s.received,
+            },
+        }
+
+    def counters(self) -> dict[str, Any]:
+        return {
+            "udp_rx": self.udp_rx,
+            "udp_reads": self.udp_reads,
+            "underlay_drops": dict(sorted(self.rx_drops.items())),
+        }
+
+
+@contextlib.contextmanager
+def _underlay_ns(spec: VxlanSpec, caller_ns: int | None) -> Iterator[None]:
+    """This thread in the underlay namespace for the duration."""
+    if spec.underlay_netns is not None:
+        with netns.inside(spec.underlay_netns):
+            yield
+    elif caller_ns is not None:
+        with netns.entered(caller_ns):
+            yield
+    else:
+        yield  # the daemon's own namespace, where this thread already is
