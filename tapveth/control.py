@@ -356,8 +356,11 @@ def request(path: str, op: str, args: dict[str, Any] | None = None, timeout: flo
                 data += chunk
                 if len(data) > MAX_REPLY:
                     raise ControlError(f"the daemon on {path} sent an answer larger than 64 MiB")
-            line, _, rest = data.partition(b"\n")
+            line, newline, rest = data.partition(b"\n")
             if line != ASK_NETNS:
+                # One answer a request: what may follow it (a "stopping" line sent as the
+                # daemon shut down) is not part of it.
+                data = line + newline
                 break
             data = rest
             send_netns_fd(sock)
