@@ -74,7 +74,11 @@ class Impairments:
         if link is None:
             return
         link.model.release_all()
-        self._fire(end, pair.peer_of(end))
+        while len(link.model):
+            left = len(link.model)
+            self._fire(end, pair.peer_of(end))  # a batch at a time
+            if len(link.model) == left:
+                break  # the peer is gone: nothing more can be written
         self.close(end)
 
     def close(self, end: End) -> None:
