@@ -49,10 +49,14 @@ class Relay:
         # Netlink events queued before these frames were sent (an MTU change, a peer going
         # down) must be applied first: the kernel veth sees such changes immediately.
         self._before_batch()
-        self._on_traffic()
         if src.impair is not None or src.cut:  # decided once a batch, not per frame
+            # No busy-polling for frames that wait in a queue: their timer wakes the loop, and
+            # a loop that spins instead loses the CPU to others when that timer fires (measured:
+            # delay 1ms fired 2.2 ms late at p50 while polling on a loaded 2-vCPU VM, 65 us
+            # without).
             self._pump_impaired(src, dst)
             return
+        self._on_traffic()
         buf, bufs, view = self._buf, self._bufs, self._view
         readv, write = os.readv, os.write
         flow = src.out
