@@ -4,7 +4,7 @@ described as the CLI shows them."""
 import os
 from typing import Any
 
-from tapveth.control import ControlError
+from tapveth.control import ControlError, one_line, shorten
 from tapveth.core.linkspec import EndSpec, SpecError, check_name
 from tapveth.daemon.pair import End, Pair
 from tapveth.kernel import netns
@@ -39,18 +39,21 @@ class Registry:
 
     # -- finding pairs by what users name ----------------------------------------------------
 
-    def check_free(self, want: EndSpec, caller_pid: int) -> None:
-        """Refuse a name one of our ends already has in the namespace asked for."""
+    def check_free(self, want: EndSpec, caller_inode: int) -> None:
+        """Refuse a name one of our ends already has in the namespace asked for (an end without
+        netns: the caller's, `caller_inode`)."""
         try:
             inode = (
-                netns.inode_of_pid(caller_pid)
-                if want.netns is None
-                else os.stat(netns.path_of(want.netns)).st_ino
+                caller_inode if want.netns is None else os.stat(netns.path_of(want.netns)).st_ino
             )
         except FileNotFoundError:
             raise ControlError(
                 f"namespace {want.netns!r} does not exist (create it with: ip netns add "
                 f"{want.netns})"
+            ) from None
+        except OSError as exc:  # EACCES, ENAMETOOLONG, ELOOP...: one line, whatever it is
+            raise ControlError(
+                f"cannot open namespace {shorten(want.netns)}: {one_line(exc)}"
             ) from None
         for pair in self.pairs:
             for end in pair.ends():
@@ -108,6 +111,7 @@ class Registry:
             "operstate": "UP" if pair.carrier.on else "DOWN",
             "mtu": end.mtu,
             "address": end.address,
+            "orphaned": False,
         }
 
     def stats(self, pair: Pair, end: End, kernel_drops: tuple[int, int]) -> dict[str, Any]:

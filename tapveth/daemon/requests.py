@@ -3,10 +3,14 @@
 import os
 from typing import TYPE_CHECKING, Any
 
-from tapveth.control import ControlError, Peer
+from tapveth.control import STOPPING, ControlError, Peer, shorten
+from tapveth.core import orphans
 from tapveth.core.linkspec import PairSpec, SpecError
 from tapveth.core.netem import Netem, NetemError
-from tapveth.daemon import impaired, provision
+from tapveth.core.orphans import Orphan
+from tapveth.daemon import impaired
+from tapveth.kernel import netns
+from tapveth.kernel.netns import NetnsError
 
 if TYPE_CHECKING:
     from tapveth.daemon.service import Daemon
@@ -14,20 +18,32 @@ if TYPE_CHECKING:
 
 class ControlRequests:
     """Answers one request at a time per client; adds and deletes are serialised by the
-    daemon's lock (names are checked, then taken)."""
+    daemon's lock (names are checked, then taken). Once the daemon is stopping, a request
+    that changes pairs is refused, also one that was waiting for the lock."""
 
     def __init__(self, daemon: "Daemon") -> None:
         self._d = daemon
 
+    def _not_stopping(self) -> None:
+        if self._d.stopping:
+            raise ControlError(STOPPING)
+
     async def handle(self, op: str, args: dict[str, Any], peer: Peer) -> Any:
         d, reg = self._d, self._d.registry
+        self._not_stopping()
         if op == "add":
             try:
                 spec = PairSpec.from_dict(args.get("spec"))
             except SpecError as exc:
                 raise ControlError(str(exc)) from None
-            async with d.lock:
-                pair = await d.create(spec, peer.pid)
+            caller_ns = await self._caller_netns(spec, peer)
+            try:
+                async with d.lock:
+                    self._not_stopping()
+                    pair = await d.create(spec, caller_ns)
+            finally:
+                if caller_ns is not None:
+                    os.close(caller_ns)
             ends = [reg.describe(pair, e) for e in pair.ends()]
             if d.config_path is None:
                 return ends
@@ -38,15 +54,28 @@ class ControlRequests:
             }
         if op == "del":
             async with d.lock:
+                self._not_stopping()
+                orphan = self._orphan(args)
+                if orphan is not None:
+                    await d.delete_orphan(orphan)
+                    return {"deleted": [e.name for e in orphan.ends()]}
                 pair = reg.find(args.get("name"), args.get("netns"))
                 await d.destroy(pair, "deleted on request")
                 return {"deleted": [pair.a.name, pair.b.name]}
         if op == "show":
-            return [reg.describe(p, e) for p, e in reg.select(args)]
+            orphan = self._orphan(args)
+            if orphan is not None:
+                return orphans.describe(orphan)
+            shown = [reg.describe(p, e) for p, e in reg.select(args)]
+            if args.get("name") is None:
+                shown += [row for o in d.orphans for row in orphans.describe(o)]
+            return shown
         if op == "stats":
             chosen = reg.select(args)
-            keys = [e.key for _, e in chosen]
-            drops = await d.worker.call(provision.kernel_drops, keys)
+            try:
+                drops = await d.counters.drops([e.key for _, e in chosen])
+            except OSError as exc:
+                raise ControlError(f"cannot read the kernel's counters: {exc.strerror}") from None
             return [reg.stats(p, e, dr) for (p, e), dr in zip(chosen, drops, strict=True)]
         if op == "reload":
             if d.config_path is None:
@@ -69,9 +98,36 @@ class ControlRequests:
                 "pairs": len(reg.pairs),
                 "pid": os.getpid(),
                 "tasks": len(d.tasks),  # background tasks in flight (lookups, removals)
-                "fds": len(os.listdir("/proc/self/fd")),
+                "fds": _open_fds(),
             }
-        raise ControlError(f"unknown request {op!r}")
+        raise ControlError(f"unknown request {shorten(op)}")
+
+    def _orphan(self, args: dict[str, Any]) -> Orphan | None:
+        """The left-over persistent pair a del/show names, when no live pair has that name."""
+        name, ns = args.get("name"), args.get("netns")
+        if not isinstance(name, str) or (ns is not None and not isinstance(ns, str)):
+            return None
+        if any(e.name == name for p in self._d.pairs for e in p.ends()):
+            return None
+        return orphans.find(self._d.orphans, name, ns)
+
+    async def _caller_netns(self, spec: PairSpec, peer: Peer) -> int | None:
+        """An fd of the client's network namespace when an end is to be made there (as
+        `ip link add` makes it in its own), asked of the client itself: under a unit's bounding
+        set the daemon may not open a full-root process's /proc/PID/ns/net."""
+        if spec.end.netns is not None and spec.peer.netns is not None:
+            return None
+        try:
+            if peer.netns_fd is None:  # not over a connection: the process is at hand
+                fd = netns.open_netns(str(peer.pid))
+            else:
+                fd = await peer.netns_fd()
+        except NetnsError as exc:
+            raise ControlError(str(exc)) from None
+        if not netns.is_netns_fd(fd):
+            os.close(fd)
+            raise ControlError("the client sent an fd that is not a network namespace")
+        return fd
 
     def _qdisc(self, args: dict[str, Any]) -> Any:
         """tc qdisc add|change|replace|del|show for the frames an end sends."""
@@ -99,3 +155,12 @@ class ControlRequests:
                 raise ControlError(str(exc)) from None
         d.impairments.set(pair, end, settings, action)
         return impaired.show(end, reg.ns_name(end))
+
+
+def _open_fds() -> int | None:
+    """How many fds the daemon has open; None when it cannot even open the directory to count
+    them (it is out of file descriptors)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None

@@ -9,16 +9,16 @@ single worker thread (see worker.py). Pair state changes only on the loop thread
 import asyncio
 import errno
 import logging
-import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tapveth.control import ControlError, ControlServer, one_line
-from tapveth.core import config
+from tapveth.control import STOPPING, ControlError, ControlServer, one_line
+from tapveth.core import config, orphans
 from tapveth.core.config import ConfigError, PairConfig
 from tapveth.core.linkspec import PairSpec, SpecError
+from tapveth.core.orphans import Orphan
 from tapveth.core.reconcile import Ident, Plan, netem_changes, plan
 from tapveth.core.rules import Carrier
 from tapveth.daemon import provision
@@ -30,7 +30,7 @@ from tapveth.daemon.registry import Registry
 from tapveth.daemon.relay import Relay
 from tapveth.daemon.requests import ControlRequests
 from tapveth.daemon.tracking import EndTracker
-from tapveth.daemon.worker import NetlinkWorker
+from tapveth.daemon.worker import CountersWorker, NetlinkWorker
 from tapveth.kernel import netns
 from tapveth.kernel.netlink import PlaceError
 from tapveth.kernel.netns import NetnsError
@@ -53,12 +53,17 @@ class Daemon:
         self._notify = Notifier()
         self.registry = Registry(netns.own_inode())
         self.worker = NetlinkWorker()
+        self.counters = CountersWorker()
+        self.stopping = False  # set first thing on the way out: no request changes pairs then
         self.lock = asyncio.Lock()  # one add/del at a time: names are checked then taken
         self.tasks: set[asyncio.Task[Any]] = set()
         self._stop = asyncio.Event()
         self.tracker = EndTracker(
             self.registry, self.worker, self.destroy, self._stop_relay, self._spawn
         )
+        self._started = False
+        self._hup_pending = False
+        self.orphans: list[Orphan] = []  # persistent pairs left by an earlier daemon, unowned
         self._busy_poll_us = busy_poll_us
         self._relay: Relay  # made in run(), where the loop is known
         self.impairments: Impairments  # likewise
@@ -83,6 +88,8 @@ class Daemon:
             return 2
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        # From the start: a SIGHUP's default action would kill the daemon.
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         log.info("listening on %s", self.socket_path)
         status = 0
         try:
@@ -94,27 +101,53 @@ class Daemon:
                     status = 2
                     return status
                 log.info("configuration %s: %s", self.config_path, applied.summary())
-            loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._reload_logged()))
+            await self._find_orphans()
+            self._started = True
+            if self._hup_pending:  # a SIGHUP came while starting: apply the file again now
+                self._spawn(self._reload_logged())
             self._notify.ready(self._status())
             if self._notify.watchdog_usec:
                 self._watchdog(loop, self._notify.watchdog_usec / 2e6)
             await self._stop.wait()
         finally:
-            self._notify.stopping()
-            kept = [p for p in self.pairs if p.persist]
-            log.info(
-                "stopping: removing %d pair(s), keeping %d persistent",
-                len(self.pairs) - len(kept),
-                len(kept),
-            )
-            await self._server.close()
-            for pair in list(self.pairs):
-                await self.destroy(pair, "daemon stopped", keep=pair.persist)
-            loop.remove_reader(self.tracker.fileno())
-            self.tracker.close()
-            await self.worker.close()
-            self._notify.close()
+            await self._shutdown(loop)
         return status
+
+    async def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Stop taking requests, answer those under way, let background work finish, then
+        remove the pairs: nothing is made after the "stopping" line, and every client that
+        asked something gets an answer."""
+        self.stopping = True
+        self._notify.stopping()
+        await self._server.close()
+        loop.remove_reader(self.tracker.fileno())
+        await self._settle_tasks()
+        kept = [p for p in self.pairs if p.persist]
+        log.info(
+            "stopping: removing %d pair(s), keeping %d persistent",
+            len(self.pairs) - len(kept),
+            len(kept),
+        )
+        for pair in list(self.pairs):
+            try:
+                await self.destroy(pair, "daemon stopped", keep=pair.persist)
+            except OSError as exc:  # the kernel deletes a closed TAP anyway: go on
+                log.warning("removing %s <-> %s: %s", pair.a.name, pair.b.name, exc)
+        self.tracker.close()
+        await self.counters.close()
+        await self.worker.close()
+        self._notify.close()
+
+    async def _settle_tasks(self, grace: float = 5.0) -> None:
+        """Let lookups and removals under way finish (for `grace` seconds at most), then
+        cancel what is left and collect it, so that nothing ends in a traceback."""
+        deadline = time.monotonic() + grace
+        while self.tasks and time.monotonic() < deadline:
+            await asyncio.wait(set(self.tasks), timeout=deadline - time.monotonic())
+        late = set(self.tasks)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
     def stop(self) -> None:
         self._stop.set()
@@ -137,13 +170,21 @@ class Daemon:
     # -- making and removing pairs -----------------------------------------------------------
 
     async def create(
-        self, spec: PairSpec, caller_pid: int, persist: bool = False, reattach: bool = False
+        self,
+        spec: PairSpec,
+        caller_ns: int | None,
+        persist: bool = False,
+        reattach: bool = False,
     ) -> Pair:
         """Create a pair (or re-attach to a persistent one): both TAPs made here, configured,
-        moved, then relayed."""
+        moved, then relayed. An end without netns goes to `caller_ns` (an fd of the client's
+        namespace; None: the daemon's own)."""
         if not reattach:
+            caller_inode = (
+                self.registry.own_inode if caller_ns is None else netns.inode_of_fd(caller_ns)
+            )
             for want in (spec.end, spec.peer):
-                self.registry.check_free(want, caller_pid)
+                self.registry.check_free(want, caller_inode)
         try:
             made = None
             if reattach:
@@ -153,10 +194,17 @@ class Daemon:
             reattached = made is not None
             if made is None:
                 made = await self.worker.call(
-                    provision.create_pair, spec, caller_pid, self.registry.own_inode, persist
+                    provision.create_pair,
+                    spec,
+                    caller_ns,
+                    self.registry.own_inode,
+                    persist,
+                    self.socket_path,
                 )
         except (SpecError, NetnsError, TapError, PlaceError) as exc:
             raise ControlError(one_line(exc)) from None
+        # Any other kernel refusal arrives as an OSError (the worker turns pyroute2's
+        # NetlinkError into one): e.g. EINVAL when a namespace dies during the add.
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE):
                 raise ControlError(
@@ -165,6 +213,10 @@ class Daemon:
                 ) from None
             raise ControlError(f"cannot create the pair: {one_line(exc)}") from None
         taps, locs = made
+        if self.stopping and not persist:
+            # Made while the daemon began to stop: not kept, and the client is told so.
+            await self.worker.call(provision.delete_pair, *taps)
+            raise ControlError(f"{STOPPING}: the pair was not made")
         ends = [End(tap=t, name=loc.name) for t, loc in zip(taps, locs, strict=True)]
         for end, loc in zip(ends, locs, strict=True):
             end.moved_to(loc)
@@ -215,17 +267,50 @@ class Daemon:
         await self.worker.call(provision.delete_pair, pair.a.tap, pair.b.tap)
         log.info("pair %s <-> %s removed: %s", pair.a.name, pair.b.name, why)
 
+    async def _find_orphans(self) -> None:
+        """At start: persistent pairs an earlier daemon left that this one did not take back
+        (gone from the configuration while the daemon was stopped) are reported, shown by
+        `show`, and removed by `tapveth del`."""
+        held = {(e.ns_inode, e.name) for p in self.pairs for e in p.ends()}
+        found = await self.worker.call(provision.find_orphans, held, self.socket_path)
+        self.orphans = orphans.match(found)
+        for o in self.orphans:
+            log.warning(
+                "persistent pair %s is not in the configuration and has no relay: remove it "
+                "with 'tapveth del %s'",
+                o.label(),
+                o.a.name,
+            )
+
+    async def delete_orphan(self, orphan: Orphan) -> None:
+        for end in orphan.ends():
+            await self.worker.call(provision.delete_orphan, end)
+        self.orphans.remove(orphan)
+        log.info("left-over persistent pair %s removed: deleted on request", orphan.label())
+
     # -- the configuration file --------------------------------------------------------------
 
+    def _on_sighup(self) -> None:
+        if not self._started:
+            self._hup_pending = True  # reloading now would send READY=1 before start is done
+            return
+        self._spawn(self._reload_logged())
+
     async def _reload_logged(self) -> None:
+        if self.config_path is None:
+            log.warning("SIGHUP ignored: this daemon runs without --config, nothing to reload")
+            return
         try:
             await self.reload()
         except ControlError as exc:
             log.error("reload failed, keeping what runs: %s", exc)
+        except OSError as exc:
+            log.error("reload failed, keeping what runs: %s", one_line(exc))
 
     async def reload(self) -> str:
         """SIGHUP or `tapveth reload`: apply the difference between the file and what runs."""
-        assert self.config_path is not None
+        if self.config_path is None:
+            raise ControlError("this daemon runs without --config: nothing to reload")
         self._notify.reloading()
         try:
             try:
@@ -257,7 +342,7 @@ class Daemon:
                 for e in (pc.end, pc.peer):
                     if e.create_netns and e.spec.netns:
                         await self._for_pair(pc, provision.ensure_netns, e.spec.netns)
-                pair = await self.create(pc.spec, os.getpid(), pc.persist, reattach=pc.persist)
+                pair = await self.create(pc.spec, None, pc.persist, reattach=pc.persist)
                 self._managed[pc.ident] = (pc, pair)
                 await self._for_pair(pc, provision.configure_pair, pair.a.tap, pair.b.tap, None, pc)
                 self._set_netem(pair, None, pc)

@@ -8,6 +8,7 @@ of another namespace goes through its nsid from here: no socket is opened inside
 
 import contextlib
 import errno
+import logging
 import os
 import socket
 from collections.abc import Iterator
@@ -17,8 +18,11 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from tapveth.core import ifname
 from tapveth.kernel import netns
 from tapveth.kernel.tap import Tap
+
+log = logging.getLogger("tapveth")
 
 IFF_UP = 0x1
 NSID_NOT_ASSIGNED = -1
@@ -61,21 +65,48 @@ class Netlink:
         self._calls = 0
 
     def tick(self) -> None:
-        """Count one unit of work; every RECYCLE_EVERY, replace the IPRoute instance."""
+        """Count one unit of work; every RECYCLE_EVERY, replace the IPRoute instance. The new
+        one is opened before the old one is closed, and if it cannot be (EMFILE, ENOBUFS...)
+        the old one stays in use and the next call tries again: the worker is never left
+        without a working socket, and this never raises."""
         self._calls += 1
-        if self._calls >= self.RECYCLE_EVERY:
-            self._calls = 0
-            self.ipr.close()
-            self.ipr = IPRoute()
+        if self._calls < self.RECYCLE_EVERY:
+            return
+        # An IPRoute that fails half-way (EMFILE on its event loop's self-pipe) leaves a
+        # half-made loop whose finaliser prints a traceback: try only with fds to spare.
+        if not _fds_to_spare(8):
+            self._calls = self.RECYCLE_EVERY - 8  # try again a few calls later
+            log.debug("keeping the netlink socket for now: no file descriptors to spare")
+            return
+        try:
+            fresh = IPRoute()
+        except Exception as exc:  # pyroute2 raises OSError, or its own errors, on any failure
+            self._calls = self.RECYCLE_EVERY - 8
+            log.debug("keeping the netlink socket for now: %s", exc)
+            return
+        old, self.ipr = self.ipr, fresh
+        self._calls = 0
+        try:
+            old.close()
+        except Exception as exc:
+            log.warning("closing a replaced netlink socket: %s", exc)
 
     def close(self) -> None:
         self.ipr.close()
 
     def place(
-        self, tap: Tap, name: str, ns_fd: int | None, mtu: int | None, address: str | None
+        self,
+        tap: Tap,
+        name: str,
+        ns_fd: int | None,
+        mtu: int | None,
+        address: str | None,
+        txqueuelen: int | None = None,
+        alias: str | None = None,
     ) -> None:
-        """Give a freshly opened TAP its MTU and MAC, then move it into ns_fd (None: stay) with
-        its final name, in one RTM_NEWLINK as `ip link set … netns … name …` would."""
+        """Give a freshly opened TAP its MTU, MAC and queue length, then move it into ns_fd
+        (None: stay) with its final name, in one RTM_NEWLINK as `ip link set … netns … name …`
+        would."""
         try:
             index = socket.if_nametoindex(tap.ifname())
         except OSError:
@@ -86,6 +117,10 @@ class Netlink:
             attrs["mtu"] = mtu
         if address is not None:
             attrs["address"] = address
+        if txqueuelen is not None:
+            attrs["txqlen"] = txqueuelen
+        if alias is not None:
+            attrs["ifalias"] = alias
         if ns_fd is not None:
             attrs["net_ns_fd"] = ns_fd
         if ns_fd is not None or tap.ifname() != name:
@@ -106,7 +141,9 @@ class Netlink:
             name = tap.ifname()
             ns_fd = tap.netns_fd()
         except OSError as exc:
-            if exc.errno in (errno.EBADFD, errno.EBADF, errno.ENODEV, errno.EFAULT):
+            # EINVAL from TUNGETDEVNETNS: the end's namespace is being dismantled (its
+            # refcount is zero, get_net_ns() refuses it) and the end goes with it.
+            if exc.errno in (errno.EBADFD, errno.EBADF, errno.ENODEV, errno.EFAULT, errno.EINVAL):
                 return None
             raise
         try:
@@ -115,9 +152,11 @@ class Netlink:
         finally:
             os.close(ns_fd)  # holding it would keep the namespace alive
         try:
-            msgs = self._link("get", nsid, ifname=name)
+            msgs = self._link("get", nsid, ifname=ifname.encode(name))
         except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
+            # EINVAL for a request by nsid: the nsid no longer names a namespace, which is
+            # being dismantled (`ip netns del`) and takes the end with it.
+            if exc.code == errno.ENODEV or (exc.code == errno.EINVAL and nsid is not None):
                 return None
             raise
         msg = msgs[0]
@@ -207,6 +246,40 @@ class Netlink:
             return False
         return bool(data.get_attr("IFLA_TUN_PERSIST")) and data.get_attr("IFLA_TUN_TYPE") == 2
 
+    def persistent_taps_here(self) -> list[tuple[str, str, int, str, bool]]:
+        """In the calling thread's namespace: (name, alias, mtu, address, up) of every
+        persistent TAP with an alias (tapveth marks its persistent ends so)."""
+        out = []
+        with IPRoute() as here:
+            links = here.get_links()
+        for msg in links:
+            alias = msg.get_attr("IFLA_IFALIAS")
+            info = msg.get_attr("IFLA_LINKINFO")
+            data = info.get_attr("IFLA_INFO_DATA") if info else None
+            if not alias or not info or info.get_attr("IFLA_INFO_KIND") != "tun" or not data:
+                continue
+            if not data.get_attr("IFLA_TUN_PERSIST"):
+                continue
+            out.append(
+                (
+                    str(msg.get_attr("IFLA_IFNAME")),
+                    str(alias),
+                    int(msg.get_attr("IFLA_MTU")),
+                    str(msg.get_attr("IFLA_ADDRESS")),
+                    bool(msg["flags"] & IFF_UP),
+                )
+            )
+        return out
+
+    def delete_here(self, name: str) -> None:
+        """In the calling thread's namespace: delete the link `name` (absent: nothing to do)."""
+        with IPRoute() as here:
+            try:
+                here.link("del", ifname=name)
+            except NetlinkError as exc:
+                if exc.code != errno.ENODEV:
+                    raise
+
     def kernel_drops(self, nsid: int | None, index: int) -> tuple[int, int]:
         """(rx_dropped, tx_dropped) the kernel counted on a TAP itself: qdisc drops while it
         has no carrier, ring overflow, frames its stack had no handler for."""
@@ -232,6 +305,20 @@ class Netlink:
                 raise
 
 
+def _fds_to_spare(n: int) -> bool:
+    """Whether this process can open n more file descriptors right now."""
+    got: list[int] = []
+    try:
+        for _ in range(n):
+            got.append(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
+        return True
+    except OSError:
+        return False
+    finally:
+        for fd in got:
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def _inside(tap: Tap) -> Iterator[tuple[Any, int | None]]:
     """This thread inside the TAP's namespace, with a netlink socket there and the TAP's
@@ -240,7 +327,7 @@ def _inside(tap: Tap) -> Iterator[tuple[Any, int | None]]:
     ns_fd = tap.netns_fd()
     try:
         with netns.entered(ns_fd), IPRoute() as there:
-            found = there.link_lookup(ifname=tap.ifname())
+            found = there.link_lookup(ifname=ifname.encode(tap.ifname()))
             yield there, (found[0] if found else None)
     finally:
         os.close(ns_fd)

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from netlab import Lab, Netns, Stream, finish, sh
+from hostile import MARK
+from netlab import ENDPOINTS, Lab, Netns, Stream, finish, sh
 
 from tapveth.private import PrivateDaemon
 
@@ -20,8 +21,14 @@ HOSTILE = str(Path(__file__).parents[1] / "hostile.py")
 
 
 def links_everywhere(lab: Lab) -> set[str]:
-    """Every interface in the root namespace and in the test's namespaces."""
-    found = {f"root:{ln.split()[0]}" for ln in sh("ip", "-br", "link").stdout.splitlines()}
+    """Every interface in the test's namespaces, and those of the root namespace that a test
+    here could have made (other users of the machine make and delete theirs meanwhile)."""
+    ours = {w.split("@")[0] for words, _ in BAD_INPUT for w in words} | {"fresh" + lab.tag}
+    found = {
+        f"root:{name}"
+        for ln in sh("ip", "-br", "link").stdout.splitlines()
+        if (name := ln.split()[0].split("@")[0]) in ours or name.startswith("tvtmp")
+    }
     for ns in lab.namespaces:
         r = sh("ip", "-n", ns.name, "-br", "link", check=False)
         found |= {f"{ns.name}:{ln.split()[0]}" for ln in r.stdout.splitlines()}
@@ -50,6 +57,11 @@ BAD_INPUT = [
     (["add", "a", "mtu", "67", "peer", "name", "b"], "out of range"),
     (["add", "a", "mtu", "65522", "peer", "name", "b"], "out of range"),
     (["add", "a", "mtu", "lots", "peer", "name", "b"], "is not a number"),
+    (["add", "a", "mtu", "²", "peer", "name", "b"], "is not a number"),
+    (["add", "a", "mtu", "\u0661\u0665\u0660\u0660", "peer", "name", "b"], "is not a number"),
+    (["add", "a", "mtu", "9" * 5000, "peer", "name", "b"], "out of range"),
+    (["add", "a" * 5000, "peer", "name", "b"], "longer than 15 bytes"),
+    (["add", "a", "netns", "n" * 300, "peer", "name", "b"], "cannot open namespace"),
     (["add", "a", "address", "01:00:5e:00:00:01", "peer", "name", "b"], "multicast"),
     (["add", "a", "address", "00:00:00:00:00:00", "peer", "name", "b"], "all zeros"),
     (["add", "a", "address", "00:11:22", "peer", "name", "b"], "malformed"),
@@ -178,13 +190,13 @@ def test_hostile_frames(lab: Lab, daemon: PrivateDaemon) -> None:
     a, b, x, y = make_pair(lab, daemon, "10.0.0")
     witness = make_pair(lab, daemon, "10.0.0")  # another pair, same addresses
     a.ip("link", "set", x, "mtu", "9000")  # lets A send what B's MTU refuses
+    mark = ("--mark", MARK.decode())
     sniffer = witness[1].spawn_traffic(
-        "sniff", "--ifname", witness[3], "--timeout", "8", "--count", "100000"
+        "sniff", "--ifname", witness[3], "--timeout", "8", "--count", "100000", *mark
     )
-    target = b.spawn_traffic("sniff", "--ifname", y, "--timeout", "8", "--count", "1000000")
+    target = b.spawn_traffic("sniff", "--ifname", y, "--timeout", "8", "--count", "1000000", *mark)
     outside = lab.spawn(
-        sys.executable,
-        str(Path(__file__).parents[1] / "traffic.py"),
+        *ENDPOINTS,
         "sniff",
         "--ifname",
         "",
@@ -192,6 +204,7 @@ def test_hostile_frames(lab: Lab, daemon: PrivateDaemon) -> None:
         "8",
         "--count",
         "1000000",
+        *mark,
     )
     assert outside.stdout is not None and outside.stdout.readline().startswith("{")
     pinger = lab.spawn(

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from netlab import Lab, Netns, Stream, finish
-from traffic import pattern
 
+from tapveth.conformance.endpoints import pattern
 from tapveth.private import PrivateDaemon
 
 pytestmark = pytest.mark.integration
