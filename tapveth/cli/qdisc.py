@@ -5,7 +5,20 @@ works once `tc` becomes `tapveth`), and how `qdisc show` prints, as `tc [-s] qdi
     tapveth qdisc del dev NAME [netns NS] root
     tapveth [-s] [-j] qdisc show [dev NAME [netns NS]]
 
-The qdisc acts on the frames NAME sends to its peer.
+The qdisc acts on the frames NAME sends to its peer. OPTIONS, as tc-netem(8):
+
+    limit PACKETS
+    delay TIME [JITTER [CORRELATION]]  distribution uniform|normal|pareto|paretonormal
+    loss [random] PERCENT [CORRELATION]
+    loss state P13 [P31 [P32 [P23 [P14]]]]     loss gemodel P [R [1-H [1-K]]]     ecn
+    corrupt PERCENT [CORRELATION]      duplicate PERCENT [CORRELATION]
+    reorder PERCENT [CORRELATION] [gap DISTANCE]
+    rate RATE [PACKETOVERHEAD [CELLSIZE [CELLOVERHEAD]]]
+    slot MIN [MAX] [packets N] [bytes N]   slot distribution DIST DELAY JITTER [...]
+    seed N
+
+Times: 40ms, 500us, 1.5s (bare: us). Rates: 50mbit, 1gbit, 10kbps (bare: bit/s).
+Probabilities: 1% or 1. Jitter keeps frames in order unless reorder is given (README).
 """
 
 from typing import Any

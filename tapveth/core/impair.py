@@ -23,7 +23,6 @@ Where tapveth differs from netem on purpose (README, "Impairments"):
 
 import heapq
 import random
-import statistics
 import struct
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -60,6 +59,8 @@ def _clamp16(x: float) -> int:
 def _normal_entries() -> list[float]:
     # iproute2's normal.c fills table[rint(16384 * Phi(x))] = x and prints every 4th entry;
     # the x that lands in slot i is (to the search's step) Phi^-1((i + 0.5) / 16384).
+    import statistics  # only here: the daemon does not pay for it until a table is built
+
     inv = statistics.NormalDist().inv_cdf
     return [inv((4 * k + 0.5) / 16384) for k in range(TABLE_SIZE)]
 

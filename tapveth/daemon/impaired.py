@@ -11,12 +11,15 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tapveth.control import ControlError
-from tapveth.core.impair import Impairment
 from tapveth.core.netem import Netem, describe, format_size
 from tapveth.daemon.pair import End, Pair
-from tapveth.kernel.timerfd import Timer
+
+if TYPE_CHECKING:
+    from tapveth.core.impair import Impairment
+    from tapveth.kernel.timerfd import Timer
 
 HANDLE = "8001:"
 
@@ -25,8 +28,8 @@ HANDLE = "8001:"
 class ImpairedLink:
     """The impairments of one direction: its model and the timer armed at its head frame."""
 
-    model: Impairment
-    timer: Timer
+    model: "Impairment"
+    timer: "Timer"
 
     def rearm(self) -> None:
         when = self.model.next_time()
@@ -62,6 +65,10 @@ class Impairments:
             current.model.change(settings, now)
             current.rearm()
             return
+        # Imported on first use: a daemon without impairments does not load the model.
+        from tapveth.core.impair import Impairment
+        from tapveth.kernel.timerfd import Timer
+
         timer = Timer()
         model = Impairment(settings, now=now, on_drop=end.out.refused)
         end.impair = ImpairedLink(model, timer)
@@ -74,7 +81,12 @@ class Impairments:
         if link is None:
             return
         link.model.release_all()
-        self._fire(end, _tap_peer(pair, end))
+        peer = _tap_peer(pair, end)
+        while len(link.model):
+            left = len(link.model)
+            self._fire(end, peer)  # a batch at a time
+            if len(link.model) == left:
+                break  # the peer is gone: nothing more can be written
         self.close(end)
 
     def close(self, end: End) -> None:

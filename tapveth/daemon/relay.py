@@ -10,6 +10,7 @@ import errno
 import os
 import time
 from collections.abc import Callable
+from itertools import islice
 
 from tapveth.core import vnet
 from tapveth.core.rules import DropReason, admit
@@ -20,6 +21,9 @@ from tapveth.daemon.pair import End
 BUF_LEN = 65536 + 1024
 # Frames handled per wakeup before yielding to the loop, so one busy end cannot starve the rest.
 BATCH = 64
+
+# Frames due within this long keep the loop busy-polling instead of sleeping on their timer.
+SPIN_AHEAD_NS = 500_000
 
 _HDR = vnet.HDR_LEN
 _GSO_OFF = vnet.GSO_TYPE_OFFSET
@@ -48,10 +52,10 @@ class Relay:
         # Netlink events queued before these frames were sent (an MTU change, a peer going
         # down) must be applied first: the kernel veth sees such changes immediately.
         self._before_batch()
-        self._on_traffic()
         if src.impair is not None or src.cut:  # decided once a batch, not per frame
             self._pump_impaired(src, dst)
             return
+        self._on_traffic()
         buf, bufs, view = self._buf, self._bufs, self._view
         readv, write = os.readv, os.write
         flow = src.out
@@ -108,6 +112,15 @@ class Relay:
             else:
                 gso_size = hdr_len = 0
             link.model.enqueue(now, bytes(view[:n]), gso_size, hdr_len)
+        # Busy-poll only for a frame due very soon. For one due later the timer wakes the loop:
+        # a loop spinning meanwhile is an ordinary runnable task when the timer fires and waits
+        # for its turn (measured on the loaded 2-vCPU VM with delay 1ms: the timer ran 2.2 ms
+        # late at p50 while polling, 53 us late without; with delay 300us polling gave 0.31 ms,
+        # sleeping 0.52 ms).
+        if link is not None:
+            head = link.model.next_time()
+            if head is not None and head - now <= SPIN_AHEAD_NS:
+                self._on_traffic()
         self.deliver(src, dst)
 
     def fire(self, src: End, dst: End) -> None:
@@ -129,7 +142,8 @@ class Relay:
         flow = src.out
         write = os.write
         dst_fd = dst.fd
-        for data in link.model.due(time.monotonic_ns()):
+        # At most a batch, then the timer fires again at once: other pairs get their turn.
+        for data in islice(link.model.due(time.monotonic_ns()), BATCH):
             length = len(data) - _HDR
             if src.cut:
                 flow.refused(DropReason.CARRIER)

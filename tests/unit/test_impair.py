@@ -352,3 +352,17 @@ def test_complete_checksum_gives_a_checksum_the_receiver_accepts() -> None:
     segment = bytes(original[udp_start:]) + b"\0"
     body = pseudo + segment[: udp_len + (udp_len % 2)]
     assert ip_checksum(body) == 0  # the receiver's check: the whole sum comes to 0xFFFF
+
+
+def test_due_leaves_what_is_not_taken() -> None:
+    # the relay takes at most a batch of due frames at a time: the rest must stay queued
+    from itertools import islice
+
+    imp = Impairment(parse("delay 1ms".split()))
+    for i in range(10):
+        imp.enqueue(0, frame(100, seq=i))
+    first = [seq_of(d) for d in islice(imp.due(MS), 4)]
+    assert first == [0, 1, 2, 3] and len(imp) == 6 and imp.stats.sent_packets == 4
+    imp.release_all()
+    assert [seq_of(d) for d in imp.due(0)] == [4, 5, 6, 7, 8, 9]
+    assert imp.stats.backlog_packets == 0
