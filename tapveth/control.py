@@ -43,6 +43,16 @@ class Peer:
 
 
 Handler = Callable[[str, dict[str, Any], Peer], Awaitable[Any]]
+StreamRun = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """What a handler returns for a streaming request (capture, monitor): `head` goes out as
+    the reply's result, then run() owns the connection until it returns, and it is closed."""
+
+    head: Any
+    run: StreamRun
 
 
 def socket_path(cli_value: str | None) -> str:
@@ -112,7 +122,11 @@ class ControlServer:
                 if not line:
                     return
                 reply = await self._answer(line, peer)
+                stream = reply.pop("stream", None)
                 await _reply(writer, reply)
+                if stream is not None:
+                    await stream.run(reader, writer)
+                    return
         except (ConnectionError, OSError):
             return
         finally:
@@ -148,6 +162,8 @@ class ControlServer:
         except Exception as exc:  # a bug or an unforeseen failure: say so, keep serving
             log.exception("request %r failed", request.get("op"))
             return {"ok": False, "error": f"internal error: {exc}"}
+        if isinstance(result, Stream):
+            return {"ok": True, "result": result.head, "stream": result}
         return {"ok": True, "result": result}
 
 
@@ -230,3 +246,60 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+class StreamClient:
+    """The client side of a streaming request: the reply's result in `head`, then the stream's
+    bytes from read(); done() half-closes so the daemon ends the stream and closes."""
+
+    def __init__(self, path: str, op: str, args: dict[str, Any], timeout: float = 10.0) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            self.sock.close()
+            raise NoDaemon(
+                f"no tapveth daemon is listening on {path} "
+                "(start one with 'tapveth daemon &' or 'systemctl start tapveth')"
+            ) from None
+        except PermissionError:
+            self.sock.close()
+            raise ControlError(f"permission denied on {path}: run as root") from None
+        try:
+            self.sock.sendall(json.dumps({"op": op, "args": args}).encode() + b"\n")
+            data = b""
+            while b"\n" not in data:
+                chunk = self.sock.recv(1 << 16)
+                if not chunk:
+                    raise ControlError(f"the daemon on {path} closed the connection")
+                data += chunk
+        except TimeoutError:
+            self.sock.close()
+            raise ControlError(f"the daemon on {path} did not answer in {timeout:.0f} s") from None
+        except BaseException:
+            self.sock.close()
+            raise
+        line, _, self._pending = data.partition(b"\n")
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            self.sock.close()
+            raise ControlError(reply.get("error", "the daemon refused the request"))
+        self.head: Any = reply.get("result")
+        self.sock.settimeout(None)
+
+    def read(self) -> bytes:
+        """The next bytes of the stream; b"" once the daemon has closed it."""
+        if self._pending:
+            data, self._pending = self._pending, b""
+            return data
+        return self.sock.recv(1 << 20)
+
+    def done(self, timeout: float = 5.0) -> None:
+        """Tell the daemon to end the stream; read() then returns what is left, then b""."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+        self.sock.settimeout(timeout)
+
+    def close(self) -> None:
+        self.sock.close()

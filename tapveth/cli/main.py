@@ -40,6 +40,10 @@ commands:
   stats [NAME] [-j]          counters in veth's meaning, with drops by reason
   daemon --config FILE       own the pairs a TOML file describes (see README)
   reload                     apply the daemon's configuration file again (as SIGHUP)
+  capture NAME [netns NS] [-w FILE] [-c N] [-s SNAPLEN] [--drops]
+                             both directions of NAME's pair, as pcapng (-w) or one line a
+                             frame; refused frames carry their drop reason
+  monitor [-j] [-t]          pair events (created, deleted, moved, carrier, mtu) as they come
   demo                       run the classic two-namespace veth experiment end to end
   bench [--quick] [--peers] [--json FILE] [--plot FILE.png]
                              measure tapveth and the kernel veth side by side
@@ -121,6 +125,44 @@ def build_parser() -> argparse.ArgumentParser:
         x = sub.add_parser(name, help=helptext, usage=f"tapveth {name} [NAME [netns NS]] [-j]")
         x.add_argument("-j", "--json", action="store_true", dest="sub_json")
         x.add_argument("words", nargs="*")
+
+    c = sub.add_parser(
+        "capture",
+        help="capture the frames of a pair, with drop reasons",
+        usage="tapveth capture NAME [netns NS] [-w FILE] [-c N] [-s SNAPLEN] [--drops] [-B KIB]",
+        description="Capture both directions of NAME's pair until Ctrl-C, as tcpdump would on "
+        "both ends at once. Each frame is recorded on the end that sent it (outbound), when the "
+        "relay delivered or refused it; a refused frame carries 'dropped: REASON' as its "
+        "pcapng comment. Needs the same rights as controlling the daemon.",
+    )
+    c.add_argument("words", nargs="*", metavar="NAME [netns NS]")
+    c.add_argument(
+        "-w", dest="write", metavar="FILE", help="write pcapng to FILE ('-': standard output)"
+    )
+    c.add_argument("-c", dest="count", type=int, default=0, metavar="N", help="stop after N frames")
+    c.add_argument(
+        "-s",
+        dest="snaplen",
+        type=int,
+        default=0,
+        metavar="SNAPLEN",
+        help="keep at most SNAPLEN bytes of each frame (0: 262144, as tcpdump)",
+    )
+    c.add_argument("--drops", action="store_true", help="only frames the relay refused")
+    c.add_argument(
+        "-B",
+        dest="buffer_kib",
+        type=int,
+        default=2048,
+        metavar="KIB",
+        help="frames waiting for this capture before new ones are left out (default: "
+        "%(default)s KiB)",
+    )
+    m = sub.add_parser("monitor", help="print pair events as they happen (as ip monitor)")
+    m.add_argument(
+        "-j", "--json", action="store_true", dest="sub_json", help="one JSON object a line"
+    )
+    m.add_argument("-t", "--timestamp", action="store_true", help="prefix each line with the time")
 
     sub.add_parser("demo", help="run the two-namespace experiment, self-contained")
     sub.add_parser("reload", help="make the daemon apply its configuration file again")
@@ -208,6 +250,19 @@ def _run(opts: argparse.Namespace) -> int:
         extra = () if opts.busy_poll is None else ("--busy-poll", str(opts.busy_poll))
         return run_bench(opts.quick, opts.peers, opts.json_file, opts.plot, extra)
     want_json = opts.json or getattr(opts, "sub_json", False)
+    if opts.command == "capture":
+        from tapveth.cli.capture import run_capture
+
+        if opts.count < 0 or opts.snaplen < 0 or opts.buffer_kib <= 0:
+            raise UsageError("-c, -s and -B take positive numbers")
+        target = _name_and_ns(opts.words, required=True)
+        return run_capture(
+            path, target, opts.write, opts.count, opts.snaplen, opts.drops, opts.buffer_kib
+        )
+    if opts.command == "monitor":
+        from tapveth.cli.monitor import run_monitor
+
+        return run_monitor(path, want_json, opts.timestamp)
     if opts.command == "add":
         spec = parse_add(opts.words)
         result = control.request(path, "add", {"spec": spec.to_dict()})

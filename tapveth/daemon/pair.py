@@ -1,10 +1,14 @@
 """A pair's live state: its two ends, where each is, its carrier and its counters."""
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tapveth.core.rules import Carrier, EndCounters, Flow
 from tapveth.kernel.netlink import Location
 from tapveth.kernel.tap import Tap
+
+if TYPE_CHECKING:
+    from tapveth.daemon.capture import Capture
 
 
 @dataclass(eq=False, slots=True)
@@ -22,6 +26,7 @@ class End:
     out: Flow = field(default_factory=Flow)
     locating: bool = False  # a lookup of where it is now is under way
     stale: bool = False  # what we know of its place may be out of date
+    captures: tuple["Capture", ...] = ()  # captures watching the frames this end sends
 
     @property
     def fd(self) -> int:

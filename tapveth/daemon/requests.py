@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 from tapveth.control import ControlError, Peer
 from tapveth.core.linkspec import PairSpec, SpecError
-from tapveth.daemon import provision
+from tapveth.daemon import capture, provision
 
 if TYPE_CHECKING:
     from tapveth.daemon.service import Daemon
@@ -51,6 +51,10 @@ class ControlRequests:
             if d.config_path is None:
                 raise ControlError("this daemon runs without --config: nothing to reload")
             return await d.reload()
+        if op == "capture":
+            return capture.start(d, args)
+        if op == "monitor":
+            return d.events.stream()
         if op == "ping":
             return {
                 "pairs": len(reg.pairs),

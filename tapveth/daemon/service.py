@@ -23,6 +23,7 @@ from tapveth.core.reconcile import Ident, Plan, plan
 from tapveth.core.rules import Carrier
 from tapveth.daemon import provision
 from tapveth.daemon.busypoll import BusyPoll
+from tapveth.daemon.events import EventBus
 from tapveth.daemon.notify import Notifier
 from tapveth.daemon.pair import End, Pair
 from tapveth.daemon.registry import Registry
@@ -55,8 +56,9 @@ class Daemon:
         self.lock = asyncio.Lock()  # one add/del at a time: names are checked then taken
         self.tasks: set[asyncio.Task[Any]] = set()
         self._stop = asyncio.Event()
+        self.events = EventBus(self.registry.ns_name)
         self.tracker = EndTracker(
-            self.registry, self.worker, self.destroy, self._stop_relay, self._spawn
+            self.registry, self.worker, self.destroy, self._stop_relay, self._spawn, self.events
         )
         self._busy_poll_us = busy_poll_us
         self._relay: Relay  # made in run(), where the loop is known
@@ -177,6 +179,7 @@ class Daemon:
             self.registry.ns_label(pair.a),
             self.registry.ns_label(pair.b),
         )
+        self.events.publish("created", pair, reattached=reattached)
         return pair
 
     def _register(self, pair: Pair) -> None:
@@ -199,6 +202,7 @@ class Daemon:
             return
         self._stop_relay(pair)
         pair.closed = True
+        self.events.publish("deleted", pair, why=why)
         self.registry.remove(pair)
         for ident, (_, managed) in list(self._managed.items()):
             if managed is pair:

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tapveth.daemon import provision
+from tapveth.daemon.events import EventBus
 from tapveth.daemon.pair import End, Pair
 from tapveth.daemon.registry import Registry
 from tapveth.daemon.worker import NetlinkWorker
@@ -29,8 +30,10 @@ class EndTracker:
         destroy: Destroy,
         stop_relay: Callable[[Pair], None],
         spawn: Callable[[Awaitable[Any]], None],
+        events: EventBus | None = None,
     ) -> None:
         self._reg = registry
+        self.events = events or EventBus(registry.ns_name)
         self._worker = worker
         self._destroy = destroy
         self._stop_relay = stop_relay
@@ -77,10 +80,12 @@ class EndTracker:
             return
         if ev.name and ev.name != end.name:
             log.info("%s renamed to %s", end.name, ev.name)
+            self.events.publish("renamed", self._reg.pair_of[end], end, old=end.name, new=ev.name)
             end.name = ev.name
         if ev.mtu and ev.mtu != end.mtu:
             log.info("%s mtu %d", end.name, ev.mtu)
             end.mtu = ev.mtu
+            self.events.publish("mtu", self._reg.pair_of[end], end, mtu=ev.mtu)
         if ev.up != end.up:
             end.up = ev.up
             self.update_carrier(self._reg.pair_of[end])
@@ -101,6 +106,7 @@ class EndTracker:
             except OSError:
                 self.relocate(end)  # most likely gone: the lookup will tell
         log.info("pair %s <-> %s carrier %s", pair.a.name, pair.b.name, "up" if on else "down")
+        self.events.publish("carrier", pair, carrier=on, carrier_changes=pair.carrier.changes)
 
     def relocate(self, end: End) -> None:
         """The end may have left its place: look it up again (once at a time)."""
@@ -151,6 +157,7 @@ class EndTracker:
                 self._reg.by_key[end.key] = end
                 if loc.ns_inode != old_inode:
                     log.info("%s moved to %s", end.name, self._reg.ns_label(end))
+                    self.events.publish("moved", pair, end)
         except OSError as exc:
             log.error("cannot follow %s: %s", end.name, exc)
             await self._destroy(pair, f"{end.name} could not be followed")

@@ -1,0 +1,192 @@
+"""`tapveth capture` on the client side: reading the daemon's pcapng stream until Ctrl-C, and
+writing it to a file or a pipe, or printing one line per frame (decoded here, with scapy's
+dissectors, never in the daemon)."""
+
+import signal
+import sys
+from collections.abc import Callable
+from typing import IO, Any
+
+from tapveth.control import ControlError, StreamClient
+from tapveth.core import pcapng
+
+
+def run_capture(
+    path: str,
+    target: dict[str, Any],
+    write: str | None,
+    count: int,
+    snaplen: int,
+    drops: bool,
+    buffer_kib: int,
+) -> int:
+    args = {
+        **target,
+        "count": count,
+        "snaplen": snaplen or pcapng.DEFAULT_SNAPLEN,
+        "drops": drops,
+        "buffer_kib": buffer_kib,
+    }
+    # Ctrl-C or SIGTERM end the capture cleanly, as with tcpdump, even when started in the
+    # background by a shell (which would have it ignore SIGINT).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    client = StreamClient(path, "capture", args)
+    head = client.head
+    sink: Callable[[bytes], None]
+    out: IO[bytes] | None = None
+    printer = None
+    if write is None:
+        printer = _LinePrinter(count)
+        sink = printer.feed
+    else:
+        try:
+            out = sys.stdout.buffer if write == "-" else open(write, "wb")  # noqa: SIM115
+        except OSError as exc:
+            client.close()
+            raise ControlError(f"cannot write {write}: {exc.strerror}") from None
+        sink = _writer(out)
+    where = "stdout" if write == "-" else (write or "")
+    what = "refused frames of" if drops else "frames of"
+    print(
+        f"tapveth: capturing {what} {head['ifnames'][0]} <-> {head['ifnames'][1]}"
+        + (f" into {where}" if write else "")
+        + f", snapshot length {head['snaplen']} bytes (Ctrl-C to stop)",
+        file=sys.stderr,
+    )
+    stats = _Totals()
+    try:
+        _pump(client, sink, stats)
+    finally:
+        client.close()
+        if out is not None and out is not sys.stdout.buffer:
+            out.close()
+    print(f"{stats.delivered} packets captured", file=sys.stderr)
+    print(f"{stats.accepted} packets received by filter", file=sys.stderr)
+    print(f"{stats.dropped} packets dropped by kernel", file=sys.stderr)
+    return 0
+
+
+class _Totals:
+    """The capture's counts, from the statistics blocks at the end of the stream."""
+
+    def __init__(self) -> None:
+        self.reader = pcapng.Reader()
+        self.accepted = self.dropped = self.delivered = 0
+
+    def feed(self, data: bytes) -> None:
+        for rec in self.reader.feed(data):
+            if isinstance(rec, pcapng.Statistics):
+                self.accepted += rec.accepted
+                self.dropped += rec.dropped
+                self.delivered += rec.delivered
+
+
+def _pump(client: StreamClient, sink: Callable[[bytes], None], stats: _Totals) -> None:
+    """Read until the daemon closes the stream. The first Ctrl-C (or a reader that went away)
+    asks the daemon to finish, so the last frames and the counts still arrive."""
+    stopping = False
+    while True:
+        try:
+            data = client.read()
+        except KeyboardInterrupt:
+            if stopping:
+                raise
+            stopping = True
+            client.done()
+            continue
+        except TimeoutError:
+            raise ControlError("the daemon did not end the capture in time") from None
+        if not data:
+            return
+        stats.feed(data)
+        try:
+            sink(data)
+        except BrokenPipeError:
+            sink = _discard
+            if not stopping:
+                stopping = True
+                client.done()
+        except _Enough:
+            sink = _discard
+
+
+class _Enough(Exception):
+    """-c frames printed: the rest of the stream only matters for its counts."""
+
+
+def _discard(data: bytes) -> None:
+    pass
+
+
+def _writer(out: IO[bytes]) -> Callable[[bytes], None]:
+    def write(data: bytes) -> None:
+        out.write(data)
+        out.flush()  # a reader at the other end of a pipe sees frames as they come
+
+    return write
+
+
+class _LinePrinter:
+    """One line per frame: time since the first frame, the end that sent it, what it is."""
+
+    def __init__(self, count: int) -> None:
+        self.reader = pcapng.Reader()
+        self.count = count
+        self.printed = 0
+        self.first: int | None = None
+
+    def feed(self, data: bytes) -> None:
+        for rec in self.reader.feed(data):
+            if not isinstance(rec, pcapng.Packet):
+                continue
+            if self.first is None:
+                self.first = rec.ts_ns
+            iface = self.reader.interfaces[rec.interface_id]
+            line = f"{(rec.ts_ns - self.first) / 1e9:.6f} {iface.name} Out {summarize(rec.data)}"
+            if rec.orig_len > len(rec.data):
+                line += f" [{rec.orig_len - len(rec.data)} bytes not captured]"
+            if rec.comment:
+                line += f" [{rec.comment}]"
+            print(line, flush=True)
+            self.printed += 1
+            if self.count and self.printed >= self.count:
+                raise _Enough
+
+
+def summarize(frame: bytes) -> str:
+    """A frame in one line, tcpdump-like: `IP 10.0.0.1 > 10.0.0.2 ICMP echo-request`."""
+    from scapy.layers.inet import ICMP, IP, TCP, UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import ARP, Dot1Q, Ether
+
+    pkt = Ether(frame)
+    length = f", length {len(frame)}"
+    vlan = f"vlan {pkt[Dot1Q].vlan} " if Dot1Q in pkt else ""
+    if ARP in pkt:
+        a = pkt[ARP]
+        if a.op == 1:
+            return f"{vlan}ARP who-has {a.pdst} tell {a.psrc}{length}"
+        return f"{vlan}ARP {a.psrc} is-at {a.hwsrc}{length}"
+    for proto, layer in (("IP", IP), ("IP6", IPv6)):
+        if layer not in pkt:
+            continue
+        ip = pkt[layer]
+        if TCP in pkt:
+            t = pkt[TCP]
+            return (
+                f"{vlan}{proto} {ip.src}.{t.sport} > {ip.dst}.{t.dport} TCP "
+                f"[{t.sprintf('%TCP.flags%')}] seq {t.seq} ack {t.ack} "
+                f"len {len(t.payload)}{length}"
+            )
+        if UDP in pkt:
+            u = pkt[UDP]
+            return f"{vlan}{proto} {ip.src}.{u.sport} > {ip.dst}.{u.dport} UDP{length}"
+        if ICMP in pkt:
+            return (
+                f"{vlan}{proto} {ip.src} > {ip.dst} ICMP {pkt[ICMP].sprintf('%ICMP.type%')}{length}"
+            )
+        inner = ip.payload
+        name = inner.name if inner is not None and inner.name != "Raw" else "payload"
+        return f"{vlan}{proto} {ip.src} > {ip.dst} {name}{length}"
+    return f"{pkt.summary()}{length}"

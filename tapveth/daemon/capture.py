@@ -1,0 +1,194 @@
+"""Live capture of a pair (`tapveth capture`): every frame either end sends, delivered or
+refused, streamed as pcapng over the control socket.
+
+The relay shows each frame to the captures of its sender (relay.py); a capture encodes it at
+once into an Enhanced Packet Block and queues it for its client. The queue is bounded (bytes
+waiting in the socket's transport included): when the client cannot keep up, frames are left
+out and counted, and the link never waits for a capture. The stream ends with one Interface
+Statistics Block per end, carrying those counts, when the client half-closes the connection,
+after -c frames, or when the pair is deleted.
+
+Recording convention: each frame is recorded once, on the interface of the end that sent it,
+flagged outbound (epb_flags), at the moment the relay delivered or refused it; a refused
+frame carries "dropped: REASON" as its comment. A GSO super-frame is recorded as one frame,
+as the receiving stack gets it.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from tapveth import __version__
+from tapveth.control import ControlError, Stream
+from tapveth.core import pcapng
+from tapveth.daemon.events import Event
+from tapveth.daemon.pair import End, Pair
+
+if TYPE_CHECKING:
+    from tapveth.daemon.service import Daemon
+
+log = logging.getLogger("tapveth")
+
+DEFAULT_BUFFER_KIB = 2048  # tcpdump's default -B on Linux
+MAX_BUFFER_KIB = 1 << 20
+FINISH_TIMEOUT = 5.0  # to hand the last frames and the statistics to a client that is leaving
+
+
+class Capture:
+    """One client's capture of one pair. Interface 0 is the end it named, 1 its peer."""
+
+    def __init__(
+        self,
+        pair: Pair,
+        first: End,
+        writer: asyncio.StreamWriter,
+        snaplen: int,
+        count: int,
+        drops_only: bool,
+        buffer_bytes: int,
+    ) -> None:
+        self.pair = pair
+        self.ends = (first, pair.peer_of(first))
+        self._writer = writer
+        self._transport = writer.transport
+        self._snaplen = snaplen
+        self._count = count
+        self._drops_only = drops_only
+        self._limit = buffer_bytes
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self.received = [0, 0]  # frames the end sent while the capture ran
+        self.accepted = [0, 0]  # ... that the filter (--drops) took
+        self.dropped = [0, 0]  # ... left out: the client fell behind
+        self.delivered = [0, 0]  # ... written to the client
+        self.start_ns = time.time_ns()
+        self.finished = asyncio.Event()
+
+    def frame(self, sender: End, frame: memoryview, reason: str | None) -> None:
+        """A frame `sender` sent, and what became of it (None: delivered). Called by the relay
+        for every frame while the capture is attached: never blocks, never raises."""
+        i = 0 if sender is self.ends[0] else 1
+        self.received[i] += 1
+        if (self._drops_only and reason is None) or self.finished.is_set():
+            return
+        self.accepted[i] += 1
+        caplen = min(len(frame), self._snaplen)
+        if self._pending_bytes + self._transport.get_write_buffer_size() + caplen > self._limit:
+            self.dropped[i] += 1
+            return
+        block = pcapng.enhanced_packet(
+            i,
+            time.time_ns(),
+            frame[:caplen],
+            len(frame),
+            pcapng.OUTBOUND,
+            f"dropped: {reason}" if reason is not None else None,
+        )
+        self._pending.append(block)
+        self._pending_bytes += len(block)
+        self.delivered[i] += 1
+        if self._count and self.delivered[0] + self.delivered[1] >= self._count:
+            self.finished.set()
+
+    def flush(self) -> None:
+        """Hand what the batch recorded to the transport (one write per batch)."""
+        if self._pending and not self._transport.is_closing():
+            self._transport.write(b"".join(self._pending))
+        self._pending.clear()
+        self._pending_bytes = 0
+
+    def header(self, ns_name: Any) -> bytes:
+        a, b = self.pair.a.name, self.pair.b.name
+        blocks = [pcapng.section_header(f"tapveth {__version__}", os.uname().sysname)]
+        for end in self.ends:
+            ns = ns_name(end) or "-"
+            desc = f"tapveth end {end.name} of pair {a}/{b}, netns {ns}, mtu {end.mtu}"
+            blocks.append(pcapng.interface_description(end.name, desc, self._snaplen))
+        return b"".join(blocks)
+
+    def statistics(self) -> bytes:
+        now = time.time_ns()
+        return b"".join(
+            pcapng.interface_statistics(
+                i,
+                now,
+                self.start_ns,
+                self.received[i],
+                self.accepted[i],
+                self.dropped[i],
+                self.delivered[i],
+            )
+            for i in range(2)
+        )
+
+
+def _attach(cap: Capture) -> None:
+    for end in cap.pair.ends():
+        end.captures = (*end.captures, cap)
+
+
+def _detach(cap: Capture) -> None:
+    for end in cap.pair.ends():
+        end.captures = tuple(c for c in end.captures if c is not cap)
+
+
+def _int_arg(args: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    value = args.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ControlError(f"{key} must be a whole number from {low} to {high}")
+    return value
+
+
+def start(d: "Daemon", args: dict[str, Any]) -> Stream:
+    """The `capture` request: find the pair, check the options, return the stream."""
+    pair = d.registry.find(args.get("name"), args.get("netns"))
+    first = next(
+        e
+        for e in pair.ends()
+        if e.name == args["name"] and args.get("netns") in (None, d.registry.ns_name(e))
+    )
+    snaplen = _int_arg(args, "snaplen", pcapng.DEFAULT_SNAPLEN, 1, pcapng.DEFAULT_SNAPLEN)
+    count = _int_arg(args, "count", 0, 0, 1 << 62)
+    buffer_kib = _int_arg(args, "buffer_kib", DEFAULT_BUFFER_KIB, 1, MAX_BUFFER_KIB)
+    drops_only = bool(args.get("drops", False))
+
+    async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        cap = Capture(pair, first, writer, snaplen, count, drops_only, buffer_kib * 1024)
+
+        def on_event(ev: Event) -> None:
+            if ev.kind == "deleted" and ev.pair is pair:
+                cap.finished.set()
+
+        if pair.closed:
+            cap.finished.set()
+        else:
+            _attach(cap)
+            d.events.listen(on_event)
+        writer.write(cap.header(d.registry.ns_name))  # once attached: no frame is missed after
+        who = f"{first.name} <-> {cap.ends[1].name}"
+        log.info("capture of %s started", who)
+        gone = asyncio.ensure_future(reader.read(1))  # EOF: the client is done
+        ended = asyncio.ensure_future(cap.finished.wait())
+        try:
+            await asyncio.wait({gone, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            ended.cancel()
+            _detach(cap)
+            d.events.unlisten(on_event)
+            cap.flush()
+            log.info(
+                "capture of %s ended: %d frames, %d left out",
+                who,
+                sum(cap.delivered),
+                sum(cap.dropped),
+            )
+            if not writer.is_closing():
+                writer.write(cap.statistics())
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer.drain(), FINISH_TIMEOUT)
+
+    return Stream({"ifnames": [first.name, pair.peer_of(first).name], "snaplen": snaplen}, run)
