@@ -2,6 +2,7 @@
 until Ctrl-C (as `ip monitor`)."""
 
 import json
+import signal
 import sys
 import time
 from typing import Any
@@ -10,7 +11,10 @@ from tapveth.control import StreamClient
 
 
 def run_monitor(path: str, as_json: bool, timestamps: bool) -> int:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     client = StreamClient(path, "monitor", {})
+    print("tapveth: monitoring pair events (Ctrl-C to stop)", file=sys.stderr, flush=True)
     buf = b""
     try:
         while True:

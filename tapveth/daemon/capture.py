@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from tapveth import __version__
 from tapveth.control import ControlError, Stream
 from tapveth.core import pcapng
-from tapveth.daemon.events import Event
+from tapveth.daemon.events import Event, first_of
 from tapveth.daemon.pair import End, Pair
 
 if TYPE_CHECKING:
@@ -170,13 +170,11 @@ def start(d: "Daemon", args: dict[str, Any]) -> Stream:
         writer.write(cap.header(d.registry.ns_name))  # once attached: no frame is missed after
         who = f"{first.name} <-> {cap.ends[1].name}"
         log.info("capture of %s started", who)
-        gone = asyncio.ensure_future(reader.read(1))  # EOF: the client is done
-        ended = asyncio.ensure_future(cap.finished.wait())
         try:
-            await asyncio.wait({gone, ended}, return_when=asyncio.FIRST_COMPLETED)
+            async with d.events.serving() as closing:
+                # EOF from the client: it is done; or -c reached, or the pair deleted
+                await first_of(reader.read(1), cap.finished.wait(), closing.wait())
         finally:
-            gone.cancel()
-            ended.cancel()
             _detach(cap)
             d.events.unlisten(on_event)
             cap.flush()

@@ -12,7 +12,7 @@ import contextlib
 import json
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,26 @@ class EventBus:
         self._ns_name = ns_name
         self._listeners: list[Callable[[Event], None]] = []
         self._streams: set[_Subscription] = set()
+        self._closing = asyncio.Event()
+        self._serving: set[asyncio.Task[Any]] = set()
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[asyncio.Event]:
+        """Around a stream's life (monitor, capture): yields the event set when the daemon
+        stops, so that the stream ends cleanly and close() can wait for it."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._serving.add(task)
+        try:
+            yield self._closing
+        finally:
+            self._serving.discard(task)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """The daemon stops: end every stream, and give them a moment to say goodbye."""
+        self._closing.set()
+        if self._serving:
+            await asyncio.wait(self._serving, timeout=timeout)
 
     def listen(self, fn: Callable[[Event], None]) -> None:
         """Call fn (on the loop thread, synchronously) for every event from now on."""
@@ -82,7 +102,8 @@ class EventBus:
             sub = _Subscription()
             self._streams.add(sub)
             try:
-                await sub.pump(reader, writer)
+                async with self.serving() as closing:
+                    await sub.pump(reader, writer, closing)
             finally:
                 self._streams.discard(sub)
 
@@ -104,13 +125,13 @@ class _Subscription:
         self._queue.append(line)
         self._ready.set()
 
-    async def pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, closing: asyncio.Event
+    ) -> None:
         gone = asyncio.ensure_future(reader.read(1))  # EOF (or anything): the client is done
         try:
-            while not gone.done():
-                ready = asyncio.ensure_future(self._ready.wait())
-                await asyncio.wait({gone, ready}, return_when=asyncio.FIRST_COMPLETED)
-                ready.cancel()
+            while not gone.done() and not closing.is_set():
+                await first_of(gone, self._ready.wait(), closing.wait())
                 self._ready.clear()
                 if self.lost:
                     lost, self.lost = self.lost, 0
@@ -121,3 +142,14 @@ class _Subscription:
                 await writer.drain()
         finally:
             gone.cancel()
+
+
+async def first_of(*aws: Awaitable[Any]) -> None:
+    """Wait until one of aws is done; the others that this call started are cancelled."""
+    futs = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(futs, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for f, a in zip(futs, aws, strict=True):
+            if f is not a:
+                f.cancel()

@@ -109,6 +109,7 @@ class Daemon:
             await self._server.close()
             for pair in list(self.pairs):
                 await self.destroy(pair, "daemon stopped", keep=pair.persist)
+            await self.events.close()  # monitors and captures end, captures with their counts
             loop.remove_reader(self.tracker.fileno())
             self.tracker.close()
             await self.worker.close()
