@@ -2,6 +2,7 @@
 writing it to a file or a pipe, or printing one line per frame (decoded here, with scapy's
 dissectors, never in the daemon)."""
 
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -27,11 +28,8 @@ def run_capture(
         "drops": drops,
         "buffer_kib": buffer_kib,
     }
-    # Ctrl-C or SIGTERM end the capture cleanly, as with tcpdump, even when started in the
-    # background by a shell (which would have it ignore SIGINT).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     client = StreamClient(path, "capture", args)
+    _stop_on_signals(client)
     head = client.head
     sink: Callable[[bytes], None]
     out: IO[bytes] | None = None
@@ -82,19 +80,29 @@ class _Totals:
                 self.delivered += rec.delivered
 
 
-def _pump(client: StreamClient, sink: Callable[[bytes], None], stats: _Totals) -> None:
-    """Read until the daemon closes the stream. The first Ctrl-C (or a reader that went away)
-    asks the daemon to finish, so the last frames and the counts still arrive."""
+def _stop_on_signals(client: StreamClient) -> None:
+    """Ctrl-C or SIGTERM (also when a shell started us in the background, ignoring SIGINT)
+    asks the daemon to end the stream, so the last frames and the counts still arrive and no
+    block is cut in half; a second one gives up at once."""
     stopping = False
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal stopping
+        if stopping:
+            raise KeyboardInterrupt
+        stopping = True
+        client.done()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _pump(client: StreamClient, sink: Callable[[bytes], None], stats: _Totals) -> None:
+    """Read until the daemon closes the stream. A reader that went away (a closed pipe) also
+    asks the daemon to finish."""
     while True:
         try:
             data = client.read()
-        except KeyboardInterrupt:
-            if stopping:
-                raise
-            stopping = True
-            client.done()
-            continue
         except TimeoutError:
             raise ControlError("the daemon did not end the capture in time") from None
         if not data:
@@ -103,10 +111,10 @@ def _pump(client: StreamClient, sink: Callable[[bytes], None], stats: _Totals) -
         try:
             sink(data)
         except BrokenPipeError:
+            # What is still buffered for the closed pipe must not fail again at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sink = _discard
-            if not stopping:
-                stopping = True
-                client.done()
+            client.done()
         except _Enough:
             sink = _discard
 

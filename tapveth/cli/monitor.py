@@ -18,10 +18,7 @@ def run_monitor(path: str, as_json: bool, timestamps: bool) -> int:
     buf = b""
     try:
         while True:
-            try:
-                data = client.read()
-            except KeyboardInterrupt:
-                return 0
+            data = client.read()
             if not data:
                 print("tapveth: the daemon closed the stream", file=sys.stderr)
                 return 1
@@ -30,7 +27,7 @@ def run_monitor(path: str, as_json: bool, timestamps: bool) -> int:
             for line in lines:
                 ev = json.loads(line)
                 print(json.dumps(ev) if as_json else event_line(ev, timestamps), flush=True)
-    except BrokenPipeError:
+    except (BrokenPipeError, KeyboardInterrupt):
         return 0
     finally:
         client.close()
