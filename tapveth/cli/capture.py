@@ -168,8 +168,10 @@ def summarize(frame: bytes) -> str:
     from scapy.layers.inet6 import IPv6
     from scapy.layers.l2 import ARP, Dot1Q, Ether
 
-    pkt = Ether(frame)
     length = f", length {len(frame)}"
+    if len(frame) < 14:
+        return f"runt{length}"  # shorter than an Ethernet header: nothing to decode
+    pkt = Ether(frame)
     vlan = f"vlan {pkt[Dot1Q].vlan} " if Dot1Q in pkt else ""
     if ARP in pkt:
         a = pkt[ARP]

@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         "applies changes to it",
     )
     d.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9477; "
+        "overrides [metrics] listen of --config); without it the daemon opens no TCP socket",
+    )
+    d.add_argument(
         "--busy-poll",
         type=int,
         default=DEFAULT_BUSY_POLL_US,
@@ -235,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
 def _run(opts: argparse.Namespace) -> int:
     path = control.socket_path(opts.socket)
     if opts.command == "daemon":
-        return run_daemon(path, opts.log_level, opts.busy_poll, opts.config, opts.group)
+        return run_daemon(
+            path, opts.log_level, opts.busy_poll, opts.config, opts.group, opts.metrics
+        )
     if opts.command == "demo":
         from tapveth.cli.demo import run_demo
 
@@ -303,7 +311,15 @@ def run_daemon(
     busy_poll_us: int = DEFAULT_BUSY_POLL_US,
     config_path: str | None = None,
     group: str | None = None,
+    metrics: str | None = None,
 ) -> int:
+    if metrics is not None:
+        from tapveth.core.address import AddressError, parse_listen
+
+        try:
+            parse_listen(metrics)
+        except AddressError as exc:
+            raise ControlError(f"--metrics: {exc}") from None
     if os.geteuid() != 0:
         raise ControlError("the daemon needs root (CAP_NET_ADMIN) to make TAP devices")
     if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
@@ -311,7 +327,8 @@ def run_daemon(
     if config_path is not None:
         from tapveth.core import config
 
-        config.load(config_path)  # a bad file: one line on stderr, exit 2, nothing made
+        cfg = config.load(config_path)  # a bad file: one line on stderr, exit 2, nothing made
+        metrics = metrics or cfg.metrics
     import uvloop
 
     from tapveth.daemon.service import Daemon
@@ -320,7 +337,7 @@ def run_daemon(
 
     async def amain() -> int:
         try:
-            daemon = Daemon(path, busy_poll_us, config_path, group)
+            daemon = Daemon(path, busy_poll_us, config_path, group, metrics)
         except PermissionError as exc:
             raise ControlError(f"cannot start: {exc}") from None
         return await daemon.run()

@@ -24,6 +24,7 @@ from tapveth.core.rules import Carrier
 from tapveth.daemon import provision
 from tapveth.daemon.busypoll import BusyPoll
 from tapveth.daemon.events import EventBus
+from tapveth.daemon.metrics import Metrics
 from tapveth.daemon.notify import Notifier
 from tapveth.daemon.pair import End, Pair
 from tapveth.daemon.registry import Registry
@@ -46,8 +47,11 @@ class Daemon:
         busy_poll_us: int = 0,
         config_path: str | None = None,
         group: str | None = None,
+        metrics: str | None = None,
     ) -> None:
         self.socket_path = socket_path
+        self._metrics_listen = metrics  # HOST:PORT for Prometheus, or None: no TCP socket
+        self._metrics: Metrics | None = None
         self.config_path = config_path
         self._managed: dict[Ident, tuple[PairConfig, Pair]] = {}  # pairs from the config file
         self._notify = Notifier()
@@ -76,9 +80,14 @@ class Daemon:
         self._relay = Relay(self.tracker.on_events, self.tracker.on_gone, busy.traffic)
         loop.add_reader(self.tracker.fileno(), self.tracker.on_events)
         try:
+            if self._metrics_listen is not None:
+                self._metrics = Metrics(self, self._relay, self._metrics_listen)
+                self._metrics.start()
             await self._server.start()
         except ControlError as exc:
             log.error("%s", exc)
+            if self._metrics is not None:
+                await self._metrics.close()
             return 2
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
@@ -110,6 +119,8 @@ class Daemon:
             for pair in list(self.pairs):
                 await self.destroy(pair, "daemon stopped", keep=pair.persist)
             await self.events.close()  # monitors and captures end, captures with their counts
+            if self._metrics is not None:
+                await self._metrics.close()
             loop.remove_reader(self.tracker.fileno())
             self.tracker.close()
             await self.worker.close()
