@@ -261,8 +261,12 @@ def _run(opts: argparse.Namespace) -> int:
     if opts.command == "capture":
         from tapveth.cli.capture import run_capture
 
-        if opts.count < 0 or opts.snaplen < 0 or opts.buffer_kib <= 0:
-            raise UsageError("-c, -s and -B take positive numbers")
+        if opts.count < 0:
+            raise UsageError("-c takes a number of frames, 0 or more")
+        if not 0 <= opts.snaplen <= 262144:
+            raise UsageError("-s takes a snapshot length from 0 (the default, 262144) to 262144")
+        if not 1 <= opts.buffer_kib <= 262144:
+            raise UsageError("-B takes a buffer size from 1 to 262144 KiB")
         target = _name_and_ns(opts.words, required=True)
         return run_capture(
             path, target, opts.write, opts.count, opts.snaplen, opts.drops, opts.buffer_kib

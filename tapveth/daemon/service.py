@@ -13,7 +13,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tapveth.control import ControlError, ControlServer, one_line
 from tapveth.core import config
@@ -24,7 +24,6 @@ from tapveth.core.rules import Carrier
 from tapveth.daemon import provision
 from tapveth.daemon.busypoll import BusyPoll
 from tapveth.daemon.events import EventBus
-from tapveth.daemon.metrics import Metrics
 from tapveth.daemon.notify import Notifier
 from tapveth.daemon.pair import End, Pair
 from tapveth.daemon.registry import Registry
@@ -36,6 +35,9 @@ from tapveth.kernel import netns
 from tapveth.kernel.netlink import PlaceError
 from tapveth.kernel.netns import NetnsError
 from tapveth.kernel.tap import TapError
+
+if TYPE_CHECKING:
+    from tapveth.daemon.metrics import Metrics
 
 log = logging.getLogger("tapveth")
 
@@ -81,6 +83,8 @@ class Daemon:
         loop.add_reader(self.tracker.fileno(), self.tracker.on_events)
         try:
             if self._metrics_listen is not None:
+                from tapveth.daemon.metrics import Metrics  # ~3 MiB: only when asked for
+
                 self._metrics = Metrics(self, self._relay, self._metrics_listen)
                 self._metrics.start()
             await self._server.start()

@@ -260,13 +260,16 @@ def test_capture_under_iperf_loses_frames_not_throughput(
     plain2 = iperf(a, b, 4)
     recs = list(pcapng.read(trace.read_bytes()))
     packets = sum(isinstance(r, pcapng.Packet) for r in recs)
+    longest = max(r.orig_len for r in recs if isinstance(r, pcapng.Packet))
     stats = [r for r in recs if isinstance(r, pcapng.Statistics)]
     print(
         f"\niperf3 TCP through tapveth: {plain:.2f} Gbit/s without capture, {captured:.2f} "
         f"with one, {plain2:.2f} without again; capture wrote {counts['captured']} frames, "
-        f"left out {counts['dropped by kernel']} of {counts['received by filter']}"
+        f"left out {counts['dropped by kernel']} of {counts['received by filter']}; "
+        f"longest frame {longest} bytes"
     )
     # What the summary says is what the file holds, and every frame seen is accounted for.
     assert packets == counts["captured"] == sum(s.delivered for s in stats)
     assert sum(s.received for s in stats) == counts["captured"] + counts["dropped by kernel"]
     assert counts["dropped by kernel"] > 0  # the reader could not keep up with iperf3
+    assert longest > 1514  # GSO super-frames are recorded whole, as the receiver gets them
