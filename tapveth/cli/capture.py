@@ -59,25 +59,34 @@ def run_capture(
         client.close()
         if out is not None and out is not sys.stdout.buffer:
             out.close()
-    print(f"{stats.delivered} packets captured", file=sys.stderr)
+    print(f"{stats.captured} packets captured", file=sys.stderr)
+    if not stats.ended:
+        print("tapveth: the daemon ended the capture without its counts", file=sys.stderr)
+        return 1
     print(f"{stats.accepted} packets received by filter", file=sys.stderr)
     print(f"{stats.dropped} packets dropped by kernel", file=sys.stderr)
     return 0
 
 
 class _Totals:
-    """The capture's counts, from the statistics blocks at the end of the stream."""
+    """What the capture amounted to: the frames that arrived, and the daemon's counts from the
+    statistics blocks that end the stream."""
 
     def __init__(self) -> None:
-        self.reader = pcapng.Reader()
-        self.accepted = self.dropped = self.delivered = 0
+        self.reader = pcapng.Reader(packets=False)
+        self.accepted = self.dropped = 0
+        self.ended = False  # the statistics blocks arrived
 
     def feed(self, data: bytes) -> None:
         for rec in self.reader.feed(data):
             if isinstance(rec, pcapng.Statistics):
+                self.ended = True
                 self.accepted += rec.accepted
                 self.dropped += rec.dropped
-                self.delivered += rec.delivered
+
+    @property
+    def captured(self) -> int:
+        return self.reader.packets_seen
 
 
 def _stop_on_signals(client: StreamClient) -> None:

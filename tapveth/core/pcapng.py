@@ -243,28 +243,35 @@ class Reader:
     """Incremental reader: feed() bytes as they arrive, get the records complete so far.
     Accepts the little-endian sections this module writes."""
 
-    def __init__(self) -> None:
+    def __init__(self, packets: bool = True) -> None:
         self._buf = bytearray()
         self._started = False
+        self._packets = packets  # False: only count packet blocks (cheaper), yield the rest
         self.interfaces: list[Interface] = []
+        self.packets_seen = 0
 
     def feed(self, data: bytes) -> list[Record]:
         self._buf += data
+        buf = self._buf
         out: list[Record] = []
-        while len(self._buf) >= 12:
-            block_type, total = struct.unpack_from("<II", self._buf, 0)
+        pos = 0
+        while len(buf) - pos >= 12:
+            block_type, total = struct.unpack_from("<II", buf, pos)
             if total < 12 or total % 4:
                 raise PcapngError(f"bad block length {total}")
-            if len(self._buf) < total:
+            if len(buf) - pos < total:
                 break
-            body = bytes(self._buf[8 : total - 4])
-            (trailer,) = struct.unpack_from("<I", self._buf, total - 4)
+            (trailer,) = struct.unpack_from("<I", buf, pos + total - 4)
             if trailer != total:
                 raise PcapngError("block lengths at head and tail differ")
-            del self._buf[:total]
-            rec = self._record(block_type, body)
-            if rec is not None:
-                out.append(rec)
+            if block_type == EPB:
+                self.packets_seen += 1
+            if block_type != EPB or self._packets:
+                rec = self._record(block_type, bytes(buf[pos + 8 : pos + total - 4]))
+                if rec is not None:
+                    out.append(rec)
+            pos += total
+        del buf[:pos]
         return out
 
     def _record(self, block_type: int, body: bytes) -> Record | None:

@@ -76,6 +76,12 @@ def test_round_trip_through_the_reader_in_pieces() -> None:
         4,
     )
     assert stats[0].counters[pcapng.ISB_STARTTIME] == 10**18
+    assert reader.packets_seen == 6
+
+    counting = pcapng.Reader(packets=False)  # what the CLI uses to count a stream it passes on
+    kinds = [type(r).__name__ for r in counting.feed(stream)]
+    assert kinds == ["Interface", "Interface", "Statistics"]
+    assert counting.packets_seen == 6
 
 
 def test_reader_refuses_garbage() -> None:
