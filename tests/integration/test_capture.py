@@ -193,6 +193,23 @@ def test_pipe_into_tcpdump_live(lab: Lab, daemon: PrivateDaemon) -> None:
     assert cap.wait(30) == 0
     dump.wait(30)
 
+    # tshark reads the stream from a pipe too; -c 4 ends the capture by itself
+    cap = start_capture(lab, daemon, x, "-c", "4", "-w", "-")
+    shark = subprocess.Popen(
+        ["tshark", "-r", "-", "-T", "fields", "-e", "icmp.type"],
+        stdin=cap.stdout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    lab.procs.append(shark)
+    assert cap.stdout is not None
+    cap.stdout.close()
+    a.ping("10.0.0.2", count=2)
+    assert cap.wait(30) == 0
+    out, _ = shark.communicate(timeout=30)
+    assert out.split() == ["8", "0", "8", "0"], out
+
 
 def capture_as(path: str, name: str, uid: int) -> str:
     """Ask for a capture from a child running as uid; what it was told."""
