@@ -133,12 +133,12 @@ class _Subscription:
             while not gone.done() and not closing.is_set():
                 await first_of(gone, self._ready.wait(), closing.wait())
                 self._ready.clear()
-                if self.lost:
+                while self._queue:
+                    writer.write(self._queue.popleft())
+                if self.lost:  # they came after everything queued, before anything to come
                     lost, self.lost = self.lost, 0
                     note = {"time": round(time.time(), 6), "event": "lost", "count": lost}
                     writer.write((json.dumps(note) + "\n").encode())
-                while self._queue:
-                    writer.write(self._queue.popleft())
                 await writer.drain()
         finally:
             gone.cancel()
