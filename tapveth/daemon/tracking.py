@@ -80,8 +80,8 @@ class EndTracker:
             return
         if ev.name and ev.name != end.name:
             log.info("%s renamed to %s", end.name, ev.name)
-            self.events.publish("renamed", self._reg.pair_of[end], end, old=end.name, new=ev.name)
-            end.name = ev.name
+            old, end.name = end.name, ev.name
+            self.events.publish("renamed", self._reg.pair_of[end], end, old=old, new=end.name)
         if ev.mtu and ev.mtu != end.mtu:
             log.info("%s mtu %d", end.name, ev.mtu)
             end.mtu = ev.mtu

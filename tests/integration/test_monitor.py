@@ -77,7 +77,7 @@ def test_monitor_streams_pair_events(lab: Lab, daemon: PrivateDaemon) -> None:
     assert (mtu["ifname"], mtu["netns"], mtu["mtu"]) == (y, b.name, 1400)
     moved = events[kinds.index("moved")]
     assert (moved["ifname"], moved["netns"]) == (x, c.name)
-    assert (events[5]["old"], events[5]["new"]) == (x, z)
+    assert (events[5]["old"], events[5]["new"], events[5]["ifname"]) == (x, z, z)
     assert events[6]["why"] == "deleted on request"
     assert all(isinstance(e["time"], float) for e in events)
 
