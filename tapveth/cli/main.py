@@ -97,9 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument(
         "--metrics",
-        metavar="HOST:PORT",
-        help="serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9477; "
-        "overrides [metrics] listen of --config); without it the daemon opens no TCP socket",
+        metavar="[HOST:]PORT",
+        help="serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9477; a bare "
+        "port is on 127.0.0.1; overrides [metrics] listen of --config); without it the daemon "
+        "opens no TCP socket",
     )
     d.add_argument(
         "--busy-poll",

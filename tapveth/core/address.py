@@ -1,5 +1,6 @@
-"""Listen addresses written `HOST:PORT` (`[V6]:PORT` for IPv6), as `--metrics` and the
-configuration file's [metrics] table take them. Pure: checks the text, resolves nothing."""
+"""Listen addresses written `HOST:PORT` (`[V6]:PORT` for IPv6, a bare `PORT` for the loopback
+address), as `--metrics` and the configuration file's [metrics] table take them. Pure: checks
+the text, resolves nothing."""
 
 import ipaddress
 
@@ -8,10 +9,15 @@ class AddressError(ValueError):
     """A listen address that cannot be used; the message says how to write one."""
 
 
+LOOPBACK = "127.0.0.1"
+
+
 def parse_listen(text: str) -> tuple[str, int]:
-    """(host, port) of `HOST:PORT`; HOST is an IP address (a listener on a name would depend
-    on the resolver), PORT 1..65535."""
-    example = "like 127.0.0.1:9477 or [::1]:9477"
+    """(host, port) of `HOST:PORT`, or of a bare `PORT` on the loopback address; HOST is an IP
+    address (a listener on a name would depend on the resolver), PORT 1..65535."""
+    example = "like 9477, 127.0.0.1:9477 or [::1]:9477"
+    if isinstance(text, str) and text.isdigit():
+        text = f"{LOOPBACK}:{text}"
     if not isinstance(text, str) or ":" not in text:
         raise AddressError(f"{text!r} is not HOST:PORT ({example})")
     host, _, port_text = text.rpartition(":")

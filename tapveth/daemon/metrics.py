@@ -61,7 +61,8 @@ class Metrics(Collector):
         self._d = daemon
         self._relay = relay
         self._host, self._port = parse_listen(listen)
-        self.listen = listen
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        self.listen = f"{host}:{self._port}"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: WSGIServer | None = None
         self._retired = 0  # frames relayed for pairs deleted since the daemon started

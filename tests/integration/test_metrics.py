@@ -183,3 +183,23 @@ def test_bad_metrics_address_is_refused(lab: Lab) -> None:
             assert len(lines) == 1 and message in lines[0], d.final_log
     finally:
         busy.close()
+
+
+def test_metrics_from_the_configuration_file_and_a_bare_port(tmp_path: Path) -> None:
+    port = free_port()
+    conf = tmp_path / "tapveth.toml"
+    conf.write_text(f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+    d = PrivateDaemon(daemon_args=("--config", str(conf))).start()
+    try:
+        assert samples(scrape(f"127.0.0.1:{port}"))[("tapveth_pairs", ())] == 0
+    finally:
+        assert d.stop() == 0
+    other = free_port()  # --metrics wins over the file; a bare port is on loopback
+    d = PrivateDaemon(daemon_args=("--config", str(conf), "--metrics", str(other))).start()
+    try:
+        assert ("tapveth_pairs", ()) in samples(scrape(f"127.0.0.1:{other}"))
+        assert f"metrics on http://127.0.0.1:{other}/metrics" in d.log()
+        with pytest.raises(OSError):
+            scrape(f"127.0.0.1:{port}")
+    finally:
+        assert d.stop() == 0

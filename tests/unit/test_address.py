@@ -9,6 +9,7 @@ from tapveth.core.address import AddressError, parse_listen
     ("text", "expected"),
     [
         ("127.0.0.1:9477", ("127.0.0.1", 9477)),
+        ("9477", ("127.0.0.1", 9477)),
         ("0.0.0.0:1", ("0.0.0.0", 1)),
         ("[::1]:9477", ("::1", 9477)),
         ("[fd00::5]:65535", ("fd00::5", 65535)),
@@ -21,7 +22,8 @@ def test_good(text: str, expected: tuple[str, int]) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("9477", "is not HOST:PORT"),
+        ("", "is not HOST:PORT"),
+        ("99999", "from 1 to 65535"),
         ("localhost:9477", "is not an IP address"),
         ("127.0.0.1:0", "from 1 to 65535"),
         ("127.0.0.1:65536", "from 1 to 65535"),
