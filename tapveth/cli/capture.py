@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import IO, Any
+from typing import Any
 
 from tapveth.control import ControlError, StreamClient
 from tapveth.core import pcapng
@@ -32,14 +32,18 @@ def run_capture(
     _stop_on_signals(client)
     head = client.head
     sink: Callable[[bytes], None]
-    out: IO[bytes] | None = None
+    out: int | None = None  # the output's fd
     printer = None
     if write is None:
         printer = _LinePrinter(count)
         sink = printer.feed
     else:
         try:
-            out = sys.stdout.buffer if write == "-" else open(write, "wb")  # noqa: SIM115
+            out = (
+                sys.stdout.fileno()
+                if write == "-"
+                else os.open(write, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            )
         except OSError as exc:
             client.close()
             raise ControlError(f"cannot write {write}: {exc.strerror}") from None
@@ -57,8 +61,8 @@ def run_capture(
         _pump(client, sink, stats)
     finally:
         client.close()
-        if out is not None and out is not sys.stdout.buffer:
-            out.close()
+        if out is not None and write != "-":
+            os.close(out)
     print(f"{stats.captured} packets captured", file=sys.stderr)
     if not stats.ended:
         print("tapveth: the daemon ended the capture without its counts", file=sys.stderr)
@@ -120,8 +124,6 @@ def _pump(client: StreamClient, sink: Callable[[bytes], None], stats: _Totals) -
         try:
             sink(data)
         except BrokenPipeError:
-            # What is still buffered for the closed pipe must not fail again at exit.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sink = _discard
             client.done()
         except _Enough:
@@ -136,10 +138,15 @@ def _discard(data: bytes) -> None:
     pass
 
 
-def _writer(out: IO[bytes]) -> Callable[[bytes], None]:
+def _writer(fd: int) -> Callable[[bytes], None]:
+    """Write straight to the fd, each chunk at once, so a reader at the other end of a pipe sees
+    frames as they come. Not through a BufferedWriter: a signal that interrupts it in a write to
+    a full pipe loses data (CPython), and Ctrl-C does exactly that when the reader lags."""
+
     def write(data: bytes) -> None:
-        out.write(data)
-        out.flush()  # a reader at the other end of a pipe sees frames as they come
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
 
     return write
 
