@@ -19,6 +19,9 @@ from tapveth.core import pcapng
 from tapveth.private import PrivateDaemon
 
 pytestmark = pytest.mark.integration
+# Wait for every reply (up to 20 s): without a deadline, ping gives up two RTTs after its last
+# request, and replies slowed by a loaded machine would count as lost.
+REPLIES = ("-w", "20")
 
 
 def tapveth(d: PrivateDaemon, *words: str) -> list[str]:
@@ -87,7 +90,7 @@ def test_capture_read_by_tshark_and_tcpdump(
     trace = tmp_path / "trace.pcapng"
     cap = start_capture(lab, daemon, x, "-w", str(trace))
     second = start_capture(lab, daemon, y, "netns", b.name, "-w", str(tmp_path / "second.pcapng"))
-    assert " 0% packet loss" in a.ping("10.0.0.2", count=5).stdout
+    assert " 0% packet loss" in a.ping("10.0.0.2", count=5, extra=REPLIES).stdout
     b.ip("link", "set", y, "mtu", "1000")
     a.ping("10.0.0.2", count=2, size=1200, extra=("-M", "dont"))  # refused: longer than 1018
     time.sleep(0.3)
@@ -130,7 +133,7 @@ def test_capture_lines_count_and_drops_only(
     a, b, x, y = quiet_pair(lab, daemon)
     lines = start_capture(lab, daemon, x, "-c", "4")
     drops = start_capture(lab, daemon, x, "--drops", "-w", str(tmp_path / "drops.pcapng"))
-    a.ping("10.0.0.2", count=3)
+    a.ping("10.0.0.2", count=3, extra=REPLIES)
     out, err = lines.communicate(timeout=30)  # -c 4: ends by itself
     assert lines.returncode == 0, err
     printed = out.splitlines()
@@ -157,7 +160,7 @@ def test_capture_lines_count_and_drops_only(
 def test_snaplen_truncates(lab: Lab, daemon: PrivateDaemon, tmp_path: Path) -> None:
     a, _, _, _ = quiet_pair(lab, daemon)
     cap = start_capture(lab, daemon, lab.name("capa"), "-s", "64", "-w", str(tmp_path / "s.pcapng"))
-    a.ping("10.0.0.2", count=2, size=1000)
+    a.ping("10.0.0.2", count=2, size=1000, extra=REPLIES)
     time.sleep(0.2)
     stop_capture(cap)
     rows = tshark(tmp_path / "s.pcapng", "frame", "frame.cap_len", "frame.len")
@@ -205,7 +208,7 @@ def test_pipe_into_tcpdump_live(lab: Lab, daemon: PrivateDaemon) -> None:
     lab.procs.append(shark)
     assert cap.stdout is not None
     cap.stdout.close()
-    a.ping("10.0.0.2", count=2)
+    a.ping("10.0.0.2", count=2, extra=REPLIES)
     assert cap.wait(30) == 0
     out, _ = shark.communicate(timeout=30)
     assert out.split() == ["8", "0", "8", "0"], out

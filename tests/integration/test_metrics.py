@@ -18,6 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from tapveth.private import PrivateDaemon
 
 pytestmark = pytest.mark.integration
+# Wait for every reply (up to 20 s): without a deadline, ping gives up two RTTs after its last
+# request, and replies slowed by a loaded machine would count as lost.
+REPLIES = ("-w", "20")
 
 
 def free_port() -> int:
@@ -66,7 +69,7 @@ def make_pair(lab: Lab, d: PrivateDaemon) -> tuple[Netns, Netns, str, str]:
 def test_exposition_counts_and_promtool(lab: Lab, metered: tuple[PrivateDaemon, str]) -> None:
     d, listen = metered
     a, b, x, y = make_pair(lab, d)
-    assert " 0% packet loss" in a.ping("10.0.0.2", count=5).stdout
+    assert " 0% packet loss" in a.ping("10.0.0.2", count=5, extra=REPLIES).stdout
     b.ip("link", "set", y, "mtu", "1000")
     a.ping("10.0.0.2", count=2, size=1200, extra=("-M", "dont"))
     time.sleep(0.3)
