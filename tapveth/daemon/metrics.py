@@ -124,14 +124,14 @@ class Metrics(Collector):
         """Called by prometheus-client in its thread, once per scrape."""
         assert self._loop is not None
         sample = asyncio.run_coroutine_threadsafe(self._sample(), self._loop).result(SCRAPE_TIMEOUT)
-        return list(_families(sample))
+        return list(families(sample))
 
 
 def _frames(flow: Flow) -> int:
     return flow.packets + flow.dropped
 
 
-def _families(s: Sample) -> Iterator[Metric]:
+def families(s: Sample) -> Iterator[Metric]:
     yield GaugeMetricFamily("tapveth_pairs", "Pairs the daemon owns.", value=s.pairs)
     yield CounterMetricFamily(
         "tapveth_relay_wakeups",
