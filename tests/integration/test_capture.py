@@ -142,19 +142,20 @@ def test_capture_lines_count_and_drops_only(
     assert f"{y} Out IP 10.0.0.2 > 10.0.0.1 ICMP echo-reply" in printed[1]
     assert summary(err)["captured"] == 4
 
-    b.ip("link", "set", y, "down")  # frames to a down peer: refused as peer_down
-    a.ping("10.0.0.2", count=2)
-    b.ip("link", "set", y, "up", "mtu", "1000")
-    a.ping("10.0.0.2", count=1, size=1200, extra=("-M", "dont"))
+    b.ip("link", "set", y, "mtu", "1000")
+    a.ping("10.0.0.2", count=2, extra=REPLIES)  # delivered: not for --drops
+    a.ping("10.0.0.2", count=2, size=1200, extra=("-M", "dont"))  # refused: mtu
     time.sleep(0.3)
     _, counts = stop_capture(drops)
     recs = list(pcapng.read((tmp_path / "drops.pcapng").read_bytes()))
-    comments = [r.comment for r in recs if isinstance(r, pcapng.Packet)]
+    packets = [r for r in recs if isinstance(r, pcapng.Packet)]
     stats = {e["ifname"]: e for e in daemon.request("stats")}
-    assert stats[x]["drops"] == {"peer_down": 2, "mtu": 1}
-    assert comments == ["dropped: peer_down"] * 2 + ["dropped: mtu"]
-    assert counts["captured"] == 3
-    assert counts["received by filter"] == 3
+    assert stats[x]["drops"] == {"mtu": 2}
+    assert [(p.comment, p.orig_len) for p in packets] == [("dropped: mtu", 1242)] * 2
+    assert counts["captured"] == counts["received by filter"] == 2
+    assert counts["dropped by kernel"] == 0
+    isb = [r for r in recs if isinstance(r, pcapng.Statistics)]
+    assert isb[0].received == stats[x]["tx_packets"] + 2  # everything x sent while it ran
 
 
 def test_snaplen_truncates(lab: Lab, daemon: PrivateDaemon, tmp_path: Path) -> None:
