@@ -57,6 +57,16 @@ class Peer:
 
 
 Handler = Callable[[str, dict[str, Any], Peer], Awaitable[Any]]
+StreamRun = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """What a handler returns for a streaming request (capture, monitor): `head` goes out as
+    the reply's result, then run() owns the connection until it returns, and it is closed."""
+
+    head: Any
+    run: StreamRun
 
 
 def socket_path(cli_value: str | None) -> str:
@@ -129,11 +139,11 @@ class ControlServer:
             await asyncio.sleep(0)  # those just accepted register themselves
         # A client between requests, or whose request is not read yet, gets the answer now.
         for conn in list(self._conns):
-            if not conn.busy:
+            if not conn.busy and not conn.streaming:
                 conn.answered_stop = True
                 _send(conn.writer, {"ok": False, "error": STOPPING})
                 conn.writer.close()
-        tasks = [c.task for c in self._conns]
+        tasks = [c.task for c in self._conns if not c.streaming]
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=grace)
             for task in late:
@@ -143,6 +153,17 @@ class ControlServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
             self._server = None
+
+    async def close_streams(self, grace: float = 2.0) -> None:
+        """After close() and once the streams' sources have ended them (the event bus closed):
+        wait for the capture and monitor connections to finish, then cut what is left."""
+        tasks = [c.task for c in self._conns if c.streaming]
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=grace)
+        for task in late:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=REPLY_TIMEOUT)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = _Conn(writer)
@@ -169,8 +190,15 @@ class ControlServer:
                     # Shutdown gave up waiting for this request: answer it all the same.
                     _send(writer, {"ok": False, "error": STOPPING})
                     return
+                stream = reply.pop("stream", None)
+                # A capture or monitor owns the connection from here; shutdown ends it once
+                # the pairs are gone (see close_streams), not as a request.
+                conn.streaming = stream is not None
                 conn.busy = False
                 await _reply(writer, reply)
+                if stream is not None:
+                    await stream.run(reader, writer)
+                    return
         except (ConnectionError, OSError, asyncio.CancelledError):
             return
         finally:
@@ -209,6 +237,8 @@ class ControlServer:
         except Exception as exc:  # a bug or an unforeseen failure: say so, keep serving
             log.exception("request %s failed", shorten(request["op"]))
             return {"ok": False, "error": f"internal error: {one_line(exc)[:200]}"}
+        if isinstance(result, Stream):
+            return {"ok": True, "result": result.head, "stream": result}
         return {"ok": True, "result": result}
 
 
@@ -219,6 +249,7 @@ class _Conn:
     writer: asyncio.StreamWriter
     task: "asyncio.Task[Any]" = field(init=False)
     busy: bool = False
+    streaming: bool = False  # a capture or monitor: ended by close_streams()
     answered_stop: bool = False  # told "stopping" at shutdown; what it sends next is not read
 
     def __post_init__(self) -> None:
@@ -399,3 +430,60 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+class StreamClient:
+    """The client side of a streaming request: the reply's result in `head`, then the stream's
+    bytes from read(); done() half-closes so the daemon ends the stream and closes."""
+
+    def __init__(self, path: str, op: str, args: dict[str, Any], timeout: float = 10.0) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            self.sock.close()
+            raise NoDaemon(
+                f"no tapveth daemon is listening on {path} "
+                "(start one with 'tapveth daemon &' or 'systemctl start tapveth')"
+            ) from None
+        except PermissionError:
+            self.sock.close()
+            raise ControlError(f"permission denied on {path}: run as root") from None
+        try:
+            self.sock.sendall(json.dumps({"op": op, "args": args}).encode() + b"\n")
+            data = b""
+            while b"\n" not in data:
+                chunk = self.sock.recv(1 << 16)
+                if not chunk:
+                    raise ControlError(f"the daemon on {path} closed the connection")
+                data += chunk
+        except TimeoutError:
+            self.sock.close()
+            raise ControlError(f"the daemon on {path} did not answer in {timeout:.0f} s") from None
+        except BaseException:
+            self.sock.close()
+            raise
+        line, _, self._pending = data.partition(b"\n")
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            self.sock.close()
+            raise ControlError(reply.get("error", "the daemon refused the request"))
+        self.head: Any = reply.get("result")
+        self.sock.settimeout(None)
+
+    def read(self) -> bytes:
+        """The next bytes of the stream; b"" once the daemon has closed it."""
+        if self._pending:
+            data, self._pending = self._pending, b""
+            return data
+        return self.sock.recv(1 << 20)
+
+    def done(self, timeout: float = 5.0) -> None:
+        """Tell the daemon to end the stream; read() then returns what is left, then b""."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+        self.sock.settimeout(timeout)
+
+    def close(self) -> None:
+        self.sock.close()

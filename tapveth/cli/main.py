@@ -55,6 +55,10 @@ in short:
   daemon --config FILE       own the pairs a TOML file describes (see tapveth(8))
   daemon --check-config FILE check a configuration file and exit (2 if it has an error)
   reload                     apply the daemon's configuration file again (as SIGHUP)
+  capture NAME [netns NS] [-w FILE] [-c N] [-s SNAPLEN] [--drops]
+                             both directions of NAME's pair, as pcapng (-w) or one line a
+                             frame; refused frames carry their drop reason
+  monitor [-j] [-t]          pair events (created, deleted, moved, carrier, mtu) as they come
   demo                       run the classic two-namespace veth experiment end to end
   qdisc {add|change|replace|del} dev NAME root netem OPTIONS
                              impair the frames NAME sends (tc-netem's grammar)
@@ -145,6 +149,13 @@ def _cmd_daemon(sub: Any) -> None:
         )
     )
     d.add_argument(
+        "--metrics",
+        metavar="[HOST:]PORT",
+        help="serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9477; a bare "
+        "port is on 127.0.0.1; overrides [metrics] listen of --config); without it the daemon "
+        "opens no TCP socket",
+    )
+    d.add_argument(
         "--busy-poll",
         type=int,
         default=DEFAULT_BUSY_POLL_US,
@@ -179,6 +190,7 @@ def _run_daemon(opts: argparse.Namespace, out: Output) -> int:
         opts.busy_poll,
         opts.config,
         opts.group,
+        opts.metrics,
     )
 
 
@@ -455,6 +467,76 @@ def _run_compare(opts: argparse.Namespace, out: Output) -> int:
     return run_compare(opts.only, out.json, opts.report)
 
 
+def _cmd_capture(sub: Any) -> None:
+    c = sub.add_parser(
+        "capture",
+        help="capture the frames of a pair, with drop reasons",
+        usage="tapveth capture NAME [netns NS] [-w FILE] [-c N] [-s SNAPLEN] [--drops] [-B KIB]",
+        description="Capture both directions of NAME's pair until Ctrl-C, as tcpdump would on "
+        "both ends at once. Each frame is recorded on the end that sent it (outbound), when the "
+        "relay delivered or refused it; a refused frame carries 'dropped: REASON' as its "
+        "pcapng comment. Needs the same rights as controlling the daemon.",
+    )
+    c.add_argument("words", nargs="*", metavar="NAME [netns NS]")
+    _file(
+        c.add_argument(
+            "-w", dest="write", metavar="FILE", help="write pcapng to FILE ('-': standard output)"
+        )
+    )
+    c.add_argument("-c", dest="count", type=int, default=0, metavar="N", help="stop after N frames")
+    c.add_argument(
+        "-s",
+        dest="snaplen",
+        type=int,
+        default=0,
+        metavar="SNAPLEN",
+        help="keep at most SNAPLEN bytes of each frame (0: 262144, as tcpdump)",
+    )
+    c.add_argument("--drops", action="store_true", help="only frames the relay refused")
+    c.add_argument(
+        "-B",
+        dest="buffer_kib",
+        type=int,
+        default=2048,
+        metavar="KIB",
+        help="frames waiting for this capture before new ones are left out (default: "
+        "%(default)s KiB)",
+    )
+    c.set_defaults(run=_run_capture)
+
+
+def _run_capture(opts: argparse.Namespace, out: Output) -> int:
+    from tapveth.cli.capture import run_capture
+
+    if opts.count < 0:
+        raise UsageError("-c takes a number of frames, 0 or more")
+    if not 0 <= opts.snaplen <= 262144:
+        raise UsageError("-s takes a snapshot length from 0 (the default, 262144) to 262144")
+    if not 1 <= opts.buffer_kib <= 262144:
+        raise UsageError("-B takes a buffer size from 1 to 262144 KiB")
+    target = parse_select(opts.words, required=True, default_netns=opts.netns).to_dict()
+    return run_capture(
+        _path(opts), target, opts.write, opts.count, opts.snaplen, opts.drops, opts.buffer_kib
+    )
+
+
+def _cmd_monitor(sub: Any) -> None:
+    m = sub.add_parser(
+        "monitor",
+        help="print pair events as they happen (as ip monitor)",
+        description="Print pair events (created, deleted, moved, renamed, carrier, mtu) as they "
+        "happen, until Ctrl-C; with -j, one JSON object a line.",
+    )
+    m.add_argument("-t", "--timestamp", action="store_true", help="prefix each line with the time")
+    m.set_defaults(run=_run_monitor)
+
+
+def _run_monitor(opts: argparse.Namespace, out: Output) -> int:
+    from tapveth.cli.monitor import run_monitor
+
+    return run_monitor(_path(opts), out.json, opts.timestamp)
+
+
 COMMANDS: tuple[Callable[[Any], None], ...] = (
     _cmd_daemon,
     _cmd_add,
@@ -462,6 +544,8 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     _cmd_show,
     _cmd_qdisc,
     _cmd_link,
+    _cmd_capture,
+    _cmd_monitor,
     _cmd_reload,
     _cmd_demo,
     _cmd_bench,
@@ -580,7 +664,7 @@ def prepare(argv: list[str], parser: argparse.ArgumentParser) -> Prepared:
 
 
 # Commands that run here rather than ask a daemon: their errors are not a daemon's answers.
-_LOCAL_COMMANDS = frozenset({"daemon", "demo", "bench", "compare"})
+_LOCAL_COMMANDS = frozenset({"daemon", "demo", "bench", "compare", "capture", "monitor"})
 
 
 def _path(opts: argparse.Namespace) -> str:
@@ -641,7 +725,15 @@ def run_daemon(
     busy_poll_us: int = DEFAULT_BUSY_POLL_US,
     config_path: str | None = None,
     group: str | None = None,
+    metrics: str | None = None,
 ) -> int:
+    if metrics is not None:
+        from tapveth.core.address import AddressError, parse_listen
+
+        try:
+            parse_listen(metrics)
+        except AddressError as exc:
+            raise ControlError(f"--metrics: {exc}") from None
     if os.geteuid() != 0:
         raise ControlError("the daemon needs root (CAP_NET_ADMIN) to make TAP devices")
     if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
@@ -649,7 +741,8 @@ def run_daemon(
     if config_path is not None:
         from tapveth.core import config
 
-        config.load(config_path)  # a bad file: one line on stderr, exit 2, nothing made
+        cfg = config.load(config_path)  # a bad file: one line on stderr, exit 2, nothing made
+        metrics = metrics or cfg.metrics
     import uvloop
 
     from tapveth.daemon.service import Daemon
@@ -658,7 +751,7 @@ def run_daemon(
 
     async def amain() -> int:
         try:
-            daemon = Daemon(path, busy_poll_us, config_path, group)
+            daemon = Daemon(path, busy_poll_us, config_path, group, metrics)
         except PermissionError as exc:
             raise ControlError(f"cannot start: {exc}") from None
         return await daemon.run()

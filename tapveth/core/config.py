@@ -15,6 +15,9 @@ I/O beyond reading the file; errors name the file, the line, the key and what is
     [pair.peer]
     name = "veth2"
     netns = "ns2"
+
+    [metrics]
+    listen = "127.0.0.1:9477"         # Prometheus metrics (read when the daemon starts)
 """
 
 import ipaddress
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tapveth.core.address import AddressError, parse_listen
 from tapveth.core.linkspec import (
     EndSpec,
     PairSpec,
@@ -85,6 +89,7 @@ class PairConfig:
 class Config:
     path: str
     pairs: tuple[PairConfig, ...] = field(default_factory=tuple)
+    metrics: str | None = None  # [metrics] listen: HOST:PORT
 
 
 _PAIR_KEYS = {"persist", "end", "peer"}
@@ -107,16 +112,36 @@ def parse(text: str, path: str = "<config>") -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     where = _Locator(text, path)
-    unknown = set(data) - {"pair"}
+    unknown = set(data) - {"pair", "metrics"}
     if unknown:
         key = sorted(unknown)[0]
-        raise ConfigError(f"{where.top(key)}: unknown key {key!r} (expected [[pair]] tables)")
+        raise ConfigError(
+            f"{where.top(key)}: unknown key {key!r} (expected [[pair]] tables and [metrics])"
+        )
     raw_pairs = data.get("pair", [])
     if not isinstance(raw_pairs, list):
         raise ConfigError(f"{where.top('pair')}: 'pair' must be an array of tables: [[pair]]")
     pairs = [_pair(p, i, where) for i, p in enumerate(raw_pairs)]
     _check_unique(pairs, where)
-    return Config(path=path, pairs=tuple(pairs))
+    return Config(path=path, pairs=tuple(pairs), metrics=_metrics(data.get("metrics"), where))
+
+
+def _metrics(raw: Any, where: "_Locator") -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where.top('metrics')}: 'metrics' must be a table: [metrics]")
+    for key in raw:
+        if key != "listen":
+            raise ConfigError(f"{where.top(key)}: metrics: unknown key {key!r} (known: listen)")
+    listen = raw.get("listen")
+    if listen is None:
+        return None
+    try:
+        parse_listen(listen)
+    except AddressError as exc:
+        raise ConfigError(f"{where.top('listen')}: metrics.listen: {exc}") from None
+    return str(listen)
 
 
 def _pair(raw: Any, i: int, where: "_Locator") -> PairConfig:

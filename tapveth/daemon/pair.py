@@ -8,6 +8,7 @@ from tapveth.kernel.netlink import Location
 from tapveth.kernel.tap import Tap
 
 if TYPE_CHECKING:
+    from tapveth.daemon.capture import Capture
     from tapveth.daemon.impaired import ImpairedLink
     from tapveth.daemon.vxlan_end import VxlanEnd
 
@@ -29,6 +30,7 @@ class End:
     stale: bool = False  # what we know of its place may be out of date
     impair: "ImpairedLink | None" = None  # netem on the frames it sends; None: straight relay
     cut: bool = False  # the pair's carrier is cut (a fault): what it sends is dropped
+    captures: tuple["Capture", ...] = ()  # captures watching the frames this end sends
 
     @property
     def fd(self) -> int:

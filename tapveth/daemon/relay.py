@@ -4,6 +4,11 @@ Frames are read into one preallocated buffer (os.readv does not allocate per cal
 pytun.read() does) and written to the peer unchanged, virtio header included, so GSO
 super-frames and partial checksums cross as they do on the kernel veth. A TAP write never
 blocks: tun injects the frame into the receiving stack at once, so there is no output queue.
+
+Captures hook in at one place: pump() checks once per batch whether any capture watches the
+sending end (End.captures, empty unless `tapveth capture` runs) and only then takes the slower
+path, which relays one frame at a time and shows each to the captures with what became of it
+(delivered, or the reason it was refused). Without a capture the fast path is unchanged.
 """
 
 import errno
@@ -46,6 +51,7 @@ class Relay:
         self._before_batch = before_batch
         self._on_gone = on_gone
         self._on_traffic = on_traffic
+        self.wakeups = 0  # batches relayed (the metrics divide frames by it)
 
     def pump(self, src: End, dst: End) -> None:
         """Relay what src's TAP holds now (at most BATCH frames) to dst."""
@@ -56,20 +62,44 @@ class Relay:
             self._pump_impaired(src, dst)
             return
         self._on_traffic()
+        self.wakeups += 1
+        if src.captures:
+            self._pump_captured(src, dst)
+        else:
+            self._relay(src, dst, BATCH)
+
+    def _pump_captured(self, src: End, dst: End) -> None:
+        """The batch one frame at a time, each shown to the captures once decided."""
+        view, caps = self._view, src.captures
+        for _ in range(BATCH):
+            done = self._relay(src, dst, 1)
+            if done is None:
+                break
+            n, reason = done
+            frame = view[_HDR:n]
+            for cap in caps:
+                cap.frame(src, frame, reason)
+        for cap in caps:
+            cap.flush()
+
+    def _relay(self, src: End, dst: End, frames: int) -> tuple[int, DropReason | None] | None:
+        """Relay up to `frames` frames; the last one's length (virtio header included) and
+        drop reason, None if there was none or an end is gone. The frame stays in the buffer."""
         buf, bufs, view = self._buf, self._bufs, self._view
         readv, write = os.readv, os.write
         flow = src.out
         src_fd, dst_fd = src.fd, dst.fd
-        for _ in range(BATCH):
+        n, reason = 0, None
+        for _ in range(frames):
             try:
                 n = readv(src_fd, bufs)
             except BlockingIOError:
-                return
+                return None
             except OSError as exc:
                 if exc.errno == errno.EINTR:
                     continue
                 self._on_gone(src, exc)
-                return
+                return None
             length = n - _HDR
             reason = admit(length, buf[_GSO_OFF] & _GSO_MASK != 0, dst.up, dst.mtu)
             if reason is None:
@@ -78,13 +108,14 @@ class Relay:
                 except OSError as exc:
                     reason = self._write_failed(dst, exc)
                     if reason is None:
-                        return
+                        return None
                     if reason is DropReason.PEER_DOWN:
                         flow.peer_counted += 1  # tun counted it in the peer's rx_dropped
                 else:
                     flow.forwarded(length)
                     continue
             flow.refused(reason)
+        return (n, reason) if n else None
 
     def _pump_impaired(self, src: End, dst: End) -> None:
         """Frames through src's impairments: each copied into a buffer of its own and queued
@@ -142,13 +173,15 @@ class Relay:
         flow = src.out
         write = os.write
         dst_fd = dst.fd
+        caps = src.captures
         # At most a batch, then the timer fires again at once: other pairs get their turn.
         for data in islice(link.model.due(time.monotonic_ns()), BATCH):
             length = len(data) - _HDR
+            reason: DropReason | None = None
             if src.cut:
-                flow.refused(DropReason.CARRIER)
-                continue
-            reason = admit(length, data[_GSO_OFF] & _GSO_MASK != 0, dst.up, dst.mtu)
+                reason = DropReason.CARRIER
+            else:
+                reason = admit(length, data[_GSO_OFF] & _GSO_MASK != 0, dst.up, dst.mtu)
             if reason is None:
                 try:
                     write(dst_fd, data)
@@ -160,8 +193,14 @@ class Relay:
                         flow.peer_counted += 1
                 else:
                     flow.forwarded(length)
-                    continue
-            flow.refused(reason)
+            if reason is not None:
+                flow.refused(reason)
+            # Captures see what leaves the impairments (frames the model itself dropped, for
+            # loss or a full queue, are counted in stats but not shown to captures).
+            for cap in caps:
+                cap.frame(src, memoryview(data)[_HDR:], reason)
+        for cap in caps:
+            cap.flush()
         if src.impair is link:
             link.rearm()
 

@@ -8,7 +8,7 @@ from tapveth.core import orphans
 from tapveth.core.linkspec import PairSpec, SpecError
 from tapveth.core.netem import Netem, NetemError
 from tapveth.core.orphans import Orphan
-from tapveth.daemon import impaired
+from tapveth.daemon import capture, impaired
 from tapveth.daemon.pair import End
 from tapveth.kernel import netns
 from tapveth.kernel.netns import NetnsError
@@ -100,6 +100,10 @@ class ControlRequests:
                 end.cut = not on
             d.tracker.update_carrier(pair)
             return reg.describe(pair, pair.ends()[0])
+        if op == "capture":
+            return capture.start(d, args)
+        if op == "monitor":
+            return d.events.stream()
         if op == "ping":
             return {
                 "pairs": len(reg.pairs),

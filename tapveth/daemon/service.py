@@ -13,7 +13,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tapveth.control import STOPPING, ControlError, ControlServer, one_line
 from tapveth.core import config, orphans, vxlan
@@ -25,6 +25,7 @@ from tapveth.core.rules import DEFAULT_MTU, Carrier
 from tapveth.core.vxlanspec import VxlanSpec
 from tapveth.daemon import provision, vxlan_end
 from tapveth.daemon.busypoll import BusyPoll
+from tapveth.daemon.events import EventBus
 from tapveth.daemon.impaired import Impairments
 from tapveth.daemon.notify import Notifier
 from tapveth.daemon.pair import End, Pair
@@ -38,6 +39,9 @@ from tapveth.kernel.netlink import PlaceError
 from tapveth.kernel.netns import NetnsError
 from tapveth.kernel.tap import TapError
 
+if TYPE_CHECKING:
+    from tapveth.daemon.metrics import Metrics
+
 log = logging.getLogger("tapveth")
 
 
@@ -48,8 +52,11 @@ class Daemon:
         busy_poll_us: int = 0,
         config_path: str | None = None,
         group: str | None = None,
+        metrics: str | None = None,
     ) -> None:
         self.socket_path = socket_path
+        self._metrics_listen = metrics  # HOST:PORT for Prometheus, or None: no TCP socket
+        self._metrics: Metrics | None = None
         self.config_path = config_path
         self._managed: dict[Ident, tuple[PairConfig, Pair]] = {}  # pairs from the config file
         self._notify = Notifier()
@@ -60,8 +67,9 @@ class Daemon:
         self.lock = asyncio.Lock()  # one add/del at a time: names are checked then taken
         self.tasks: set[asyncio.Task[Any]] = set()
         self._stop = asyncio.Event()
+        self.events = EventBus(self.registry.ns_name)
         self.tracker = EndTracker(
-            self.registry, self.worker, self.destroy, self._stop_relay, self._spawn
+            self.registry, self.worker, self.destroy, self._stop_relay, self._spawn, self.events
         )
         self._started = False
         self._hup_pending = False
@@ -85,9 +93,16 @@ class Daemon:
         self.impairments = Impairments(loop, self._relay.fire)
         loop.add_reader(self.tracker.fileno(), self.tracker.on_events)
         try:
+            if self._metrics_listen is not None:
+                from tapveth.daemon.metrics import Metrics  # ~3 MiB: only when asked for
+
+                self._metrics = Metrics(self, self._relay, self._metrics_listen)
+                self._metrics.start()
             await self._server.start()
         except ControlError as exc:
             log.error("%s", exc)
+            if self._metrics is not None:
+                await self._metrics.close()
             return 2
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
@@ -136,6 +151,10 @@ class Daemon:
                 await self.destroy(pair, "daemon stopped", keep=pair.persist)
             except OSError as exc:  # the kernel deletes a closed TAP anyway: go on
                 log.warning("removing %s <-> %s: %s", pair.a.name, pair.b.name, exc)
+        await self.events.close()  # monitors and captures end, captures with their counts
+        await self._server.close_streams()
+        if self._metrics is not None:
+            await self._metrics.close()
         self.tracker.close()
         await self.counters.close()
         await self.worker.close()
@@ -237,6 +256,7 @@ class Daemon:
             self.registry.ns_label(pair.a),
             self.registry.ns_label(pair.b),
         )
+        self.events.publish("created", pair, reattached=reattached)
         return pair
 
     async def _create_vxlan(self, want: EndSpec, far: VxlanSpec, caller_ns: int | None) -> Pair:
@@ -316,6 +336,7 @@ class Daemon:
             return
         self._stop_relay(pair)
         pair.closed = True
+        self.events.publish("deleted", pair, why=why)
         self.registry.remove(pair)
         for ident, (_, managed) in list(self._managed.items()):
             if managed is pair:

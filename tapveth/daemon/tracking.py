@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tapveth.daemon import provision
+from tapveth.daemon.events import EventBus
 from tapveth.daemon.pair import End, Pair
 from tapveth.daemon.registry import Registry
 from tapveth.daemon.vxlan_end import VxlanEnd
@@ -47,8 +48,10 @@ class EndTracker:
         destroy: Destroy,
         stop_relay: Callable[[Pair], None],
         spawn: Callable[[Awaitable[Any]], None],
+        events: EventBus | None = None,
     ) -> None:
         self._reg = registry
+        self.events = events or EventBus(registry.ns_name)
         self._worker = worker
         self._destroy = destroy
         self._stop_relay = stop_relay
@@ -100,10 +103,12 @@ class EndTracker:
             return
         if ev.name and ev.name != end.name:
             log.info("%s renamed to %s", end.name, ev.name)
-            end.name = ev.name
+            old, end.name = end.name, ev.name
+            self.events.publish("renamed", self._reg.pair_of[end], end, old=old, new=end.name)
         if ev.mtu and ev.mtu != end.mtu:
             log.info("%s mtu %d", end.name, ev.mtu)
             end.mtu = ev.mtu
+            self.events.publish("mtu", self._reg.pair_of[end], end, mtu=ev.mtu)
         if ev.up != end.up:
             end.up = ev.up
             self.update_carrier(self._reg.pair_of[end])
@@ -128,6 +133,7 @@ class EndTracker:
             except OSError:
                 self.relocate(end)  # most likely gone: the lookup will tell
         log.info("pair %s <-> %s carrier %s", pair.a.name, pair.b.name, "up" if on else "down")
+        self.events.publish("carrier", pair, carrier=on, carrier_changes=pair.carrier.changes)
 
     def relocate(self, end: End) -> None:
         """The end may have left its place: look it up again (once at a time)."""
@@ -178,6 +184,7 @@ class EndTracker:
                 self._reg.by_key[end.key] = end
                 if loc.ns_inode != old_inode:
                     log.info("%s moved to %s", end.name, self._reg.ns_label(end))
+                    self.events.publish("moved", pair, end)
         except OSError as exc:
             if exc.errno in RETRY_LATER:  # the daemon's trouble, not a sign the end is gone
                 log.warning("cannot look %s up now (%s): trying again", end.name, exc.strerror)

@@ -202,6 +202,24 @@ def test_only_netlink_control_and_tunnel_sockets(lab: Lab, daemon: PrivateDaemon
     assert senders and all(f[1] == "ESTAB" and f[5] == "192.0.2.2:4789" for f in senders), there
 
 
+def test_metrics_adds_exactly_one_tcp_listener(lab: Lab) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    d = PrivateDaemon(daemon_args=("--metrics", f"127.0.0.1:{port}")).start()
+    try:
+        make_pair(lab, d)
+        pid = d.request("ping")["pid"]
+        out = sh("ss", "-a", "-n", "-p", "-A", "all").stdout
+        mine = [ln.split() for ln in out.splitlines() if f"pid={pid}," in ln]
+        others = [f[0] for f in mine if f[0] not in ("u_str", "nl")]
+        assert others == ["tcp"], mine
+        tcp = next(f for f in mine if f[0] == "tcp")
+        assert tcp[1] == "LISTEN" and tcp[4] == f"127.0.0.1:{port}", tcp
+    finally:
+        d.stop()
+
+
 def test_hostile_frames(lab: Lab, daemon: PrivateDaemon) -> None:
     a, b, x, y = make_pair(lab, daemon, "10.0.0")
     witness = make_pair(lab, daemon, "10.0.0")  # another pair, same addresses

@@ -286,3 +286,30 @@ def test_daemon_log_lines_carry_level_names_on_a_terminal() -> None:
     env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert r.stderr.rstrip().endswith(" WARNING careful")
+
+
+@pytest.mark.parametrize(
+    ("cmd", "message"),
+    [
+        (["capture"], "which pair? give an end's name"),
+        (["capture", "veth1", "-c", "-1"], "-c takes a number of frames"),
+        (["capture", "veth1", "-s", "300000"], "-s takes a snapshot length"),
+        (["capture", "veth1", "-B", "0"], "-B takes a buffer size"),
+        (["capture", "veth1", "-B", "x"], "invalid int value"),
+        (["daemon", "--metrics", "localhost:9477"], "--metrics: 'localhost:9477'"),
+        (["capture", "veth1"], "no tapveth daemon is listening"),
+        (["monitor"], "no tapveth daemon is listening"),
+    ],
+)
+def test_observe_commands_usage_errors(cmd: list[str], message: str) -> None:
+    r = run(*cmd)
+    assert r.returncode == 2, r
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
+
+
+def test_help_of_capture_and_monitor() -> None:
+    r = run("--help")
+    assert "capture NAME" in r.stdout and "monitor [-j]" in r.stdout
+    r = run("capture", "--help")
+    assert r.returncode == 0 and "--drops" in r.stdout and "outbound" in r.stdout

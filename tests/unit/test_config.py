@@ -129,3 +129,24 @@ def test_bad_netem(value: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse(GOOD.replace("up = true", f"up = true\nnetem = {value}"), "t.toml")
     assert message in str(err.value)
+
+
+def test_metrics_table() -> None:
+    cfg = parse(GOOD + '\n[metrics]\nlisten = "127.0.0.1:9477"\n', "/etc/t.toml")
+    assert cfg.metrics == "127.0.0.1:9477"
+    assert parse(GOOD).metrics is None
+    assert parse("[metrics]\n").metrics is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[metrics]\nlisten = "localhost:9477"\n', "/t.toml:2: metrics.listen: 'localhost:9477'"),
+        ('[metrics]\nlisten = "127.0.0.1:0"\n', "/t.toml:2: metrics.listen: .* from 1 to 65535"),
+        ("[metrics]\nport = 9477\n", "/t.toml:2: metrics: unknown key 'port'"),
+        ('metrics = "127.0.0.1:9477"\n', "/t.toml:1: 'metrics' must be a table"),
+    ],
+)
+def test_metrics_mistakes(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse(text, "/t.toml")
