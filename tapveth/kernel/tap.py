@@ -87,9 +87,20 @@ class Tap:
         fcntl.ioctl(self.fd, TUNSETPERSIST, 1 if on else 0)
 
     def ifname(self) -> str:
-        """The device's current name (follows renames). EBADFD once the device is gone."""
+        """The device's current name (follows renames). EBADFD once the device is gone.
+        Bytes that are not UTF-8 are kept as surrogates, so the name still compares equal."""
         res = fcntl.ioctl(self.fd, TUNGETIFF, bytes(40))
-        return res[:16].split(b"\0", 1)[0].decode()
+        return res[:16].split(b"\0", 1)[0].decode(errors="surrogateescape")
+
+    def gone(self) -> bool:
+        """True once the kernel has unregistered the device: tun detaches every fd from it,
+        and TUNGETIFF then fails with EBADFD. The only proof that an end was deleted; a
+        lookup that finds nothing may just have raced with a move or a rename."""
+        try:
+            fcntl.ioctl(self.fd, TUNGETIFF, bytes(40))
+        except OSError as exc:
+            return exc.errno in (errno.EBADFD, errno.EBADF)
+        return False
 
     def netns_fd(self) -> int:
         """A new fd of the namespace the device lives in now; the caller must close it soon,
