@@ -1,0 +1,67 @@
+"""Looking a TAP up through its fd while it is renamed and moved back to back: the lookup
+never says it is gone, and every answer is a place it really was."""
+
+import os
+import subprocess
+
+import pytest
+from netlab import Lab
+
+from tapveth.kernel import netns
+from tapveth.kernel.netlink import Netlink, Unsettled
+from tapveth.kernel.tap import Tap
+
+pytestmark = pytest.mark.integration
+
+ROUNDS = 150  # each: a move with a rename, a rename back, and a plain rename there and back
+
+
+def test_locate_never_loses_a_tap_that_moves_and_is_renamed(lab: Lab) -> None:
+    x, y = lab.netns("x"), lab.netns("y")
+    names = [lab.name("lka"), lab.name("lkb")]
+    inodes = {os.stat(netns.path_of(ns.name)).st_ino: ns for ns in (x, y)}
+    nl = Netlink()
+    tap = Tap(lab.name("lkt"))
+    try:
+        fd = netns.open_netns(x.name)
+        try:
+            nl.place(tap, names[0], fd, None, None)
+        finally:
+            os.close(fd)
+        a, b = names
+        script = "\n".join(
+            [
+                f"for i in $(seq {ROUNDS}); do",
+                f"  ip -n {x.name} link set dev {a} netns {y.name} name {b}",
+                f"  ip -n {y.name} link set dev {b} name {a}",
+                f"  ip -n {y.name} link set dev {a} netns {x.name}",
+                f"  ip -n {x.name} -batch - <<EOF",
+                f"link set dev {a} name {b}",
+                f"link set dev {b} name {a}",
+                "EOF",
+                "done",
+            ]
+        )
+        mover = subprocess.Popen(["sh", "-ec", script], stderr=subprocess.PIPE, text=True)
+        calls = unsettled = 0
+        try:
+            while mover.poll() is None:
+                calls += 1
+                try:
+                    loc = nl.locate(tap)
+                except Unsettled:
+                    unsettled += 1
+                    continue
+                assert loc is not None, f"lookup {calls} took a moving TAP for deleted"
+                assert loc.name in names and loc.ns_inode in inodes, loc
+        finally:
+            _, err = mover.communicate(timeout=300)
+        assert mover.returncode == 0, err
+        loc = nl.locate(tap)
+        assert loc is not None
+        assert (loc.name, inodes[loc.ns_inode]) == (a, x)
+        assert x.link(a)["ifindex"] == loc.index
+        print(f"{calls} lookups while moving, {unsettled} unsettled, none lost")
+    finally:
+        tap.close()
+        nl.close()
