@@ -146,10 +146,10 @@ class EndTracker:
                 start = self._stray_seq
                 self._lookups += 1
                 loc: Location | None = None
-                failed: OSError | None = None
+                failed: Exception | None = None
                 try:
                     loc = await self._worker.call(provision.follow, end.tap)
-                except OSError as exc:
+                except Exception as exc:  # any failure of the lookup itself: ask the fd
                     failed = exc
                 finally:
                     self._lookups -= 1

@@ -99,7 +99,7 @@ class LinkWatch:
                     Kind.NEWLINK if mtype == RTM_NEWLINK else Kind.DELLINK,
                     nsid,
                     index=msg["index"],
-                    name=msg.get_attr("IFLA_IFNAME") or "",
+                    name=_text(msg.get_attr("IFLA_IFNAME")),
                     up=bool(msg["flags"] & IFF_UP),
                     mtu=msg.get_attr("IFLA_MTU") or 0,
                     address=msg.get_attr("IFLA_ADDRESS") or "",
@@ -109,3 +109,11 @@ class LinkWatch:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _text(name: str | bytes | None) -> str:
+    """An interface name as text: pyroute2 gives the bytes of a name that is not UTF-8; they
+    are kept as surrogates, as the TAP's own fd reports them."""
+    if isinstance(name, bytes):
+        return name.decode(errors="surrogateescape")
+    return name or ""

@@ -136,7 +136,8 @@ class Netlink:
                     return None
                 name, inode, nsid = where
                 try:
-                    msg = self._link("get", nsid, ifname=name)[0]
+                    # As bytes: a name need not be UTF-8 (the fd's is kept with surrogates).
+                    msg = self._link("get", nsid, ifname=name.encode(errors="surrogateescape"))[0]
                 except NetlinkError as exc:
                     # ENODEV: moved or renamed since the fd was asked. EINVAL/ENOENT: the nsid
                     # went with a dying namespace. Ask the fd again either way.
