@@ -1,17 +1,19 @@
 """A pair is never lost to moves, renames and state changes made back to back from parallel
 scripts, and ends exactly where a kernel veth would be.
 
-Each sequence: a fresh pair; one shell per end runs a random script (moves, moves with a
-rename, renames, up/down, MTU and MAC changes, namespace deletions; commands in one namespace
-go in one `ip -batch` with no delay between them) while a third thread adds and deletes other
-pairs through the same backend. Both shells start together. Afterwards each end must be in the
-namespace, with the name, admin state, MTU and MAC the model says (tests/moves.py), the carrier
-must follow veth's rule, tapveth's own view must agree, and the pair must carry a ping. About
-one sequence in four ends by deleting an end or its namespace: then both ends must be gone.
+Each sequence: two fresh pairs (their namespaces their own, but for one both may enter); one
+shell per end (four in all) runs a random script of moves, moves with a rename, renames,
+up/down, MTU and MAC changes and namespace deletions, where commands in one namespace go in
+one `ip -batch` with no delay between them, while a thread adds and deletes other pairs
+through the same backend. All shells start together. Afterwards each end must be in the
+namespace, with the name, admin state, MTU and MAC that the model (tests/moves.py) computes
+from its script alone, the carrier must follow veth's rule, tapveth's own view must agree,
+and each pair must carry a ping. About one pair in eight ends by deleting an end or its
+namespace: then both its ends must be gone.
 
-CI runs SEQUENCES (20) sequences of OPS (14) operations per end (28 a sequence, 560 in all)
-per backend; TAPVETH_MOVE_SEQUENCES and TAPVETH_MOVE_OPS raise them for a long run, and
-TAPVETH_MOVE_SEED replays one sequence (its seed is printed when it fails).
+CI runs SEQUENCES (16) sequences of 2 pairs x 2 ends x OPS (14) operations, 56 a sequence
+and 896 in all, per backend; TAPVETH_MOVE_SEQUENCES and TAPVETH_MOVE_OPS raise them for a
+long run, and TAPVETH_MOVE_SEED replays one sequence (its seed is printed when it fails).
 """
 
 import json
@@ -20,6 +22,7 @@ import random
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -29,9 +32,10 @@ from netlab import Lab, Netns, sh
 
 pytestmark = pytest.mark.integration
 
-SEQUENCES = int(os.environ.get("TAPVETH_MOVE_SEQUENCES", "20"))
+SEQUENCES = int(os.environ.get("TAPVETH_MOVE_SEQUENCES", "16"))
 OPS = int(os.environ.get("TAPVETH_MOVE_OPS", "14"))
 SEED = os.environ.get("TAPVETH_MOVE_SEED")
+PAIRS = 2  # pairs moved at once in each sequence, sharing one namespace
 
 
 def links_named(ns: Netns, names: list[str]) -> dict[str, dict[str, Any]]:
@@ -81,44 +85,65 @@ def churn(backend: Backend, ns: Netns, tag: str, stop: threading.Event) -> None:
         i += 1
 
 
+@dataclass
+class PairRun:
+    """One pair of a sequence: its ends' names, plans and addresses for the ping."""
+
+    names_a: list[str]
+    names_b: list[str]
+    plan_a: EndPlan
+    plan_b: EndPlan
+    subnet: str
+
+
 def run_sequence(
     backend: Backend, lab: Lab, spaces: dict[str, Netns], seed: int, k: int
-) -> tuple[EndPlan, EndPlan]:
+) -> list[PairRun]:
+    """PAIRS pairs, two shells each (one per end), all started at once, plus churn."""
     rng = random.Random(seed)
-    tag = lab.tag
-    names_a = [f"pa{k % 100:02d}{j}{tag}" for j in range(3)]
-    names_b = [f"pb{k % 100:02d}{j}{tag}" for j in range(3)]
-    backend.add(names_a[0], spaces["a0"], names_b[0], spaces["b0"])
-    mac_a = spaces["a0"].link(names_a[0])["address"]
-    mac_b = spaces["b0"].link(names_b[0])["address"]
-    own_a, own_b = ["a0", "a1"], ["b0", "b1"]
-    may_delete = rng.random() < 0.25
-    deleter = rng.choice("ab")
-    plans = []
-    for own, names, mac, side in ((own_a, names_a, mac_a, "a"), (own_b, names_b, mac_b, "b")):
-        start = EndState(netns=own[0], name=names[0], address=mac)
-        plans.append(plan_end(rng, start, own, ["s"], names, OPS, may_delete and deleter == side))
-    plan_a, plan_b = plans
-    for plan in plans:  # the model speaks of labels; the scripts need the real names
-        plan.batches = [
-            (_real(ns, spaces), [_real_words(c, spaces) for c in cmds]) for ns, cmds in plan.batches
-        ]
+    runs = []
+    for q in range(PAIRS):
+        names_a = [f"p{q}a{k % 100:02d}{j}{lab.tag}" for j in range(3)]
+        names_b = [f"p{q}b{k % 100:02d}{j}{lab.tag}" for j in range(3)]
+        own_a, own_b = [f"a0_{q}", f"a1_{q}"], [f"b0_{q}", f"b1_{q}"]
+        backend.add(names_a[0], spaces[own_a[0]], names_b[0], spaces[own_b[0]])
+        mac_a = spaces[own_a[0]].link(names_a[0])["address"]
+        mac_b = spaces[own_b[0]].link(names_b[0])["address"]
+        may_delete = rng.random() < 0.25
+        deleter = rng.choice("ab")
+        plans = []
+        for own, names, mac, side in (
+            (own_a, names_a, mac_a, "a"),
+            (own_b, names_b, mac_b, "b"),
+        ):
+            start = EndState(netns=own[0], name=names[0], address=mac)
+            plan = plan_end(rng, start, own, ["s"], names, OPS, may_delete and deleter == side)
+            # The model speaks of labels; the scripts need the real names.
+            plan.batches = [
+                (_real(ns, spaces), [_real_words(c, spaces) for c in cmds])
+                for ns, cmds in plan.batches
+            ]
+            plans.append(plan)
+        runs.append(PairRun(names_a, names_b, plans[0], plans[1], f"10.66.{q}"))
     stop = threading.Event()
-    churner = threading.Thread(target=churn, args=(backend, spaces["c"], f"{k}{tag}", stop))
+    churner = threading.Thread(target=churn, args=(backend, spaces["c"], f"{k}{lab.tag}", stop))
     churner.start()
     try:
+        plans = [p for run in runs for p in (run.plan_a, run.plan_b)]
         shells = [
             subprocess.Popen(["sh", "-c", p.script()], stderr=subprocess.PIPE, text=True)
             for p in plans
         ]
         errors = [proc.communicate(timeout=120)[1] for proc in shells]
-        if not may_delete:  # every command is valid on a veth end that was never deleted
-            for proc, err, plan in zip(shells, errors, plans, strict=True):
+        for proc, err, plan in zip(shells, errors, plans, strict=True):
+            run = next(r for r in runs if plan in (r.plan_a, r.plan_b))
+            deleted = any(x.final is not None and x.final.gone for x in (run.plan_a, run.plan_b))
+            if not deleted:  # every command is valid on a veth end that was never deleted
                 assert proc.returncode == 0, f"{err}\nscript:\n{plan.script()}"
     finally:
         stop.set()
         churner.join(120)
-    return plan_a, plan_b
+    return runs
 
 
 def _real(label: str, spaces: dict[str, Netns]) -> str:
@@ -131,32 +156,22 @@ def _real_words(cmd: str, spaces: dict[str, Netns]) -> str:
     return " ".join(spaces[w].name if w in spaces else w for w in cmd.split(" "))
 
 
-def check_outcome(
-    backend: Backend,
-    spaces: dict[str, Netns],
-    plan_a: EndPlan,
-    plan_b: EndPlan,
-    names_a: list[str],
-    names_b: list[str],
-) -> None:
-    fa, fb = plan_a.final, plan_b.final
+def check_outcome(backend: Backend, spaces: dict[str, Netns], run: PairRun) -> None:
+    fa, fb = run.plan_a.final, run.plan_b.final
+    names = run.names_a + run.names_b
     assert fa is not None and fb is not None
     if fa.gone or fb.gone:
-        wait_for(
-            "both ends gone",
-            lambda: where_is(spaces, names_a + names_b) == [],
-            timeout=10,
-        )
+        wait_for("both ends gone", lambda: where_is(spaces, names) == [], timeout=10)
         if isinstance(backend, TapVeth):
-            wait_for("the daemon let go", lambda: tapveth_view(backend, spaces, names_a) == [])
+            wait_for("the daemon let go", lambda: tapveth_view(backend, spaces, names) == [])
         return
     want = sorted(expected(fa) + expected(fb))
-    got = where_is(spaces, names_a + names_b)
+    got = where_is(spaces, names)
     assert got == want, "the kernel's links are not where the sequence put them"
     if isinstance(backend, TapVeth):
         wait_for(
             "tapveth's view of both ends",
-            lambda: tapveth_view(backend, spaces, names_a + names_b) == want,
+            lambda: tapveth_view(backend, spaces, names) == want,
             timeout=10,
         )
     ns_a, ns_b = spaces[fa.netns], spaces[fb.netns]
@@ -167,35 +182,37 @@ def check_outcome(
     )
     # Traffic: both up with an address each, in two different namespaces.
     if ns_a is ns_b:
-        other = spaces["b1"]
+        other = spaces[run.plan_b.start.netns]
         ns_b.ip("link", "set", fb.name, "netns", other.name)
         ns_b = other
-    ns_a.ip("addr", "add", "10.66.0.1/24", "dev", fa.name)
-    ns_b.ip("addr", "add", "10.66.0.2/24", "dev", fb.name)
+    ns_a.ip("addr", "add", f"{run.subnet}.1/24", "dev", fa.name)
+    ns_b.ip("addr", "add", f"{run.subnet}.2/24", "dev", fb.name)
     ns_a.ip("link", "set", fa.name, "up")
     ns_b.ip("link", "set", fb.name, "up")
     wait_for("carrier", lambda: lower_up(ns_a, fa.name) and lower_up(ns_b, fb.name))
-    r = ns_a.run("ping", "-c", "1", "-W", "3", "10.66.0.2", check=False, timeout=30)
+    r = ns_a.run("ping", "-c", "1", "-W", "3", f"{run.subnet}.2", check=False, timeout=30)
     assert r.returncode == 0, r.stdout
     ns_a.ip("link", "del", fa.name)
-    wait_for("pair deleted", lambda: where_is(spaces, names_a + names_b) == [])
+    wait_for("pair deleted", lambda: where_is(spaces, names) == [])
 
 
 def test_moves_back_to_back_from_parallel_scripts(backend: Backend, lab: Lab) -> None:
-    spaces = {label: lab.netns(label) for label in ("a0", "a1", "b0", "b1", "s", "c")}
+    labels = ["s", "c"] + [f"{e}{i}_{q}" for q in range(PAIRS) for e in "ab" for i in (0, 1)]
+    spaces = {label: lab.netns(label.replace("_", "")) for label in labels}
     base = int(SEED) if SEED is not None else random.randrange(1 << 30)
     count = 1 if SEED is not None else SEQUENCES
     longest = 0.0
     for k in range(count):
         seed = base + k
         t0 = time.monotonic()
-        names_a = [f"pa{k % 100:02d}{j}{lab.tag}" for j in range(3)]
-        names_b = [f"pb{k % 100:02d}{j}{lab.tag}" for j in range(3)]
         try:
-            plan_a, plan_b = run_sequence(backend, lab, spaces, seed, k)
-            check_outcome(backend, spaces, plan_a, plan_b, names_a, names_b)
+            for run in run_sequence(backend, lab, spaces, seed, k):
+                check_outcome(backend, spaces, run)
         except BaseException:
             print(f"sequence {k} failed: replay with TAPVETH_MOVE_SEED={seed}")
             raise
         longest = max(longest, time.monotonic() - t0)
-    print(f"{count} sequences of {2 * OPS} operations, longest {longest:.2f} s")
+    print(
+        f"{backend.name}: {count} sequences of {PAIRS * 2 * OPS} operations, "
+        f"longest {longest:.2f} s"
+    )
