@@ -4,6 +4,7 @@ moved in a loop with no pause is still whole."""
 
 import os
 import subprocess
+import threading
 
 import pytest
 from backends import lower_up, wait_for
@@ -92,3 +93,47 @@ ip -n {peer.name} link set dev {b} up
     assert r.returncode == 0, r.stdout
     shown = {e["ifname"]: e["netns"] for e in daemon.request("show")}
     assert shown == {a: x.name, b: peer.name}
+
+
+def test_moves_while_twenty_clients_add_and_delete_pairs(lab: Lab, daemon: PrivateDaemon) -> None:
+    """Moves 20 ms apart while 20 clients add and delete other pairs (their requests queue
+    in front of the lookups): the moved pair still follows every move."""
+    x, y, peer, other = lab.netns("x"), lab.netns("y"), lab.netns("p"), lab.netns("o")
+    a, b = lab.name("cma"), lab.name("cmb")
+    daemon.cli("add", a, "netns", x.name, "peer", "name", b, "netns", peer.name)
+    failures: list[BaseException] = []
+
+    def client(i: int) -> None:
+        try:
+            for _ in range(3):
+                end = {"name": f"c{i:02d}a{lab.tag}", "netns": other.name}
+                spec = {"end": end, "peer": {"name": f"c{i:02d}b{lab.tag}", "netns": other.name}}
+                daemon.request("add", {"spec": spec})
+                daemon.request("del", {"name": end["name"], "netns": other.name})
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+
+    clients = [threading.Thread(target=client, args=(i,)) for i in range(20)]
+    for t in clients:
+        t.start()
+    moves = 15
+    script = "\n".join(
+        f"ip -n {(x, y)[i % 2].name} link set dev {a} netns {(y, x)[i % 2].name}; sleep 0.02"
+        for i in range(moves)
+    )
+    try:
+        subprocess.run(["sh", "-ec", script], check=True, timeout=120)
+    finally:
+        for t in clients:
+            t.join(120)
+    assert not failures, failures
+    here = (x, y)[moves % 2]
+    here.ip("addr", "add", "10.68.0.1/24", "dev", a)
+    here.ip("link", "set", a, "up")
+    peer.ip("addr", "add", "10.68.0.2/24", "dev", b)
+    peer.ip("link", "set", b, "up")
+    wait_for("carrier", lambda: lower_up(here, a) and lower_up(peer, b))
+    r = here.ping("10.68.0.2", count=2)
+    assert r.returncode == 0, r.stdout
+    shown = {e["ifname"]: e["netns"] for e in daemon.request("show")}
+    assert shown == {a: here.name, b: peer.name}
