@@ -8,6 +8,7 @@ of another namespace goes through its nsid from here: no socket is opened inside
 
 import contextlib
 import errno
+import logging
 import os
 import socket
 import time
@@ -20,6 +21,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from tapveth.kernel import netns
 from tapveth.kernel.tap import Tap
+
+log = logging.getLogger("tapveth")
 
 IFF_UP = 0x1
 NSID_NOT_ASSIGNED = -1
@@ -147,10 +150,15 @@ class Netlink:
                 if again is None:
                     return None
                 if again[:2] != (name, inode) or not _is_tap(msg):
+                    last = OSError(errno.EAGAIN, f"{name} moved during the lookup")
                     continue  # it moved or was renamed while we looked: what we got may be stale
             except _Transient as exc:
                 last = exc
                 continue
+            if attempt:
+                log.debug(
+                    "%s located at the %d-th attempt (last miss: %s)", name, attempt + 1, last
+                )
             return Location(
                 nsid=nsid,
                 index=msg["index"],
