@@ -156,9 +156,7 @@ class Netlink:
                 last = exc
                 continue
             if attempt:
-                log.debug(
-                    "%s located at the %d-th attempt (last miss: %s)", name, attempt + 1, last
-                )
+                log.debug("%s located after %d attempts (last miss: %s)", name, attempt + 1, last)
             return Location(
                 nsid=nsid,
                 index=msg["index"],
