@@ -5,12 +5,12 @@ Integration tests need root and /dev/net/tun; without them they are skipped, unl
 TAPVETH_REQUIRE_INTEGRATION=1 (as in CI) makes that a failure."""
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from netlab import Lab, is_root_with_tun
 
-from tapveth.conformance.backends import Backend, KernelVeth, TapVeth
+from tapveth.conformance.backends import Backend, KernelVeth, Pair, TapVeth, make_pair
 from tapveth.private import PrivateDaemon
 
 
@@ -59,3 +59,14 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
         rc = d.stop()
         print("daemon log:\n" + d.final_log)
         assert rc == 0, f"daemon exited with {rc}"
+
+
+@pytest.fixture(name="make_pair")
+def make_pair_fixture(lab: Lab, backend: Backend) -> Callable[..., Pair]:
+    """make_pair(*extra_a, silent=False): a pair of the backend under test, in two fresh
+    namespaces."""
+
+    def make(*extra_a: str, silent: bool = False) -> Pair:
+        return make_pair(lab, backend, *extra_a, silent=silent)
+
+    return make

@@ -16,8 +16,8 @@ DEFAULT_MTU = 1500
 
 
 class DropReason(StrEnum):
-    """Why the relay refused a frame: each counts tx_dropped on the sender and rx_dropped on
-    the peer."""
+    """Why the relay refused a frame: each counts tx_dropped on the sender, and all but
+    PEER_DOWN also rx_dropped on the peer."""
 
     MTU = "mtu"  # longer than the receiver's MTU + 18 and not a GSO super-frame
     PEER_DOWN = "peer_down"  # receiving end is admin-down
@@ -108,6 +108,15 @@ class Flow:
         self.dropped += 1
         self.drops[reason] = self.drops.get(reason, 0) + 1
 
+    @property
+    def receiver_dropped(self) -> int:
+        """Refusals veth also counts in the receiver's rx_dropped. Not PEER_DOWN: when an end
+        goes down, veth takes the carrier from its peer at once and the peer's queue stops,
+        so what the peer sends next is dropped before the pair sees it, on the sender alone.
+        A TAP's queue stops only when the kernel's (rate-limited) linkwatch gets to it, up to
+        a second later; until then such frames reach the relay, and count as veth's would."""
+        return self.dropped - self.drops.get(DropReason.PEER_DOWN, 0)
+
 
 @dataclass(frozen=True, slots=True)
 class EndCounters:
@@ -128,7 +137,7 @@ class EndCounters:
         """kernel_drops: the (rx_dropped, tx_dropped) the kernel counted on this end's TAP:
         frames lost before the relay saw them (qdisc drops without carrier, ring overflow) or
         after it delivered them (no handler in the stack). veth counts those too."""
-        rx_dropped, tx_dropped = incoming.dropped, outgoing.dropped
+        rx_dropped, tx_dropped = incoming.receiver_dropped, outgoing.dropped
         if kernel_drops is not None:
             rx_dropped += max(0, kernel_drops[0] - incoming.peer_counted)
             tx_dropped += kernel_drops[1]

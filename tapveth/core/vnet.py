@@ -6,10 +6,13 @@ from one TAP is valid for the other and GSO super-frames cross unsegmented, as o
 
 import struct
 
-# We ask the kernel for the 12-byte form (virtio_net_hdr_mrg_rxbuf): flags, gso_type, hdr_len,
-# gso_size, csum_start, csum_offset, num_buffers. num_buffers is ignored by tun on write.
-HDR_LEN = 12
-HDR_FORMAT = "<BBHHHHH"
+# We ask the kernel for the 24-byte form (virtio_net_hdr_v1_hash_tunnel): flags, gso_type,
+# hdr_len, gso_size, csum_start, csum_offset, num_buffers, then hash value and report (unused
+# by tun), then the inner network and outer transport header offsets of a UDP-tunnel GSO
+# super-frame (VXLAN, Geneve), which tun fills in only with its tunnel offload on. A kernel
+# without it skips the extra bytes on read and write, so the size is safe everywhere.
+HDR_LEN = 24
+HDR_FORMAT = "<BBHHHHH12x"
 
 FLAG_NEEDS_CSUM = 0x01
 FLAG_DATA_VALID = 0x02
@@ -19,6 +22,8 @@ GSO_TCPV4 = 0x01
 GSO_UDP = 0x03
 GSO_TCPV6 = 0x04
 GSO_UDP_L4 = 0x05
+GSO_UDP_TUNNEL_IPV4 = 0x20  # flags added to the inner type of a UDP-tunnel super-frame
+GSO_UDP_TUNNEL_IPV6 = 0x40
 GSO_ECN = 0x80
 
 # Offset of gso_type in the header: the only byte the veth rules look at per frame.

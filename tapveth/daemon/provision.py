@@ -14,7 +14,7 @@ from tapveth.core.config import EndConfig, PairConfig
 from tapveth.core.linkspec import EndSpec, PairSpec
 from tapveth.core.orphans import OrphanEnd
 from tapveth.kernel import netns
-from tapveth.kernel.netlink import Location, Netlink, PlaceError
+from tapveth.kernel.netlink import Location, Netlink, PlaceError, Unsettled
 from tapveth.kernel.netns import NetnsError
 from tapveth.kernel.tap import Tap
 
@@ -202,10 +202,12 @@ def configure_end(nl: Netlink, tap: Tap, before: EndConfig | None, after: EndCon
     nl.configure_inside(tap, mtu, tuple(sorted(want - had)), tuple(sorted(had - want)), up)
 
 
-def follow(nl: Netlink, tap: Tap, old_inode: int) -> Location | None:
-    """Where the end is now; in a namespace new to it, give it veth's qdisc again."""
+def follow(nl: Netlink, tap: Tap) -> Location | None:
+    """Where the end is now (None: the kernel deleted it). A move resets the qdisc, so
+    whenever it is not veth's noqueue it is set again: looking at the qdisc rather than at
+    whether the namespace changed also catches a move there and back between two lookups."""
     loc = nl.locate(tap)
-    if loc is not None and loc.ns_inode != old_inode:
+    if loc is not None and loc.qdisc != "noqueue":
         nl.set_noqueue(tap)
     return loc
 
@@ -214,13 +216,30 @@ def kernel_drops(nl: Netlink, keys: list[tuple[int | None, int]]) -> list[tuple[
     return [nl.kernel_drops(nsid, index) for nsid, index in keys]
 
 
+# Attempts to delete an end that keeps moving away from where it was just found.
+DELETE_TRIES = 20
+
+
 def delete_pair(nl: Netlink, *taps: Tap) -> None:
+    """Delete both ends, each where it is now. A delete by (nsid, ifindex) that races with a
+    move finds nothing there: it is only done once the fd says the device is gone."""
     for tap in taps:
         try:
-            loc = nl.locate(tap)
-            if loc is not None:
+            for _ in range(DELETE_TRIES):
+                try:
+                    loc = nl.locate(tap)
+                except Unsettled:
+                    continue
+                if loc is None:
+                    break
                 nl.delete(loc)
+                if tap.gone():
+                    break
+            else:
+                # Without persistence the kernel deletes it when this last fd closes.
+                log.warning("an end kept moving while being deleted; closing it")
+                tap.set_persist(False)
         except (OSError, NetlinkError) as exc:  # the fd is closed below: the kernel deletes it
             log.warning("deleting an end: %s", exc)
         finally:
-            tap.close()
+            tap.close()  # a non-persistent TAP goes with its last fd in any case

@@ -14,27 +14,15 @@ from tapveth.daemon.registry import Registry
 from tapveth.daemon.vxlan_end import VxlanEnd
 from tapveth.daemon.worker import NetlinkWorker
 from tapveth.kernel.linkwatch import Kind, LinkEvent, LinkWatch
-from tapveth.kernel.netlink import Location
+from tapveth.kernel.netlink import Location, Unsettled
 
 log = logging.getLogger("tapveth")
 
 Destroy = Callable[[Pair, str], Awaitable[None]]
 
-# A lookup that fails with one of these ran out of something (fds, buffers, memory) or lost its
-# socket: the end may be fine, so it is looked up again later instead of being given up.
-RETRY_LATER = frozenset(
-    {
-        errno.EMFILE,
-        errno.ENFILE,
-        errno.ENOBUFS,
-        errno.ENOMEM,
-        errno.EBADF,
-        errno.EAGAIN,
-        errno.EINTR,
-        errno.ETIMEDOUT,
-    }
-)
-RETRY_DELAY = 0.5
+# Pauses before looking again for an end that could not be pinned down (doubling).
+RETRY_FIRST = 0.01
+RETRY_MAX = 1.0
 
 
 class EndTracker:
@@ -85,7 +73,10 @@ class EndTracker:
             elif ev.kind is Kind.DELLINK:
                 end = self._reg.by_key.pop((ev.nsid, ev.index), None)
                 if end is not None:
-                    self.relocate(end)  # moved to another namespace, or deleted
+                    # Moved to another namespace (it arrives there admin-down, and veth's peer
+                    # loses carrier at once), or deleted: the lookup tells which.
+                    self._set_up(end, False)
+                    self.relocate(end)
                 else:
                     self._stray(ev)
             elif ev.kind is Kind.DELNSID:
@@ -109,9 +100,16 @@ class EndTracker:
             log.info("%s mtu %d", end.name, ev.mtu)
             end.mtu = ev.mtu
             self.events.publish("mtu", self._reg.pair_of[end], end, mtu=ev.mtu)
-        if ev.up != end.up:
-            end.up = ev.up
-            self.update_carrier(self._reg.pair_of[end])
+        if ev.address:
+            end.address = ev.address
+        self._set_up(end, ev.up)
+
+    def _set_up(self, end: End, up: bool) -> None:
+        if up != end.up:
+            end.up = up
+            pair = self._reg.pair_of.get(end)
+            if pair is not None:
+                self.update_carrier(pair)
 
     def _stray(self, ev: LinkEvent) -> None:
         if self._lookups:
@@ -147,8 +145,14 @@ class EndTracker:
             self._spawn(self._locate(pair, end))
 
     async def _locate(self, pair: Pair, end: End) -> None:
-        """Find where an end is now (it moved, or may be gone) and register it there.
-        relocate() marked it locating when it started this."""
+        """Find where an end is now and register it there. relocate() marked it locating
+        when it started this.
+
+        The pair is destroyed only when the kernel says the end was deleted (its fd reports
+        EBADFD). A lookup that cannot pin the end down (it keeps moving, or a request failed)
+        is tried again a little later for as long as the fd says the device exists: a kernel
+        veth end is never deleted by a move, a rename or a state change."""
+        pause = RETRY_FIRST
         try:
             while end.stale and not pair.closed:
                 end.stale = False
@@ -157,10 +161,12 @@ class EndTracker:
                 self._reg.unkey(end)
                 start = self._stray_seq
                 self._lookups += 1
+                loc: Location | None = None
+                failed: Exception | None = None
                 try:
-                    loc: Location | None = await self._worker.call(
-                        provision.follow, end.tap, end.ns_inode
-                    )
+                    loc = await self._worker.call(provision.follow, end.tap)
+                except Exception as exc:  # any failure of the lookup itself: ask the fd
+                    failed = exc
                 finally:
                     self._lookups -= 1
                 stray = self._strays.get(loc.key) if loc is not None else None
@@ -168,6 +174,16 @@ class EndTracker:
                     self._strays.clear()
                 if pair.closed:
                     return
+                if failed is not None:
+                    if end.tap.gone():
+                        await self._destroy(pair, f"{end.name} was deleted")
+                        return
+                    log_at = logging.INFO if isinstance(failed, Unsettled) else logging.WARNING
+                    log.log(log_at, "%s not located yet (%s); looking again", end.name, failed)
+                    end.stale = True
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, RETRY_MAX)
+                    continue
                 if loc is None:
                     await self._destroy(pair, f"{end.name} was deleted")
                     return
@@ -181,30 +197,33 @@ class EndTracker:
                         continue
                     log.debug("newer event for %s while looking it up: %s", end.name, ev)
                     end.up, end.mtu, end.name = ev.up, ev.mtu or end.mtu, ev.name or end.name
-                self._reg.by_key[end.key] = end
+                    end.address = ev.address or end.address
+                self._key(end)
                 if loc.ns_inode != old_inode:
                     log.info("%s moved to %s", end.name, self._reg.ns_label(end))
                     self.events.publish("moved", pair, end)
-        except OSError as exc:
-            if exc.errno in RETRY_LATER:  # the daemon's trouble, not a sign the end is gone
-                log.warning("cannot look %s up now (%s): trying again", end.name, exc.strerror)
-                self._spawn(self._relocate_later(end))
-                return
-            log.error("cannot follow %s: %s", end.name, exc)
-            await self._destroy(pair, f"{end.name} could not be followed")
-            return
         finally:
             end.locating = False
         self.update_carrier(pair)
 
-    async def _relocate_later(self, end: End) -> None:
-        await asyncio.sleep(RETRY_DELAY)
-        self.relocate(end)
+    def _key(self, end: End) -> None:
+        """Register an end at its (nsid, ifindex). Two devices cannot have the same key at
+        once: an end already there is out of date (its departure event is still queued), so
+        it is looked up again too."""
+        other = self._reg.by_key.get(end.key)
+        self._reg.by_key[end.key] = end
+        if other is not None and other is not end:
+            self.relocate(other)
 
     def on_gone(self, end: End, exc: OSError) -> None:
-        """The relay found an end's fd dead: the TAP was deleted."""
+        """The relay found an end's fd failing: the TAP was deleted, if the fd confirms it
+        (else the end is looked up again, which decides)."""
         pair = self._reg.pair_of.get(end)
         if pair is None or pair.closed:
+            return
+        if not end.tap.gone():
+            log.warning("%s: %s, yet its device is there; looking it up", end.name, exc)
+            self.relocate(end)
             return
         self._stop_relay(pair)
         why = "was deleted" if exc.errno in (errno.EBADFD, errno.EFAULT) else f"failed: {exc}"

@@ -47,6 +47,7 @@ class LinkEvent:
     name: str = ""
     up: bool = False
     mtu: int = 0
+    address: str = ""
 
 
 class LinkWatch:
@@ -113,6 +114,7 @@ class LinkWatch:
                     name=ifname.decode(msg.get_attr("IFLA_IFNAME") or ""),
                     up=bool(msg["flags"] & IFF_UP),
                     mtu=msg.get_attr("IFLA_MTU") or 0,
+                    address=msg.get_attr("IFLA_ADDRESS") or "",
                 )
             elif mtype == RTM_DELNSID:
                 yield LinkEvent(Kind.DELNSID, msg.get_attr("NETNSA_NSID"))

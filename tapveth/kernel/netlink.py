@@ -11,6 +11,7 @@ import errno
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,22 @@ class PlaceError(OSError):
     """An end could not be configured or moved where the user asked; the message says why."""
 
 
+class Unsettled(OSError):
+    """The end exists (its fd says so) but kept moving or being renamed while it was looked
+    up: ask again later. Never a reason to think it was deleted."""
+
+
+class _Transient(OSError):
+    """One attempt of a lookup failed in a way the next attempt may not."""
+
+
+# A lookup that races with moves asks again, pausing a little longer each time (a move holds
+# rtnl for ~16 ms), up to LOCATE_TRIES times; then the caller retries later.
+LOCATE_TRIES = 40
+LOCATE_PAUSE = 0.0005
+LOCATE_PAUSE_MAX = 0.005
+
+
 @dataclass(frozen=True, slots=True)
 class Location:
     """Where an end is now and its state there. nsid None: the daemon's own namespace."""
@@ -44,6 +61,7 @@ class Location:
     address: str
     ns_inode: int
     carrier_changes: int = 1
+    qdisc: str = ""
 
     @property
     def key(self) -> tuple[int | None, int]:
@@ -136,40 +154,77 @@ class Netlink:
             raise PlaceError(exc.code, f"cannot set up {name!r}: {os.strerror(exc.code)}") from None
 
     def locate(self, tap: Tap) -> Location | None:
-        """Find where the TAP behind this fd lives now and its state; None if it is gone."""
+        """Find where the TAP behind this fd lives now and its state there.
+
+        None only when the kernel says the device is gone (the fd reports EBADFD). A lookup
+        can race with moves and renames made meanwhile (the name and namespace the fd gives are
+        read one after the other, the RTM_GETLINK by name comes later): an answer counts only
+        when the fd names the same place before and after it, else it is asked again.
+        Unsettled if the end keeps moving for the whole of the bounded retries."""
+        last: BaseException | None = None
+        for attempt in range(LOCATE_TRIES):
+            if attempt:
+                time.sleep(min(LOCATE_PAUSE * attempt, LOCATE_PAUSE_MAX))  # let the mover finish
+            try:
+                where = self._where(tap, with_nsid=True)
+                if where is None:
+                    return None
+                name, inode, nsid = where
+                try:
+                    # As bytes: a name need not be UTF-8 (the fd's is kept with surrogates).
+                    msg = self._link("get", nsid, ifname=name.encode(errors="surrogateescape"))[0]
+                except NetlinkError as exc:
+                    # ENODEV: moved or renamed since the fd was asked. EINVAL/ENOENT: the nsid
+                    # went with a dying namespace. Ask the fd again either way.
+                    last = exc
+                    continue
+                again = self._where(tap, with_nsid=False)
+                if again is None:
+                    return None
+                if again[:2] != (name, inode) or not _is_tap(msg):
+                    last = OSError(errno.EAGAIN, f"{name} moved during the lookup")
+                    continue  # it moved or was renamed while we looked: what we got may be stale
+            except _Transient as exc:
+                last = exc
+                continue
+            if attempt:
+                log.debug("%s located after %d attempts (last miss: %s)", name, attempt + 1, last)
+            return Location(
+                nsid=nsid,
+                index=msg["index"],
+                name=name,
+                up=bool(msg["flags"] & IFF_UP),
+                mtu=msg.get_attr("IFLA_MTU"),
+                address=msg.get_attr("IFLA_ADDRESS") or "",
+                ns_inode=inode,
+                carrier_changes=msg.get_attr("IFLA_CARRIER_CHANGES") or 1,
+                qdisc=msg.get_attr("IFLA_QDISC") or "",
+            )
+        raise Unsettled(errno.EAGAIN, f"the end kept moving while it was looked up ({last})")
+
+    def _where(self, tap: Tap, with_nsid: bool) -> tuple[str, int, int | None] | None:
+        """(name, namespace inode, nsid) of the device as its fd says now; None if the
+        device is gone. _Transient when the namespace cannot be asked right now."""
         try:
             name = tap.ifname()
             ns_fd = tap.netns_fd()
         except OSError as exc:
-            # EINVAL from TUNGETDEVNETNS: the end's namespace is being dismantled (its
-            # refcount is zero, get_net_ns() refuses it) and the end goes with it.
-            if exc.errno in (errno.EBADFD, errno.EBADF, errno.ENODEV, errno.EFAULT, errno.EINVAL):
-                return None
-            raise
+            if exc.errno in (errno.EBADFD, errno.EBADF):
+                return None  # tun detached the fd: the device was unregistered
+            # EINVAL from TUNGETDEVNETNS: its namespace is being torn down (the device goes
+            # with it, and the fd will say EBADFD), or another transient failure.
+            raise _Transient(exc.errno, str(exc)) from None
         try:
             inode = netns.inode_of_fd(ns_fd)
-            nsid = None if inode == self.own_inode else self.nsid_of(ns_fd)
+            nsid = None
+            if with_nsid and inode != self.own_inode:
+                try:
+                    nsid = self.nsid_of(ns_fd)
+                except NetlinkError as exc:
+                    raise _Transient(exc.code, f"nsid: {os.strerror(exc.code)}") from None
         finally:
             os.close(ns_fd)  # holding it would keep the namespace alive
-        try:
-            msgs = self._link("get", nsid, ifname=ifname.encode(name))
-        except NetlinkError as exc:
-            # EINVAL for a request by nsid: the nsid no longer names a namespace, which is
-            # being dismantled (`ip netns del`) and takes the end with it.
-            if exc.code == errno.ENODEV or (exc.code == errno.EINVAL and nsid is not None):
-                return None
-            raise
-        msg = msgs[0]
-        return Location(
-            nsid=nsid,
-            index=msg["index"],
-            name=name,
-            up=bool(msg["flags"] & IFF_UP),
-            mtu=msg.get_attr("IFLA_MTU"),
-            address=msg.get_attr("IFLA_ADDRESS") or "",
-            ns_inode=inode,
-            carrier_changes=msg.get_attr("IFLA_CARRIER_CHANGES") or 1,
-        )
+        return name, inode, nsid
 
     def nsid_of(self, ns_fd: int) -> int:
         """The nsid of a namespace as seen from here, assigning one if it has none yet (without
@@ -317,6 +372,13 @@ def _fds_to_spare(n: int) -> bool:
     finally:
         for fd in got:
             os.close(fd)
+
+
+def _is_tap(msg: Any) -> bool:
+    """The link a lookup by name found is a TAP (a device of someone else's that took the
+    name meanwhile is not ours)."""
+    info = msg.get_attr("IFLA_LINKINFO")
+    return bool(info) and info.get_attr("IFLA_INFO_KIND") == "tun"
 
 
 @contextlib.contextmanager

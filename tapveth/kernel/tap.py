@@ -4,9 +4,11 @@ Only fd-based calls are used once the device may have moved: pytun's name-based 
 the caller's namespace and would hit the wrong device (or none) after `ip link set … netns`.
 """
 
+import ctypes
 import errno
 import fcntl
 import os
+import socket
 import struct
 
 import pytun
@@ -34,13 +36,30 @@ TUN_F_TSO6 = 0x04
 TUN_F_TSO_ECN = 0x08
 TUN_F_USO4 = 0x20
 TUN_F_USO6 = 0x40
+TUN_F_UDP_TUNNEL_GSO = 0x80
+TUN_F_UDP_TUNNEL_GSO_CSUM = 0x100
 
-# What veth offers by default (checksum, SG, TSO/TSO6, GSO, UDP segmentation), as TAP offloads.
-# USO4 and USO6 must be set together; kernels without USO refuse them with EINVAL.
+# What veth offers by default (checksum, SG, TSO/TSO6, GSO, UDP segmentation, UDP-tunnel
+# segmentation with and without outer checksum), as TAP offloads, best first: USO4 and USO6
+# must be set together, and kernels without USO (before 6.2) or UDP-tunnel offload (before
+# 6.17) refuse the bits they do not know with EINVAL.
 OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN
 OFFLOADS_USO = OFFLOADS | TUN_F_USO4 | TUN_F_USO6
+OFFLOADS_TUNNEL = OFFLOADS_USO | TUN_F_UDP_TUNNEL_GSO | TUN_F_UDP_TUNNEL_GSO_CSUM
 
 OPEN_FLAGS = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_NO_CARRIER | IFF_TUN_EXCL
+
+# Device features veth has by default and a TAP can take too (`ethtool -K` at creation): no
+# GRO (veth has none without XDP), TSO allowed to mangle IP ids. What a TAP cannot take is
+# listed in README's differences.
+VETH_FEATURES = {"rx-gro": False, "tx-tcp-mangleid-segmentation": True}
+
+SIOCETHTOOL = 0x8946
+ETHTOOL_GSTRINGS = 0x1B
+ETHTOOL_GSSET_INFO = 0x37
+ETHTOOL_SFEATURES = 0x3B
+ETH_SS_FEATURES = 4
+ETH_GSTRING_LEN = 32
 
 
 class TapError(OSError):
@@ -67,18 +86,25 @@ class Tap:
         try:
             os.set_blocking(self.fd, False)
             fcntl.ioctl(self.fd, TUNSETVNETHDRSZ, struct.pack("i", vnet.HDR_LEN))
-            try:
-                fcntl.ioctl(self.fd, TUNSETOFFLOAD, OFFLOADS_USO)
-                self.offloads = OFFLOADS_USO
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                fcntl.ioctl(self.fd, TUNSETOFFLOAD, OFFLOADS)
-                self.offloads = OFFLOADS
+            self.offloads = self._set_offloads()
+            if not reattach:  # a re-attached TAP kept what it was given when it was made
+                set_features(name, VETH_FEATURES)
         except BaseException:
             self._dev.close()
             raise
         self.closed = False
+
+    def _set_offloads(self) -> int:
+        """The best offloads this kernel accepts, of those veth has."""
+        for offloads in (OFFLOADS_TUNNEL, OFFLOADS_USO):
+            try:
+                fcntl.ioctl(self.fd, TUNSETOFFLOAD, offloads)
+                return offloads
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+        fcntl.ioctl(self.fd, TUNSETOFFLOAD, OFFLOADS)
+        return OFFLOADS
 
     def set_carrier(self, on: bool) -> None:
         # TUNSETCARRIER takes a pointer to an int: passing the value itself gives EFAULT.
@@ -94,9 +120,20 @@ class Tap:
         fcntl.ioctl(self.fd, TUNSETPERSIST, 1 if on else 0)
 
     def ifname(self) -> str:
-        """The device's current name (follows renames). EBADFD once the device is gone."""
+        """The device's current name (follows renames). EBADFD once the device is gone.
+        Bytes that are not UTF-8 are kept as surrogates, so the name still compares equal."""
         res = fcntl.ioctl(self.fd, TUNGETIFF, bytes(40))
         return decode_ifname(res[:16].split(b"\0", 1)[0])
+
+    def gone(self) -> bool:
+        """True once the kernel has unregistered the device: tun detaches every fd from it,
+        and TUNGETIFF then fails with EBADFD. The only proof that an end was deleted; a
+        lookup that finds nothing may just have raced with a move or a rename."""
+        try:
+            fcntl.ioctl(self.fd, TUNGETIFF, bytes(40))
+        except OSError as exc:
+            return exc.errno in (errno.EBADFD, errno.EBADF)
+        return False
 
     def netns_fd(self) -> int:
         """A new fd of the namespace the device lives in now; the caller must close it soon,
@@ -108,3 +145,49 @@ class Tap:
         if not self.closed:
             self.closed = True
             self._dev.close()
+
+
+def set_features(ifname: str, wanted: dict[str, bool]) -> None:
+    """`ethtool -K IFNAME feature on|off …` for a device in the calling thread's namespace,
+    with the ethtool ioctl. It goes through an AF_UNIX socket (the kernel hands any socket's
+    unknown ioctl to the device layer): the daemon opens no IP or packet socket, and its
+    sandbox allows only AF_UNIX and AF_NETLINK (pyroute2's ethtool ioctls use AF_INET)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        names = _feature_names(sock, ifname)
+        blocks = (len(names) + 31) // 32
+        cmd = ctypes.create_string_buffer(8 + 8 * blocks)
+        struct.pack_into("II", cmd, 0, ETHTOOL_SFEATURES, blocks)
+        for feature, on in wanted.items():
+            if feature not in names:
+                continue  # unknown to this kernel
+            bit = names.index(feature)
+            at = 8 + 8 * (bit // 32)
+            valid, requested = struct.unpack_from("II", cmd, at)
+            valid |= 1 << (bit % 32)
+            requested = requested | (1 << (bit % 32)) if on else requested
+            struct.pack_into("II", cmd, at, valid, requested)
+        # A positive answer (ETHTOOL_F_WISH/UNSUPPORTED) means some could not be set: the
+        # device keeps its own value for those, which is all a TAP can do.
+        _ethtool(sock, ifname, cmd)
+
+
+def _feature_names(sock: socket.socket, ifname: str) -> list[str]:
+    """The kernel's names of device features, in bit order (ETH_SS_FEATURES)."""
+    info = ctypes.create_string_buffer(20)
+    struct.pack_into("IIQ", info, 0, ETHTOOL_GSSET_INFO, 0, 1 << ETH_SS_FEATURES)
+    _ethtool(sock, ifname, info)
+    (count,) = struct.unpack_from("I", info, 16)
+    strings = ctypes.create_string_buffer(12 + count * ETH_GSTRING_LEN)
+    struct.pack_into("III", strings, 0, ETHTOOL_GSTRINGS, ETH_SS_FEATURES, count)
+    _ethtool(sock, ifname, strings)
+    raw = strings.raw[12:]
+    return [
+        raw[i * ETH_GSTRING_LEN : (i + 1) * ETH_GSTRING_LEN].split(b"\0", 1)[0].decode()
+        for i in range(count)
+    ]
+
+
+def _ethtool(sock: socket.socket, ifname: str, cmd: ctypes.Array[ctypes.c_char]) -> int:
+    """One SIOCETHTOOL: an ifreq naming the device, whose data points at cmd."""
+    ifreq = struct.pack("16sP16x", ifname.encode(errors="surrogateescape"), ctypes.addressof(cmd))
+    return int(fcntl.ioctl(sock.fileno(), SIOCETHTOOL, bytearray(ifreq), True))

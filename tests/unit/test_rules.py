@@ -59,9 +59,25 @@ def test_flows_give_veth_counters() -> None:
     b = EndCounters.of(b_to_a, a_to_b)
     assert (a.tx_packets, a.tx_bytes, a.tx_dropped) == (2, 140, 1)
     assert (b.rx_packets, b.rx_bytes, b.rx_dropped) == (2, 140, 1)  # B's rx is A's tx
-    assert (a.rx_packets, a.rx_bytes, a.rx_dropped) == (1, 98, 2)
+    # peer_down counts on the sender only: veth stops the sender's queue when its peer goes
+    # down, so such frames never reach the peer's counters.
+    assert (a.rx_packets, a.rx_bytes, a.rx_dropped) == (1, 98, 0)
+    assert (b.tx_packets, b.tx_dropped) == (1, 2)
     assert a.drops == {"mtu": 1}
     assert b.drops == {"peer_down": 2}
+
+
+def test_kernel_drops_added_once() -> None:
+    """The TAPs' own drops are added; a refusal the receiving TAP counted itself (its write
+    failed with EIO: it had just gone down) is not counted on it twice, nor at all, since it
+    is a peer_down refusal."""
+    a_to_b, b_to_a = Flow(), Flow()
+    b_to_a.refused(DropReason.PEER_DOWN)
+    b_to_a.peer_counted += 1
+    b_to_a.refused(DropReason.MTU)
+    a = EndCounters.of(a_to_b, b_to_a, kernel_drops=(1 + 3, 5))
+    assert a.rx_dropped == 1 + 3  # the MTU refusal, and 3 the kernel dropped on A itself
+    assert a.tx_dropped == 5
 
 
 def test_vnet_gso_detection() -> None:
