@@ -121,7 +121,10 @@ class ControlServer:
             if not conn.busy:
                 conn.answered_stop = True
                 _send(conn.writer, {"ok": False, "error": STOPPING})
-                conn.writer.close()
+                if conn.writer.transport.get_write_buffer_size():
+                    conn.writer.transport.abort()  # it does not read: no use waiting for it
+                else:
+                    conn.writer.close()
         tasks = [c.task for c in self._conns]
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=grace)

@@ -215,6 +215,9 @@ def test_stopping_answers_every_request_in_flight(lab: Lab) -> None:
             threading.Thread(target=add_into, args=(d, names[i], spaces[i], answers, i))
             for i in range(10)
         ]
+        idle = socket.socket(socket.AF_UNIX)  # connected, has asked nothing yet
+        idle.settimeout(30)
+        idle.connect(d.socket)
         for t in threads:
             t.start()
         time.sleep(0.03 + 0.04 * rnd)  # 30 ms first, later some adds are done before
@@ -223,6 +226,9 @@ def test_stopping_answers_every_request_in_flight(lab: Lab) -> None:
             t.join(60)
         assert d.proc is not None
         assert d.proc.wait(60) == 0
+        with idle:
+            told = read_line(idle)
+        assert json.loads(told) == {"ok": False, "error": "the daemon is stopping"}
         log = d.log()
         d.stop()
         for kind, message in answers:
