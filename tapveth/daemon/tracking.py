@@ -59,6 +59,7 @@ class EndTracker:
         self._strays: dict[tuple[int | None, int], tuple[int, LinkEvent]] = {}
         self._stray_seq = 0
         self._lookups = 0
+        self._retrying: set[End] = set()  # ends whose lookup failed for want of resources
 
     def _wanted(self, nsid: int | None, index: int) -> bool:
         """Whether a link event can matter: it is about one of our ends, or it may be about
@@ -161,6 +162,7 @@ class EndTracker:
                     await self._destroy(pair, f"{end.name} was deleted")
                     return
                 log.debug("located %s: %s", end.name, loc)
+                self._retrying.discard(end)
                 old_inode = end.ns_inode
                 end.moved_to(loc)
                 if stray is not None and stray[0] > start:
@@ -175,7 +177,11 @@ class EndTracker:
                     log.info("%s moved to %s", end.name, self._reg.ns_label(end))
         except OSError as exc:
             if exc.errno in RETRY_LATER:  # the daemon's trouble, not a sign the end is gone
-                log.warning("cannot look %s up now (%s): trying again", end.name, exc.strerror)
+                first = end not in self._retrying
+                self._retrying.add(end)
+                (log.warning if first else log.debug)(
+                    "cannot look %s up now (%s): trying again", end.name, exc.strerror
+                )
                 self._spawn(self._relocate_later(end))
                 return
             log.error("cannot follow %s: %s", end.name, exc)

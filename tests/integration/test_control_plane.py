@@ -96,6 +96,7 @@ def test_out_of_fds_keeps_the_netlink_socket_and_every_pair(lab: Lab) -> None:
         a, b, x, y = make_pair(lab, d)
         c = lab.netns()
         pid = d.request("ping")["pid"]
+        before = fds_of(pid)
         with socket.socket(socket.AF_UNIX) as keep:
             keep.settimeout(30)
             keep.connect(d.socket)
@@ -134,6 +135,8 @@ def test_out_of_fds_keeps_the_netlink_socket_and_every_pair(lab: Lab) -> None:
         assert c.ping("10.0.0.2").returncode == 0  # followed, and relayed
         d.request("add", spec(lab.name("fxa"), a.name, lab.name("fxb"), b.name))
         assert d.request("ping")["pairs"] == 2  # the worker's netlink socket works
+        # Nothing leaked on the way: the fds of before, and the new pair's two TAPs.
+        until("the fds to be released", lambda: fds_of(pid) <= before + 2, 15)
     finally:
         for s in idle:
             s.close()
