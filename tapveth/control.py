@@ -162,6 +162,8 @@ class ControlServer:
                     return
                 conn.busy = False
                 await _reply(writer, reply)
+                if self._stopping:
+                    return  # answered during the stop: the connection ends with it
         except (ConnectionError, OSError, asyncio.CancelledError):
             return
         finally:
