@@ -11,6 +11,7 @@ from typing import Any
 from tapveth import __version__, control
 from tapveth.cli import render
 from tapveth.control import ControlError
+from tapveth.core import ifname
 from tapveth.core.config import ConfigError
 from tapveth.core.linkspec import SpecError, check_name, check_netns, parse_add
 
@@ -159,18 +160,25 @@ def _name_and_ns(words: list[str], required: bool) -> dict[str, Any]:
         w = words[i]
         if w in ("netns", "dev") and i + 1 < len(words):
             key = "netns" if w == "netns" else "name"
-            args[key] = check_netns(words[i + 1]) if key == "netns" else check_name(words[i + 1])
+            args[key] = check_netns(words[i + 1]) if key == "netns" else _existing(words[i + 1])
             i += 2
         elif w in ("netns", "dev"):
             raise SpecError(f"'{w}' needs a value")
         elif "name" not in args:
-            args["name"] = check_name(w)
+            args["name"] = _existing(w)
             i += 1
         else:
             raise SpecError(f"unknown word {w!r}")
     if required and "name" not in args:
         raise SpecError("which pair? give an end's name")
     return args
+
+
+def _existing(name: str) -> str:
+    """The name of an end that exists: as `ip link` takes it, it may hold bytes that are not
+    UTF-8 (someone renamed the end so), which argv hands over as surrogate escapes."""
+    check_name(ifname.printable(name))
+    return name
 
 
 def main(argv: list[str] | None = None) -> int:

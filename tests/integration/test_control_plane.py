@@ -167,6 +167,10 @@ def test_a_name_that_is_not_utf8_is_shown_as_ip_shows_it(lab: Lab, daemon: Priva
         and names[y.encode()]["peer"].encode("utf-8", "surrogateescape") == odd
     )
     assert odd in cli("stats")
+    tapveth = [sys.executable.encode(), b"-m", b"tapveth", b"--socket", daemon.socket.encode()]
+    # Named on the command line, as `ip link show` takes it.
+    one = subprocess.run([*tapveth, b"show", odd], capture_output=True, timeout=60)
+    assert one.returncode == 0 and one.stdout.count(odd) == 2, one  # the end, and the peer's
     c = lab.netns()
     subprocess.run(
         [b"ip", b"-n", a.name.encode(), b"link", b"set", odd, b"netns", c.name.encode()],
