@@ -231,21 +231,26 @@ class Daemon:
 
     async def destroy(self, pair: Pair, why: str, keep: bool = False) -> None:
         """Remove a pair: both ends deleted (explicitly, so it is done when this returns).
-        With keep, only let go of them: persistent TAPs stay, without carrier."""
+        With keep, only let go of them: persistent TAPs stay, without carrier. The pair stays
+        listed (closed) until its ends are gone: `show` never lists a pair whose peer is still
+        there, and its names are not free before they are."""
         if pair.closed:
             return
         self._stop_relay(pair)
         pair.closed = True
-        self.registry.remove(pair)
         for ident, (_, managed) in list(self._managed.items()):
             if managed is pair:
                 del self._managed[ident]
         if keep:
+            self.registry.remove(pair)
             for end in pair.ends():
                 end.tap.close()  # a persistent TAP stays, and loses carrier
             log.info("pair %s <-> %s left in place (persistent): %s", pair.a.name, pair.b.name, why)
             return
-        await self.worker.call(provision.delete_pair, pair.a.tap, pair.b.tap)
+        try:
+            await self.worker.call(provision.delete_pair, pair.a.tap, pair.b.tap)
+        finally:
+            self.registry.remove(pair)
         log.info("pair %s <-> %s removed: %s", pair.a.name, pair.b.name, why)
 
     # -- the configuration file --------------------------------------------------------------
