@@ -142,7 +142,10 @@ class ControlServer:
             if not conn.busy and not conn.streaming:
                 conn.answered_stop = True
                 _send(conn.writer, {"ok": False, "error": STOPPING})
-                conn.writer.close()
+                if conn.writer.transport.get_write_buffer_size():
+                    conn.writer.transport.abort()  # it does not read: no use waiting for it
+                else:
+                    conn.writer.close()
         tasks = [c.task for c in self._conns if not c.streaming]
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=grace)
@@ -199,6 +202,8 @@ class ControlServer:
                 if stream is not None:
                     await stream.run(reader, writer)
                     return
+                if self._stopping:
+                    return  # answered during the stop: the connection ends with it
         except (ConnectionError, OSError, asyncio.CancelledError):
             return
         finally:

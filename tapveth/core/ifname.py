@@ -17,3 +17,9 @@ def decode(raw: bytes | str) -> str:
 def encode(name: str) -> bytes:
     """A name for the kernel, byte for byte as it was read."""
     return name.encode("utf-8", "surrogateescape")
+
+
+def printable(name: str) -> str:
+    """The name with each byte that is not UTF-8 shown as one printable character, for checks
+    that count bytes and refuse separators: such bytes are allowed in an existing name."""
+    return "".join("?" if "\udc80" <= ch <= "\udcff" else ch for ch in name)

@@ -6,6 +6,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from tapveth.core import ifname
 from tapveth.core.rules import MAX_MTU, MIN_MTU
 
 if TYPE_CHECKING:
@@ -265,6 +266,14 @@ class Selector:
         return self.name is not None or self.netns is None or end.get("netns") == self.netns
 
 
+def check_existing_name(name: str) -> str:
+    """The name of an end that exists, to show, count or delete: as `ip link` takes it, it may
+    hold bytes that are not UTF-8 (someone renamed the end so), which argv hands over as
+    surrogate escapes."""
+    check_name(ifname.printable(name))
+    return name
+
+
 def parse_select(words: list[str], required: bool, default_netns: str | None = None) -> Selector:
     """`[dev] NAME [netns NS]` in any order, as iproute2 reads `ip link show`/`del`."""
     name: str | None = None
@@ -280,10 +289,10 @@ def parse_select(words: list[str], required: bool, default_netns: str | None = N
             if w == "netns":
                 netns = check_netns(words[i + 1])
             else:
-                name = check_name(words[i + 1])
+                name = check_existing_name(words[i + 1])
             i += 2
         elif name is None:
-            name = check_name(w)
+            name = check_existing_name(w)
             i += 1
         else:
             raise SpecError(f"unknown word {w!r}")

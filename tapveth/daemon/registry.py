@@ -5,6 +5,7 @@ import os
 from typing import Any
 
 from tapveth.control import ControlError, one_line, shorten
+from tapveth.core import ifname
 from tapveth.core.linkspec import EndSpec, SpecError, check_name
 from tapveth.core.vxlanspec import VxlanSpec
 from tapveth.daemon.pair import End, Pair
@@ -67,7 +68,7 @@ class Registry:
         if not isinstance(name, str):
             raise ControlError("which pair? give an end's name")
         try:
-            check_name(name)
+            check_name(ifname.printable(name))  # bytes that are not UTF-8: see core/ifname
         except SpecError as exc:
             raise ControlError(str(exc)) from None
         hits = [

@@ -331,24 +331,30 @@ class Daemon:
 
     async def destroy(self, pair: Pair, why: str, keep: bool = False) -> None:
         """Remove a pair: both ends deleted (explicitly, so it is done when this returns).
-        With keep, only let go of them: persistent TAPs stay, without carrier."""
+        With keep, only let go of them: persistent TAPs stay, without carrier. The pair stays
+        listed (closed) until its ends are gone: `show` never lists a pair whose peer is still
+        there, and its names are not free before they are."""
         if pair.closed:
             return
         self._stop_relay(pair)
         pair.closed = True
         self.events.publish("deleted", pair, why=why)
-        self.registry.remove(pair)
         for ident, (_, managed) in list(self._managed.items()):
             if managed is pair:
                 del self._managed[ident]
         if isinstance(pair.b, vxlan_end.VxlanEnd):
             pair.b.close()
         if keep:
+            self.registry.remove(pair)
             for end in pair.taps():
                 end.tap.close()  # a persistent TAP stays, and loses carrier
             log.info("pair %s <-> %s left in place (persistent): %s", pair.a.name, pair.b.name, why)
             return
-        await self.worker.call(provision.delete_pair, *(e.tap for e in pair.taps()))
+        try:
+            # Listed until its ends are gone: `show` never lists a pair whose peer remains.
+            await self.worker.call(provision.delete_pair, *(e.tap for e in pair.taps()))
+        finally:
+            self.registry.remove(pair)
         log.info("pair %s <-> %s removed: %s", pair.a.name, pair.b.name, why)
 
     async def _find_orphans(self) -> None:

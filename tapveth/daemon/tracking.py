@@ -51,6 +51,7 @@ class EndTracker:
         self._strays: dict[tuple[int | None, int], tuple[int, LinkEvent]] = {}
         self._stray_seq = 0
         self._lookups = 0
+        self._retrying: set[End] = set()  # ends whose lookup failed for want of resources
 
     def _wanted(self, nsid: int | None, index: int) -> bool:
         """Whether a link event can matter: it is about one of our ends, or it may be about
@@ -178,7 +179,12 @@ class EndTracker:
                     if end.tap.gone():
                         await self._destroy(pair, f"{end.name} was deleted")
                         return
+                    # A failure for want of resources (fds, buffers) is the daemon's trouble,
+                    # not the end's: said once as a warning, then quietly while it lasts.
                     log_at = logging.INFO if isinstance(failed, Unsettled) else logging.WARNING
+                    if end in self._retrying:
+                        log_at = logging.DEBUG
+                    self._retrying.add(end)
                     log.log(log_at, "%s not located yet (%s); looking again", end.name, failed)
                     end.stale = True
                     await asyncio.sleep(pause)
@@ -188,6 +194,7 @@ class EndTracker:
                     await self._destroy(pair, f"{end.name} was deleted")
                     return
                 log.debug("located %s: %s", end.name, loc)
+                self._retrying.discard(end)
                 old_inode = end.ns_inode
                 end.moved_to(loc)
                 if stray is not None and stray[0] > start:

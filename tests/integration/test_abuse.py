@@ -1,5 +1,6 @@
 """Bad input, hostile frames and faults: nothing crashes, nothing leaks, nothing is left behind."""
 
+import contextlib
 import grp
 import json
 import os
@@ -20,15 +21,19 @@ pytestmark = pytest.mark.integration
 HOSTILE = str(Path(__file__).parents[1] / "hostile.py")
 
 
-def links_everywhere(lab: Lab) -> set[str]:
-    """Every interface in the test's namespaces, and those of the root namespace that a test
-    here could have made (other users of the machine make and delete theirs meanwhile)."""
+def links_everywhere(lab: Lab, pid: int) -> set[str]:
+    """Every interface in the test's namespaces, those of the root namespace a test here could
+    have made, and every TAP the daemon holds open (other users of the machine make and delete
+    theirs meanwhile, scratch-named ones included)."""
     ours = {w.split("@")[0] for words, _ in BAD_INPUT for w in words} | {"fresh" + lab.tag}
     found = {
         f"root:{name}"
         for ln in sh("ip", "-br", "link").stdout.splitlines()
-        if (name := ln.split()[0].split("@")[0]) in ours or name.startswith("tvtmp")
+        if (name := ln.split()[0].split("@")[0]) in ours
     }
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/fdinfo/{fd}") as f:
+            found |= {f"tap:{ln.split()[1]}" for ln in f if ln.startswith("iff:")}
     for ns in lab.namespaces:
         r = sh("ip", "-n", ns.name, "-br", "link", check=False)
         found |= {f"{ns.name}:{ln.split()[0]}" for ln in r.stdout.splitlines()}
@@ -76,7 +81,8 @@ BAD_INPUT = [
 
 def test_bad_input_table(lab: Lab, daemon: PrivateDaemon) -> None:
     a, b, taken, _ = make_pair(lab, daemon)
-    before = links_everywhere(lab)
+    pid = daemon.request("ping")["pid"]
+    before = links_everywhere(lab, pid)
     for words, message in BAD_INPUT:
         words = [
             w.replace("NS2", b.name)
@@ -89,7 +95,7 @@ def test_bad_input_table(lab: Lab, daemon: PrivateDaemon) -> None:
         assert r.returncode == 2, (words, r.stdout, r.stderr)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (words, r.stderr)
-        assert links_everywhere(lab) == before, words  # nothing half made
+        assert links_everywhere(lab, pid) == before, words  # nothing half made
     assert daemon.request("ping")["pairs"] == 1
 
 

@@ -1,7 +1,7 @@
 """Fuzzing the control protocol of a real daemon: random bytes, JSON of every shape, deep
 nesting, huge numbers and odd unicode, as requests. Every one is answered with one JSON reply
 or the connection is closed cleanly; the daemon keeps serving a well-formed client, keeps its
-pairs, and logs no traceback. Bounded: TAPVETH_FUZZ_EXAMPLES requests (default 300) and
+pairs, and logs no traceback. Bounded: TAPVETH_FUZZ_EXAMPLES requests (default 1000) and
 TAPVETH_FUZZ_SECONDS of wall time (default 120)."""
 
 import json
@@ -19,7 +19,7 @@ from tapveth.private import PrivateDaemon
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = int(os.environ.get("TAPVETH_FUZZ_EXAMPLES", "300"))
+EXAMPLES = int(os.environ.get("TAPVETH_FUZZ_EXAMPLES", "1000"))
 SECONDS = float(os.environ.get("TAPVETH_FUZZ_SECONDS", "120"))
 ABSENT_NS = "tvfuzz-no-such-namespace"
 

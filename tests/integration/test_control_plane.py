@@ -96,6 +96,7 @@ def test_out_of_fds_keeps_the_netlink_socket_and_every_pair(lab: Lab) -> None:
         a, b, x, y = make_pair(lab, d)
         c = lab.netns()
         pid = d.request("ping")["pid"]
+        before = fds_of(pid)
         with socket.socket(socket.AF_UNIX) as keep:
             keep.settimeout(30)
             keep.connect(d.socket)
@@ -134,6 +135,8 @@ def test_out_of_fds_keeps_the_netlink_socket_and_every_pair(lab: Lab) -> None:
         assert c.ping("10.0.0.2").returncode == 0  # followed, and relayed
         d.request("add", spec(lab.name("fxa"), a.name, lab.name("fxb"), b.name))
         assert d.request("ping")["pairs"] == 2  # the worker's netlink socket works
+        # Nothing leaked on the way: the fds of before, and the new pair's two TAPs.
+        until("the fds to be released", lambda: fds_of(pid) <= before + 2, 15)
     finally:
         for s in idle:
             s.close()
@@ -164,6 +167,10 @@ def test_a_name_that_is_not_utf8_is_shown_as_ip_shows_it(lab: Lab, daemon: Priva
         and names[y.encode()]["peer"].encode("utf-8", "surrogateescape") == odd
     )
     assert odd in cli("stats")
+    tapveth = [sys.executable.encode(), b"-m", b"tapveth", b"--socket", daemon.socket.encode()]
+    # Named on the command line, as `ip link show` takes it.
+    one = subprocess.run([*tapveth, b"show", odd], capture_output=True, timeout=60)
+    assert one.returncode == 0 and one.stdout.count(odd) == 2, one  # the end, and the peer's
     c = lab.netns()
     subprocess.run(
         [b"ip", b"-n", a.name.encode(), b"link", b"set", odd, b"netns", c.name.encode()],
@@ -215,6 +222,9 @@ def test_stopping_answers_every_request_in_flight(lab: Lab) -> None:
             threading.Thread(target=add_into, args=(d, names[i], spaces[i], answers, i))
             for i in range(10)
         ]
+        idle = socket.socket(socket.AF_UNIX)  # connected, has asked nothing yet
+        idle.settimeout(30)
+        idle.connect(d.socket)
         for t in threads:
             t.start()
         time.sleep(0.03 + 0.04 * rnd)  # 30 ms first, later some adds are done before
@@ -223,6 +233,9 @@ def test_stopping_answers_every_request_in_flight(lab: Lab) -> None:
             t.join(60)
         assert d.proc is not None
         assert d.proc.wait(60) == 0
+        with idle:
+            told = read_line(idle)
+        assert json.loads(told) == {"ok": False, "error": "the daemon is stopping"}
         log = d.log()
         d.stop()
         for kind, message in answers:
