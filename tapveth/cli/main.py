@@ -169,8 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--only",
         metavar="GROUP",
-        help="one group (carrier, frames, delivery, "
-        "counters, lifecycle, attributes, traffic) or GROUP/NAME",
+        help="only this group of behaviours (carrier, frames, lifecycle...; a wrong name "
+        "lists them all), or one behaviour as GROUP/NAME",
     )
     c.add_argument("-j", "--json", action="store_true", dest="sub_json", help="JSON output")
     c.add_argument("--report", metavar="FILE.md|FILE.html", help="also write a shareable page")
