@@ -112,7 +112,11 @@ def descendants(pid: int) -> set[int]:
     todo = [pid]
     while todo:
         p = todo.pop()
-        for task in Path(f"/proc/{p}/task").glob("*"):
+        try:  # a process may end while it is looked at
+            tasks = list(Path(f"/proc/{p}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
             try:
                 kids = {int(c) for c in (task / "children").read_text().split()}
             except OSError:
