@@ -452,8 +452,8 @@ def _cmd_compare(sub: Any) -> None:
     c.add_argument(
         "--only",
         metavar="GROUP",
-        help="one group (carrier, frames, delivery, "
-        "counters, lifecycle, attributes, traffic) or GROUP/NAME",
+        help="only this group of behaviours (carrier, frames, lifecycle...; a wrong name "
+        "lists them all), or one behaviour as GROUP/NAME",
     )
     _file(
         c.add_argument("--report", metavar="FILE.md|FILE.html", help="also write a shareable page")

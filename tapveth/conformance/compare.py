@@ -19,7 +19,13 @@ from tapveth.conformance.lab import Lab
 from tapveth.conformance.registry import Behaviour, Observation, Result, exit_status, verdict
 
 EXIT_USER = 2
-PREFIX = "tvcmp"  # namespaces: tvcmp-TAG-a, tvcmp-TAG-b...
+PREFIX = "tvcmp"  # namespaces: tvcmp-PID-TAG-a, tvcmp-PID-TAG-b...
+
+
+def namespace_prefix(pid: int) -> str:
+    """The start of the names of the namespaces the compare run of process pid makes; the pid
+    tells runs apart, and whose namespaces they are."""
+    return f"{PREFIX}-{pid}"
 
 
 class CompareUsageError(Exception):
@@ -64,7 +70,7 @@ class Comparison:
 
     def observe(self, b: Behaviour, backend: Backend) -> Observation:
         """The behaviour's observation, or {"error": ...} if it could not be made at all."""
-        self.lab = Lab(PREFIX)
+        self.lab = Lab(namespace_prefix(os.getpid()))
         try:
             return b.run(self.lab, backend)
         except Exception as exc:  # any failure is a fact of this backend, not of the tool

@@ -15,29 +15,32 @@ from netlab import Netns, sh
 
 from tapveth.conformance.backends import Backend, KernelVeth
 from tapveth.conformance.behaviours import BEHAVIOURS
-from tapveth.conformance.compare import PREFIX, run_compare
+from tapveth.conformance.compare import namespace_prefix, run_compare
 from tapveth.conformance.lab import wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def compare_namespaces() -> set[str]:
-    """The namespaces compare makes (PREFIX-TAG-LABEL)."""
+def compare_namespaces(pid: int) -> set[str]:
+    """The namespaces the compare run of process pid has now (others may run at once)."""
     names = (ln.split()[0] for ln in sh("ip", "netns", "list").stdout.splitlines())
-    return {n for n in names if n.startswith(f"{PREFIX}-")}
+    return {n for n in names if n.startswith(f"{namespace_prefix(pid)}-")}
 
 
 def compare(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    """Run `tapveth compare` to its end; then none of its namespaces may be left."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "tapveth", "compare", *args],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
     )
+    out, err = proc.communicate(timeout=timeout)
+    assert compare_namespaces(proc.pid) == set()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def test_compare_all_agree_or_documented(tmp_path: Path) -> None:
-    before = compare_namespaces()
     page = tmp_path / "compare.html"
     r = compare("-j", "--report", str(page))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -52,7 +55,6 @@ def test_compare_all_agree_or_documented(tmp_path: Path) -> None:
     assert data["kernel"] == os.uname().release and data["exit_status"] == 0
     html = page.read_text()
     assert os.uname().release in html and html.count('<tr class="') == len(BEHAVIOURS)
-    assert compare_namespaces() == before
 
 
 def test_compare_one_group_table_and_markdown(tmp_path: Path) -> None:
@@ -112,7 +114,11 @@ def descendants(pid: int) -> set[int]:
     todo = [pid]
     while todo:
         p = todo.pop()
-        for task in Path(f"/proc/{p}/task").glob("*"):
+        try:  # a process may end while it is looked at
+            tasks = list(Path(f"/proc/{p}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
             try:
                 kids = {int(c) for c in (task / "children").read_text().split()}
             except OSError:
@@ -141,7 +147,6 @@ def cmdline(pid: int) -> str:
 def test_sigint_removes_everything(moment: str, group: bool) -> None:
     """Ctrl-C signals the whole process group (the daemon and traffic processes too);
     `kill -INT` only compare itself, which must then stop everything it started."""
-    before = compare_namespaces()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tapveth", "compare"],
         stdout=subprocess.PIPE,
@@ -149,34 +154,42 @@ def test_sigint_removes_everything(moment: str, group: bool) -> None:
         text=True,
         start_new_session=True,  # its own process group, which Ctrl-C signals as a whole
     )
+    seen: set[str] = set()
     try:
 
         def reached() -> bool:
-            mine = compare_namespaces() - before
+            mine = compare_namespaces(proc.pid)
+            seen.update(mine)
             if moment == "first pair":
                 return any(sh("ip", "-n", ns, "-br", "link").stdout.count("\n") > 1 for ns in mine)
             return any("iperf3 -c" in cmdline(p) for p in descendants(proc.pid))
 
         assert wait_until(reached, timeout=60), f"compare never reached: {moment}"
+        assert seen  # so the checks after the signal are about something
         kids = descendants(proc.pid)
         daemon = [p for p in kids if " daemon " in cmdline(p) and "--socket" in cmdline(p)]
         assert len(daemon) == 1
         words = cmdline(daemon[0]).split()
         socket_dir = Path(words[words.index("--socket") + 1]).parent
-        tag = (compare_namespaces() - before).pop().split("-")[1]
+        tags = {ns.split("-")[2] for ns in seen}
         if group:
             os.killpg(proc.pid, signal.SIGINT)
         else:
             proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        if proc.poll() is None:  # the test failed before its signal: let compare clean up
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
     assert proc.returncode == 130, err
     assert "interrupted, cleaning up" in err
-    assert compare_namespaces() == before
-    assert tag not in sh("ip", "-br", "link").stdout  # no end left in the root namespace
+    assert compare_namespaces(proc.pid) == set()
+    root_links = sh("ip", "-br", "link").stdout
+    assert not any(tag in root_links for tag in tags)  # no end left in the root namespace
     for p in kids:
         assert wait_until(partial(exited, p), timeout=5), cmdline(p)
     assert not socket_dir.exists()
