@@ -48,7 +48,7 @@ in short:
   add NAME [netns NS] [mtu N] [address MAC]
       peer vxlan id VNI remote ADDR [local ADDR] [dstport PORT] [srcport MIN MAX]
       [underlay-netns NS] [bfd] [bfd-interval MS] [bfd-multiplier N]
-                             a pair whose peer is across a VXLAN tunnel (docs/vxlan.md)
+                             a pair whose peer is across a VXLAN tunnel (see README)
   del NAME [netns NS]        delete the pair that NAME is an end of
   show [NAME] [netns NS]     list pairs: ends, namespace, admin state, carrier, MTU
   stats [NAME] [netns NS]    counters in veth's meaning, with drops by reason

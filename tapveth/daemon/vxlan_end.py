@@ -49,10 +49,10 @@ _SOL_UDP, _UDP_SEGMENT = 17, 103
 _GSO_MAX = 65000  # bytes in one UDP_SEGMENT send (the UDP length field bounds it)
 _GSO_SEGS = 64  # datagrams in one send (the kernel's UDP_MAX_SEGMENTS is 64 or more)
 # Frames are batched into UDP_SEGMENT sends (TAPVETH_VXLAN_GSO=0: one send per frame, for
-# measurements): measured, it saves about a third of the CPU per byte (see docs/vxlan.md).
+# measurements): measured, it saves about a third of the CPU per byte (see README, Across machines).
 GSO = os.environ.get("TAPVETH_VXLAN_GSO", "1") != "0"
 # The receiving socket asks for UDP_GRO: datagrams the underlay's GRO merged come in one read
-# (TAPVETH_VXLAN_GRO=0: one read per datagram, for measurements; see docs/vxlan.md).
+# (TAPVETH_VXLAN_GRO=0: one read per datagram, for measurements; see README, Across machines).
 GRO = os.environ.get("TAPVETH_VXLAN_GRO", "1") != "0"
 _UDP_GRO = 104
 _GRO_CMSG = socket.CMSG_SPACE(4)
