@@ -223,3 +223,10 @@ def request(path: str, op: str, args: dict[str, Any] | None = None, timeout: flo
     if not reply.get("ok"):
         raise ControlError(reply.get("error", "the daemon refused the request"))
     return reply.get("result")
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line for the user: its strerror, or the first line of its text."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

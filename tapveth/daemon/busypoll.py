@@ -4,7 +4,7 @@ short window, so the next frame is picked up without a wake-up from idle.
 On this kind of machine a wake-up from idle costs tens of microseconds, most of the gap between
 a userspace hop and the kernel veth, which answers a ping with no wake-up at all. With no
 traffic the window closes and the daemon sleeps in epoll: 0% CPU when idle. Figures for the
-default window are in cli.py.
+default window are in cli/main.py.
 """
 
 import asyncio

@@ -1,0 +1,145 @@
+"""Blocking pair operations, run in the netlink worker thread: create, re-attach, configure,
+follow and delete the two TAPs of a pair."""
+
+import errno
+import logging
+import os
+import secrets
+import subprocess
+
+from tapveth.core.config import EndConfig, PairConfig
+from tapveth.core.linkspec import PairSpec
+from tapveth.kernel import netns
+from tapveth.kernel.netlink import Location, Netlink, PlaceError
+from tapveth.kernel.tap import Tap
+
+log = logging.getLogger("tapveth")
+
+
+def create_pair(
+    nl: Netlink, spec: PairSpec, caller_pid: int, own_inode: int, persist: bool = False
+) -> tuple[list[Tap], list[Location]]:
+    taps: list[Tap] = []
+    try:
+        for want in (spec.end, spec.peer):
+            ns_fd = netns.open_netns(want.netns if want.netns else str(caller_pid))
+            try:
+                here = netns.inode_of_fd(ns_fd) == own_inode
+                # An end bound elsewhere is made under a unique scratch name, so that it cannot
+                # clash with names in the daemon's namespace, and renamed as it moves.
+                tap = Tap(want.name if here else "tvtmp" + secrets.token_hex(4))
+                taps.append(tap)
+                nl.place(tap, want.name, None if here else ns_fd, want.mtu, want.address)
+                nl.set_noqueue(tap)
+                if persist:
+                    tap.set_persist(True)
+            finally:
+                os.close(ns_fd)
+        locs = []
+        for tap in taps:
+            loc = nl.locate(tap)
+            if loc is None:
+                raise PlaceError(errno.ENODEV, "an end vanished while being created")
+            locs.append(loc)
+        return taps, locs
+    except BaseException:
+        for tap in taps:
+            tap.close()
+        raise
+
+
+def reattach_pair(
+    nl: Netlink, spec: PairSpec, own_inode: int
+) -> tuple[list[Tap], list[Location]] | None:
+    """Attach to a persistent pair left by an earlier daemon, from inside each end's namespace
+    (opening /dev/net/tun elsewhere would make a new TAP there). None when the pair is not
+    there whole: a lone end is deleted, and the caller makes the pair anew. The fd opened
+    inside the namespace keeps it alive: `ip netns del` no longer destroys a persistent pair."""
+    found: list[bool | None] = []
+    for want in (spec.end, spec.peer):
+        with netns.inside(want.netns or str(os.getpid())):
+            found.append(nl.persistent_tap_here(want.name))
+    if found == [True, True]:
+        taps: list[Tap] = []
+        try:
+            for want in (spec.end, spec.peer):
+                with netns.inside(want.netns or str(os.getpid())):
+                    taps.append(Tap(want.name, reattach=True))
+            locs = [nl.locate(t) for t in taps]
+            if all(loc is not None for loc in locs):
+                return taps, [loc for loc in locs if loc is not None]
+        except BaseException:
+            for t in taps:
+                t.close()
+            raise
+        for t in taps:
+            t.close()
+        return None
+    for want, there in zip((spec.end, spec.peer), found, strict=True):
+        if there:  # half a pair: remove it, as veth would never leave one
+            with netns.inside(want.netns or str(os.getpid())):
+                lone = Tap(want.name, reattach=True)
+                lone.set_persist(False)
+                lone.close()
+    return None
+
+
+def ensure_netns(nl: Netlink, name: str) -> None:
+    """`create_netns = true`: make the namespace as `ip netns add` does, if it is missing."""
+    if os.path.exists(netns.path_of(name)):
+        return
+    if not netns.mounts_propagate_out():
+        # Under systemd's ProtectSystem= the daemon's /run/netns is a slave mount: the bind
+        # mount `ip netns add` makes would stay in the unit, and the name be unusable outside.
+        raise PlaceError(
+            errno.EPERM,
+            f"cannot create namespace {name} from a private mount "
+            f"namespace (a sandboxed unit): create it beforehand, e.g. "
+            f"ExecStartPre=+/usr/sbin/ip netns add {name}",
+        )
+    proc = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0 and not os.path.exists(netns.path_of(name)):
+        raise PlaceError(errno.EIO, f"cannot create namespace {name}: {proc.stderr.strip()}")
+
+
+def configure_pair(
+    nl: Netlink, tap_a: Tap, tap_b: Tap, old: PairConfig | None, new: PairConfig
+) -> None:
+    """Bring both ends' MTU, addresses and admin state to what the configuration says."""
+    for tap, before, after in (
+        (tap_a, old.end if old else None, new.end),
+        (tap_b, old.peer if old else None, new.peer),
+    ):
+        configure_end(nl, tap, before, after)
+
+
+def configure_end(nl: Netlink, tap: Tap, before: EndConfig | None, after: EndConfig) -> None:
+    had = set(before.addresses) if before else set()
+    want = set(after.addresses)
+    mtu = after.spec.mtu if before is None or before.spec.mtu != after.spec.mtu else None
+    up = after.up if before is None or before.up != after.up else None
+    nl.configure_inside(tap, mtu, tuple(sorted(want - had)), tuple(sorted(had - want)), up)
+
+
+def follow(nl: Netlink, tap: Tap, old_inode: int) -> Location | None:
+    """Where the end is now; in a namespace new to it, give it veth's qdisc again."""
+    loc = nl.locate(tap)
+    if loc is not None and loc.ns_inode != old_inode:
+        nl.set_noqueue(tap)
+    return loc
+
+
+def kernel_drops(nl: Netlink, keys: list[tuple[int | None, int]]) -> list[tuple[int, int]]:
+    return [nl.kernel_drops(nsid, index) for nsid, index in keys]
+
+
+def delete_pair(nl: Netlink, *taps: Tap) -> None:
+    for tap in taps:
+        try:
+            loc = nl.locate(tap)
+            if loc is not None:
+                nl.delete(loc)
+        except OSError as exc:
+            log.warning("deleting an end: %s", exc)
+        finally:
+            tap.close()
