@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Mapping
 from typing import Any
 
-from tapveth.cni.protocol import CniError, Code
+from tapveth.cni.protocol import SUPPORTED_VERSIONS, CniError, Code, version_tuple
 
 TIMEOUT = 60.0
 
@@ -28,6 +28,43 @@ def find_plugin(ptype: str, path: tuple[str, ...]) -> str:
 
 
 def run(
+    ptype: str,
+    command: str,
+    stdin: bytes,
+    environ: Mapping[str, str],
+    path: tuple[str, ...],
+) -> Any:
+    """Run the delegate; if it refuses the configuration's cniVersion (an IPAM plugin of an
+    older spec under a 1.1.0 network), run it again with the newest version both support:
+    the IPAM result has the same shape from 0.4.0 on."""
+    try:
+        return _run_once(ptype, command, stdin, environ, path)
+    except CniError as exc:
+        if exc.code != Code.INCOMPATIBLE_VERSION:
+            raise
+        older = _common_version(ptype, stdin, environ, path)
+        if older is None:
+            raise
+        data = json.loads(stdin)
+        data["cniVersion"] = older
+        return _run_once(ptype, command, json.dumps(data).encode(), environ, path)
+
+
+def _common_version(
+    ptype: str, stdin: bytes, environ: Mapping[str, str], path: tuple[str, ...]
+) -> str | None:
+    """The newest version both this plugin and the delegate support, below the asked one."""
+    try:
+        asked = version_tuple(json.loads(stdin)["cniVersion"])
+        info = _run_once(ptype, "VERSION", stdin, environ, path)
+        theirs = set(info["supportedVersions"])
+    except (CniError, ValueError, KeyError, TypeError):
+        return None
+    both = [v for v in SUPPORTED_VERSIONS if v in theirs and version_tuple(v) < asked]
+    return both[-1] if both else None
+
+
+def _run_once(
     ptype: str,
     command: str,
     stdin: bytes,

@@ -30,7 +30,6 @@ from tapveth.cni.protocol import (
     require_command_version,
     route_plan,
     version_info,
-    version_tuple,
 )
 
 
@@ -267,7 +266,7 @@ def cmd_gc(env: Env, conf: NetConf, environ: Mapping[str, str]) -> None:
                     "CNI_IFNAME": ifname,
                     "CNI_NETNS": "",
                 }
-                delegate.run(conf.ipam["type"], "DEL", _as_version(conf, "1.0.0"), stale, env.path)
+                delegate.run(conf.ipam["type"], "DEL", _without_attachments(conf), stale, env.path)
             state.remove(conf.data_dir, conf.name, cid, ifname)
         except CniError as exc:
             failures.append(f"{cid}/{ifname}: {exc.msg}")
@@ -275,12 +274,9 @@ def cmd_gc(env: Env, conf: NetConf, environ: Mapping[str, str]) -> None:
         raise CniError(Code.IO_FAILURE, "GC could not remove " + "; ".join(failures))
 
 
-def _as_version(conf: NetConf, version: str) -> bytes:
-    """The configuration for a delegate that predates this version (an IPAM plugin of spec
-    1.0.0 refuses 1.1.0), without the 1.1.0-only keys."""
+def _without_attachments(conf: NetConf) -> bytes:
+    """The configuration as a DEL of one attachment gets it: without the GC list."""
     data = json.loads(conf.raw)
-    if version_tuple(conf.cni_version) > version_tuple(version):
-        data["cniVersion"] = version
     data.pop("cni.dev/valid-attachments", None)
     return json.dumps(data).encode()
 

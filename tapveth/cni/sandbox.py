@@ -7,8 +7,6 @@ gives the container's end its addresses, routes and admin state. A child, not a 
 daemon reads the caller's namespace from its PID (/proc/PID/ns/net), which follows the main
 thread, and setns() moves only the calling thread."""
 
-import contextlib
-import errno
 import ipaddress
 import json
 import os
@@ -131,16 +129,6 @@ def configure(
                     "add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen
                 )
             ipr.link("set", index=index, state="up")
-            if ptp:
-                for cidr in addresses:
-                    iface = ipaddress.ip_interface(cidr)
-                    with contextlib.suppress(NetlinkError):
-                        ipr.route(
-                            "del",
-                            dst=str(iface.network.network_address),
-                            dst_len=iface.network.prefixlen,
-                            oif=index,
-                        )
             for dst, gw in routes:
                 net = ipaddress.ip_network(dst or "", strict=False)
                 kw: dict[str, Any] = {"oif": index, "dst_len": net.prefixlen}
@@ -151,11 +139,9 @@ def configure(
                     kw["gateway"] = gw
                 else:
                     kw["scope"] = 253  # link: the destination is on this wire
-                try:
-                    ipr.route("add", **kw)
-                except NetlinkError as exc:
-                    if exc.code != errno.EEXIST:
-                        raise
+                # replace: in ptp mode the subnet's route goes through the gateway instead
+                # of the on-link route the kernel made with the address.
+                ipr.route("replace", **kw)
         except NetlinkError as exc:
             raise CniError(
                 Code.IO_FAILURE, f"configuring {ifname} in the container: {os.strerror(exc.code)}"
