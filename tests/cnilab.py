@@ -67,6 +67,7 @@ class CniLab:
         with open(FORWARD) as f:
             self._forward = f.read().strip()
         self._chains = iptables_chains()
+        self._tables = nft_tables()
 
     @property
     def ipam_dir(self) -> str:
@@ -183,6 +184,7 @@ class CniLab:
             self.call("DEL", conf, netns, cid, ifname)
         sh("ip", "link", "del", self.bridge, check=False)
         remove_new_chains(self._chains)
+        remove_new_tables(self._tables)
         with open(FORWARD, "w") as f:
             f.write(self._forward)
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -196,6 +198,29 @@ def iptables_chains() -> dict[str, set[str]]:
         rules = sh("iptables", "-t", table, "-S", check=False).stdout.splitlines()
         out[table] = {r.split()[1] for r in rules if r.startswith("-N CNI-")}
     return out
+
+
+IPTABLES_TABLES = {("ip", "filter"), ("ip", "nat"), ("ip6", "filter"), ("ip6", "nat")}
+
+
+def nft_tables() -> set[tuple[str, str]]:
+    out = sh("nft", "-j", "list", "tables", check=False)
+    if out.returncode != 0:
+        return set()
+    return {
+        (i["table"]["family"], i["table"]["name"])
+        for i in json.loads(out.stdout)["nftables"]
+        if "table" in i
+    }
+
+
+def remove_new_tables(before: set[tuple[str, str]]) -> None:
+    """iptables-nft's tables that the reference plugins' iptables calls brought in, once no
+    rule is left in them."""
+    for family, name in (nft_tables() - before) & IPTABLES_TABLES:
+        out = sh("nft", "-j", "list", "table", family, name, check=False)
+        if out.returncode == 0 and not any("rule" in i for i in json.loads(out.stdout)["nftables"]):
+            sh("nft", "delete", "table", family, name, check=False)
 
 
 def remove_new_chains(before: dict[str, set[str]]) -> None:
