@@ -98,19 +98,28 @@ def cmd_add(env: Env, conf: NetConf, environ: Mapping[str, str]) -> dict[str, An
             ipam = parse_ipam_result(_ipam(conf, "ADD", env, environ))
             if ptp and not any(ip.gateway for ip in ipam.ips):
                 raise CniError(Code.INVALID_CONFIG, 'mode "ptp" needs a gateway from the IPAM')
-        undo.append(lambda: _delete_pair(sock, host_if))
-        container = sandbox.run_inside(
-            env.netns,
-            sandbox.setup,
-            sock,
-            env.ifname,
-            host_if,
-            os.getpid(),
-            conf.mtu,
-            [str(ip.address) for ip in ipam.ips],
-            route_plan(ipam, conf.is_default_gateway, ptp),
-            ptp,
-        )
+        undo.append(lambda: _delete_pair(sock, host_if, env.netns, env.ifname))
+        addresses = [str(ip.address) for ip in ipam.ips]
+        routes = route_plan(ipam, conf.is_default_gateway, ptp)
+        name = sandbox.netns_name(env.netns)
+        if name is not None:
+            sandbox.make_named_pair(sock, env.ifname, name, host_if, conf.mtu, conf.persist)
+            container = sandbox.run_inside(
+                env.netns, sandbox.configure, env.ifname, addresses, routes, ptp
+            )
+        else:  # a namespace known only by its path: the pair is asked for from inside it
+            container = sandbox.run_inside(
+                env.netns,
+                sandbox.setup,
+                sock,
+                env.ifname,
+                host_if,
+                os.getpid(),
+                conf.mtu,
+                addresses,
+                routes,
+                ptp,
+            )
         links: list[Link] = []
         with hostside.locked():
             undo.append(lambda: hostside.masquerade_del(conf.name, env.container_id, env.ifname))
@@ -158,29 +167,34 @@ def cmd_add(env: Env, conf: NetConf, environ: Mapping[str, str]) -> dict[str, An
 # -- DEL ------------------------------------------------------------------------------------
 
 
-def _delete_pair(sock: str, host_if: str) -> None:
-    """The pair whose host end is host_if, if the daemon has it; a TAP left without a daemon
-    (persistent) is deleted directly. Nothing there is not an error."""
+def _delete_pair(sock: str, host_if: str, netns_path: str, ifname: str) -> None:
+    """The pair whose host end is host_if, if the daemon has it. Ends that no daemon holds
+    (persistent ones, while the daemon is stopped) are deleted directly. Nothing there is not
+    an error."""
     ends = _pair_ends(sock)
     if ends is not None and any(e.get("ifname") == host_if for e in ends):
         try:
             control.request(sock, "del", {"name": host_if})
+            return
         except control.ControlError as exc:
             if "no tapveth pair" not in str(exc):  # gone in between: that is what DEL wants
                 raise CniError(Code.DAEMON, f"deleting {host_if}: {exc}") from None
     hostside.delete_tap(host_if)
+    if netns_path and os.path.exists(netns_path):
+        with contextlib.suppress(CniError):
+            sandbox.run_inside(netns_path, sandbox.delete_tap, ifname)
 
 
 def cmd_del(env: Env, conf: NetConf, environ: Mapping[str, str]) -> None:
-    teardown(conf, env.container_id, env.ifname)
+    teardown(conf, env.container_id, env.ifname, env.netns)
     if conf.ipam is not None:
         _ipam(conf, "DEL", env, environ)
     state.remove(conf.data_dir, conf.name, env.container_id, env.ifname)
 
 
-def teardown(conf: NetConf, container_id: str, ifname: str) -> None:
+def teardown(conf: NetConf, container_id: str, ifname: str, netns_path: str = "") -> None:
     host_if = host_ifname(conf.name, container_id, ifname)
-    _delete_pair(socket_of(conf), host_if)
+    _delete_pair(socket_of(conf), host_if, netns_path, ifname)
     if conf.ip_masq or hostside.masquerade_rules(conf.name, container_id, ifname)[0]:
         with hostside.locked():
             hostside.masquerade_del(conf.name, container_id, ifname)
@@ -258,7 +272,7 @@ def cmd_gc(env: Env, conf: NetConf, environ: Mapping[str, str]) -> None:
         if (cid, ifname) in valid:
             continue
         try:
-            teardown(conf, cid, ifname)
+            teardown(conf, cid, ifname, str(record.get("netns", "")))
             if conf.ipam is not None:
                 stale = {
                     **environ,

@@ -202,6 +202,7 @@ _OWN_KEYS = {
     "socket",
     "dataDir",
     "netem",
+    "persist",
 }
 
 
@@ -227,6 +228,7 @@ class NetConf:
     socket: str | None = None
     data_dir: str = DEFAULT_DATA_DIR
     netem: str | None = None
+    persist: bool = True
     ipam: dict[str, Any] | None = None
     dns: dict[str, Any] | None = None
     prev_result: dict[str, Any] | None = None
@@ -327,6 +329,7 @@ def parse_config(raw: bytes) -> NetConf:
         socket=_str(data, "socket"),
         data_dir=_str(data, "dataDir") or DEFAULT_DATA_DIR,
         netem=netem,
+        persist=_bool(data, "persist") if "persist" in data else True,
         ipam=ipam,
         dns=dns,
         prev_result=prev,

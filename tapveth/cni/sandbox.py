@@ -79,16 +79,45 @@ def _call_inside(ns_fd: int, netns_path: str, fn: Callable[..., Any], args: tupl
 # -- functions run inside the container's namespace -------------------------------------------
 
 
+def netns_name(path: str) -> str | None:
+    """The `ip netns` name of a namespace path under /run/netns (where podman, containerd and
+    CRI-O put theirs), or None for any other path."""
+    real = os.path.realpath(path)
+    if os.path.dirname(real) == netns.NETNS_DIR:
+        return os.path.basename(real)
+    return None
+
+
 def make_pair(
     socket: str, ifname: str, host_ifname: str, host_pid: int, mtu: int | None
 ) -> list[dict[str, Any]]:
-    """Ask the daemon for the pair: this namespace gets ifname, the host host_ifname."""
+    """Ask the daemon for the pair from inside the container's namespace: this namespace gets
+    ifname, the host (named by the plugin's PID) host_ifname."""
     spec = {
         "end": {"name": ifname, "mtu": mtu},
         "peer": {"name": host_ifname, "netns": str(host_pid), "mtu": mtu},
     }
+    return request_pair(socket, spec, persist=False)
+
+
+def make_named_pair(
+    socket: str, ifname: str, name: str, host_ifname: str, mtu: int | None, persist: bool
+) -> list[dict[str, Any]]:
+    """Ask the daemon for the pair from the host: ifname in the namespace named `name`,
+    host_ifname here. Namespaces by name let the daemon find a persistent pair again."""
+    spec = {
+        "end": {"name": ifname, "netns": name, "mtu": mtu},
+        "peer": {"name": host_ifname, "mtu": mtu},
+    }
+    return request_pair(socket, spec, persist)
+
+
+def request_pair(socket: str, spec: dict[str, Any], persist: bool) -> list[dict[str, Any]]:
+    args: dict[str, Any] = {"spec": spec}
+    if persist:
+        args["persist"] = True
     try:
-        reply = control.request(socket, "add", {"spec": spec})
+        reply = control.request(socket, "add", args)
     except control.NoDaemon as exc:
         raise CniError(Code.DAEMON, str(exc)) from None
     except control.ControlError as exc:
@@ -147,6 +176,20 @@ def configure(
                 Code.IO_FAILURE, f"configuring {ifname} in the container: {os.strerror(exc.code)}"
             ) from None
         return describe(ifname) or {}
+
+
+def delete_tap(ifname: str) -> bool:
+    """Delete the TAP named ifname here (a persistent end its daemon let go of)."""
+    with IPRoute() as ipr:
+        try:
+            msg = ipr.link("get", ifname=ifname)[0]
+        except NetlinkError:
+            return False
+        info = msg.get_attr("IFLA_LINKINFO")
+        if not info or info.get_attr("IFLA_INFO_KIND") != "tun":
+            return False
+        ipr.link("del", index=msg["index"])
+        return True
 
 
 def describe(ifname: str) -> dict[str, Any] | None:

@@ -1,14 +1,19 @@
 """Control requests: what each operation of the control socket does to the daemon."""
 
+import logging
 import os
 from typing import TYPE_CHECKING, Any
 
 from tapveth.control import ControlError, Peer
 from tapveth.core.linkspec import PairSpec, SpecError
 from tapveth.daemon import provision
+from tapveth.daemon.persisted import PersistedPairs
+from tapveth.kernel import netns
 
 if TYPE_CHECKING:
     from tapveth.daemon.service import Daemon
+
+log = logging.getLogger("tapveth")
 
 
 class ControlRequests:
@@ -17,6 +22,42 @@ class ControlRequests:
 
     def __init__(self, daemon: "Daemon") -> None:
         self._d = daemon
+        self._persisted = PersistedPairs(daemon.socket_path)
+
+    async def reattach_persisted(self) -> None:
+        """At start: re-attach the persistent pairs that requests made under an earlier daemon
+        on this socket; forget those that are no longer there whole."""
+        d = self._d
+        for spec in self._persisted.load():
+            try:
+                async with d.lock:
+                    await d.create(
+                        spec, os.getpid(), persist=True, reattach=True, only_reattach=True
+                    )
+            except ControlError as exc:
+                log.info(
+                    "persistent pair %s <-> %s not re-attached: %s",
+                    spec.end.name,
+                    spec.peer.name,
+                    exc,
+                )
+                self._persisted.drop({spec.end.name, spec.peer.name})
+
+    def _check_persistable(self, spec: PairSpec, peer: Peer) -> None:
+        """A persistent pair is found again by its ends' namespaces: each must be an `ip netns`
+        name, or the daemon's own namespace (a PID or the caller's namespace would not last)."""
+        for want in (spec.end, spec.peer):
+            if want.netns is None:
+                if netns.inode_of_pid(peer.pid) != self._d.registry.own_inode:
+                    raise ControlError(
+                        f"persist: {want.name} would be in the caller's namespace, not the "
+                        "daemon's: name its namespace (netns NAME) to make it persistent"
+                    )
+            elif want.netns.isdigit():
+                raise ControlError(
+                    f"persist: {want.name}'s namespace is given by PID {want.netns}, which does "
+                    "not outlive the process: name it (ip netns) to make the pair persistent"
+                )
 
     async def handle(self, op: str, args: dict[str, Any], peer: Peer) -> Any:
         d, reg = self._d, self._d.registry
@@ -25,8 +66,18 @@ class ControlRequests:
                 spec = PairSpec.from_dict(args.get("spec"))
             except SpecError as exc:
                 raise ControlError(str(exc)) from None
+            persist = args.get("persist", False)
+            if not isinstance(persist, bool):
+                raise ControlError("persist must be true or false")
             async with d.lock:
-                pair = await d.create(spec, peer.pid)
+                if persist:
+                    self._check_persistable(spec, peer)
+                pair = await d.create(spec, peer.pid, persist=persist)
+                if persist:
+                    self._persisted.drop({spec.end.name, spec.peer.name})
+                    # Re-attached by the next daemon from the namespaces as named: the
+                    # caller's namespace (here the daemon's own) is written as None.
+                    self._persisted.add(spec)
             ends = [reg.describe(pair, e) for e in pair.ends()]
             if d.config_path is None:
                 return ends
@@ -39,6 +90,7 @@ class ControlRequests:
             async with d.lock:
                 pair = reg.find(args.get("name"), args.get("netns"))
                 await d.destroy(pair, "deleted on request")
+                self._persisted.drop({pair.a.name, pair.b.name})
                 return {"deleted": [pair.a.name, pair.b.name]}
         if op == "show":
             return [reg.describe(p, e) for p, e in reg.select(args)]

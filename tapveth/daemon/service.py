@@ -60,7 +60,8 @@ class Daemon:
         )
         self._busy_poll_us = busy_poll_us
         self._relay: Relay  # made in run(), where the loop is known
-        self._server = ControlServer(socket_path, ControlRequests(self).handle, group)
+        self.requests = ControlRequests(self)
+        self._server = ControlServer(socket_path, self.requests.handle, group)
 
     @property
     def pairs(self) -> list[Pair]:
@@ -91,6 +92,7 @@ class Daemon:
                     status = 2
                     return status
                 log.info("configuration %s: %s", self.config_path, applied.summary())
+            await self.requests.reattach_persisted()
             loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._reload_logged()))
             self._notify.ready(self._status())
             if self._notify.watchdog_usec:
@@ -134,10 +136,15 @@ class Daemon:
     # -- making and removing pairs -----------------------------------------------------------
 
     async def create(
-        self, spec: PairSpec, caller_pid: int, persist: bool = False, reattach: bool = False
+        self,
+        spec: PairSpec,
+        caller_pid: int,
+        persist: bool = False,
+        reattach: bool = False,
+        only_reattach: bool = False,
     ) -> Pair:
         """Create a pair (or re-attach to a persistent one): both TAPs made here, configured,
-        moved, then relayed."""
+        moved, then relayed. only_reattach: a pair that is not there whole is not made anew."""
         if not reattach:
             for want in (spec.end, spec.peer):
                 self.registry.check_free(want, caller_pid)
@@ -148,6 +155,8 @@ class Daemon:
                     provision.reattach_pair, spec, self.registry.own_inode
                 )
             reattached = made is not None
+            if made is None and only_reattach:
+                raise ControlError("it is gone")
             if made is None:
                 made = await self.worker.call(
                     provision.create_pair, spec, caller_pid, self.registry.own_inode, persist

@@ -244,6 +244,76 @@ def test_check_finds_what_changed(cni: CniLab, lab: Lab, daemon: PrivateDaemon) 
     assert "no pair" in cni.call("CHECK", check, path_of(ns)).error(103)
 
 
+# -- persistence across a daemon restart -----------------------------------------------------
+
+
+def restart(daemon: PrivateDaemon) -> None:
+    """Stop the daemon and start another on the same socket."""
+    assert daemon.stop() == 0
+    print("daemon log before the restart:\n" + daemon.final_log)
+    os.makedirs(daemon.dir, exist_ok=True)
+    daemon.start()
+
+
+def test_daemon_restart_keeps_the_links(cni: CniLab, lab: Lab, daemon: PrivateDaemon) -> None:
+    """Containers' pairs are persistent: a TCP stream crosses a daemon restart; while the
+    daemon is down both ends lose carrier; the new daemon re-attaches them."""
+    ns1, ns2 = lab.netns("r1"), lab.netns("r2")
+    conf = cni.conf()
+    r1 = cni.add(conf, path_of(ns1), cid="r1")
+    cni.add(conf, path_of(ns2), cid="r2")
+    ip1 = r1["ips"][0]["address"].split("/")[0]
+    record = daemon.socket + ".persist"
+    with open(record) as f:
+        assert len(json.load(f)) == 2
+    stream = Stream(ns2, ns1, ip1, 3 << 20, rate=600_000, timeout=60)
+    time.sleep(1.0)
+    assert daemon.stop() == 0
+    assert "keeping 2 persistent" in daemon.final_log
+    os.makedirs(daemon.dir, exist_ok=True)
+    assert "NO-CARRIER" in ns1.ip("link", "show", "eth0").stdout
+    daemon.start()
+    until(lambda: len(pairs(daemon)) == 4 and all(e["carrier"] for e in pairs(daemon)), "carrier")
+    assert "re-attached" in daemon.log()
+    stream.finish()  # every byte, in order, checksummed
+    assert ns1.ping(r1["ips"][0]["gateway"]).returncode == 0
+    cni.call("CHECK", {**conf, "prevResult": r1}, path_of(ns1), cid="r1").ok()
+    cni.delete(conf, path_of(ns1), cid="r1")
+    cni.delete(conf, path_of(ns2), cid="r2")
+    nothing_left(cni, daemon)
+    assert not os.path.exists(record)
+
+
+def test_del_while_the_daemon_is_down(cni: CniLab, lab: Lab, daemon: PrivateDaemon) -> None:
+    ns = lab.netns("d")
+    conf = cni.conf()
+    out = cni.add(conf, path_of(ns))
+    host = out["interfaces"][1]["name"]
+    assert daemon.stop() == 0
+    os.makedirs(daemon.dir, exist_ok=True)
+    assert host_link(host) is not None and ns.has_link("eth0")  # persistent: still there
+    cni.delete(conf, path_of(ns))
+    assert host_link(host) is None and not ns.has_link("eth0")
+    assert cni.leases() == [] and cni.bridge_ports() == []
+    daemon.start()  # finds nothing to re-attach, and forgets it
+    until(lambda: "not re-attached" in daemon.log(), "the new daemon to give up the pair")
+    assert pairs(daemon) == [] and not os.path.exists(daemon.socket + ".persist")
+
+
+def test_persist_false_pairs_go_with_the_daemon(
+    cni: CniLab, lab: Lab, daemon: PrivateDaemon
+) -> None:
+    ns = lab.netns("np")
+    conf = cni.conf(persist=False)
+    out = cni.add(conf, path_of(ns))
+    assert not os.path.exists(daemon.socket + ".persist")
+    restart(daemon)
+    assert pairs(daemon) == []
+    assert host_link(out["interfaces"][1]["name"]) is None and not ns.has_link("eth0")
+    cni.delete(conf, path_of(ns))
+    nothing_left(cni, daemon)
+
+
 # -- errors -----------------------------------------------------------------------------------
 
 
