@@ -222,6 +222,17 @@ def test_podman_two_containers_on_tapveth(
     got = podman("exec", c2, "sha256sum", "/tmp/recv").stdout.split()[0]
     assert got == sent
 
+    # A daemon restart keeps the containers' links: the new daemon re-attaches them.
+    assert daemon.stop() == 0
+    print("# (tapveth daemon stopped)\n" + daemon.final_log.split("stopping:")[-1].strip())
+    os.makedirs(daemon.dir, exist_ok=True)
+    daemon.start()
+    until(
+        lambda: sum(e["carrier"] for e in json.loads(daemon.cli("-j", "show").stdout)) == 4,
+        "the pairs re-attached with carrier",
+    )
+    podman("exec", c1, "ping", "-c", "3", "-W", "2", ip[c2])
+
     # The daemon has both pairs, the container ends in the containers' namespaces.
     show = daemon.cli("show").stdout
     print(f"# tapveth show\n{show}")
