@@ -3,7 +3,6 @@ port (mode bridge), the host route and gateway address (mode ptp), IP forwarding
 masquerading rules (nftables) for ipMasq."""
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -11,9 +10,8 @@ import subprocess
 from collections.abc import Iterator
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
+from tapveth.cni import iproute
+from tapveth.cni.iproute import IpError
 from tapveth.cni.protocol import CniError, Code, IpConf, masq_comment
 
 LOCK_PATH = "/run/lock/tapveth-cni.lock"
@@ -35,88 +33,65 @@ def locked() -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _fail(what: str, exc: NetlinkError) -> CniError:
-    return CniError(Code.HOST_SETUP, f"{what}: {os.strerror(exc.code)}")
+def _fail(what: str, exc: IpError) -> CniError:
+    return CniError(Code.HOST_SETUP, f"{what}: {exc}")
 
 
 def ensure_bridge(name: str, mtu: int | None) -> dict[str, Any]:
-    """The bridge, made (with mtu) if it does not exist, and up; its index and MAC."""
-    with IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=name)
-        if not found:
-            try:
-                kw: dict[str, Any] = {"ifname": name, "kind": "bridge"}
-                if mtu is not None:
-                    kw["mtu"] = mtu
-                ipr.link("add", **kw)
-            except NetlinkError as exc:
-                if exc.code != errno.EEXIST:  # another plugin made it just now
-                    raise _fail(f"creating bridge {name}", exc) from None
-            found = ipr.link_lookup(ifname=name)
-        msg = ipr.link("get", index=found[0])[0]
-        info = msg.get_attr("IFLA_LINKINFO")
-        if not info or info.get_attr("IFLA_INFO_KIND") != "bridge":
-            raise CniError(Code.HOST_SETUP, f"{name} exists and is not a bridge")
+    """The bridge, made (with mtu) if it does not exist, and up; its MAC."""
+    info = iproute.link(name)
+    if info is None:
         try:
-            ipr.link("set", index=found[0], state="up")
-        except NetlinkError as exc:
-            raise _fail(f"setting {name} up", exc) from None
-        return {"index": found[0], "mac": msg.get_attr("IFLA_ADDRESS")}
+            iproute.ip(
+                "link", "add", "name", name, *(("mtu", str(mtu)) if mtu else ()), "type", "bridge"
+            )
+        except IpError as exc:
+            if "exists" not in str(exc):  # another plugin made it just now
+                raise _fail(f"creating bridge {name}", exc) from None
+        info = iproute.link(name)
+    if info is None or iproute.kind(info) != "bridge":
+        raise CniError(Code.HOST_SETUP, f"{name} exists and is not a bridge")
+    try:
+        iproute.ip("link", "set", "dev", name, "up")
+    except IpError as exc:
+        raise _fail(f"setting {name} up", exc) from None
+    return {"name": name, "mac": info.get("address")}
 
 
-def gateway_addresses(bridge_index: int, ips: tuple[IpConf, ...]) -> None:
+def gateway_addresses(bridge: str, ips: tuple[IpConf, ...]) -> None:
     """Each family's gateway address on the bridge, with the subnet's prefix (isGateway)."""
-    with IPRoute() as ipr:
-        for ip in ips:
-            if ip.gateway is None:
-                continue
-            try:
-                ipr.addr(
-                    "add",
-                    index=bridge_index,
-                    address=str(ip.gateway),
-                    prefixlen=ip.address.network.prefixlen,
-                )
-            except NetlinkError as exc:
-                if exc.code != errno.EEXIST:
-                    raise _fail(f"gateway address {ip.gateway}", exc) from None
+    commands = [
+        f"addr replace {ip.gateway}/{ip.address.network.prefixlen} dev {bridge}"
+        for ip in ips
+        if ip.gateway is not None
+    ]
+    try:
+        iproute.batch(commands)
+    except IpError as exc:
+        raise _fail(f"gateway address on {bridge}", exc) from None
 
 
-def attach(host_ifname: str, bridge_index: int | None) -> None:
+def attach(host_ifname: str, bridge: str | None) -> None:
     """The host end into the bridge (None: no bridge), and up."""
-    with IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=host_ifname)
-        if not found:
-            raise CniError(Code.HOST_SETUP, f"the host end {host_ifname} is not here")
-        try:
-            if bridge_index is not None:
-                ipr.link("set", index=found[0], master=bridge_index)
-            ipr.link("set", index=found[0], state="up")
-        except NetlinkError as exc:
-            raise _fail(f"attaching {host_ifname}", exc) from None
+    try:
+        iproute.ip("link", "set", "dev", host_ifname, *(("master", bridge) if bridge else ()), "up")
+    except IpError as exc:
+        raise _fail(f"attaching {host_ifname}", exc) from None
 
 
 def ptp_routes(host_ifname: str, ips: tuple[IpConf, ...]) -> None:
     """Mode ptp: the gateway address (host length) on the host end, and a host route to each
     container address through it."""
-    with IPRoute() as ipr:
-        index = ipr.link_lookup(ifname=host_ifname)[0]
-        for ip in ips:
-            host_len = 32 if ip.address.version == 4 else 128
-            try:
-                if ip.gateway is not None:
-                    with contextlib.suppress(NetlinkError):
-                        ipr.addr("add", index=index, address=str(ip.gateway), prefixlen=host_len)
-                ipr.route(
-                    "replace",
-                    dst=str(ip.address.ip),
-                    dst_len=host_len,
-                    oif=index,
-                    family=10 if ip.address.version == 6 else 2,
-                    scope=253,
-                )
-            except NetlinkError as exc:
-                raise _fail(f"route to {ip.address.ip} via {host_ifname}", exc) from None
+    commands = []
+    for ip in ips:
+        host_len = 32 if ip.address.version == 4 else 128
+        if ip.gateway is not None:
+            commands.append(f"addr replace {ip.gateway}/{host_len} dev {host_ifname}")
+        commands.append(f"route replace {ip.address.ip}/{host_len} dev {host_ifname} scope link")
+    try:
+        iproute.batch(commands)
+    except IpError as exc:
+        raise _fail(f"routes via {host_ifname}", exc) from None
 
 
 def enable_forwarding(ips: tuple[IpConf, ...]) -> None:
@@ -140,25 +115,19 @@ def enable_forwarding(ips: tuple[IpConf, ...]) -> None:
 
 
 def link_info(name: str) -> dict[str, Any] | None:
-    """A host link: index, kind, MAC, master's name; None if it does not exist."""
-    with IPRoute() as ipr:
-        try:
-            msg = ipr.link("get", ifname=name)[0]
-        except NetlinkError:
-            return None
-        info = msg.get_attr("IFLA_LINKINFO")
-        master = msg.get_attr("IFLA_MASTER")
-        master_name = None
-        if master:
-            with contextlib.suppress(NetlinkError):
-                master_name = ipr.link("get", index=master)[0].get_attr("IFLA_IFNAME")
-        return {
-            "index": msg["index"],
-            "kind": info.get_attr("IFLA_INFO_KIND") if info else None,
-            "mac": msg.get_attr("IFLA_ADDRESS"),
-            "master": master_name,
-            "up": bool(msg["flags"] & 1),
-        }
+    """A host link: kind, MAC, its bridge's name; None if it does not exist."""
+    try:
+        info = iproute.link(name)
+    except IpError as exc:
+        raise _fail(f"looking up {name}", exc) from None
+    if info is None:
+        return None
+    return {
+        "kind": iproute.kind(info),
+        "mac": info.get("address"),
+        "master": info.get("master"),
+        "up": "UP" in info.get("flags", []),
+    }
 
 
 def delete_tap(name: str) -> bool:
@@ -166,8 +135,8 @@ def delete_tap(name: str) -> bool:
     info = link_info(name)
     if info is None or info["kind"] != "tun":
         return False
-    with IPRoute() as ipr, contextlib.suppress(NetlinkError):
-        ipr.link("del", index=info["index"])
+    with contextlib.suppress(IpError):
+        iproute.ip("link", "del", "dev", name)
     return True
 
 

@@ -104,22 +104,11 @@ def cmd_add(env: Env, conf: NetConf, environ: Mapping[str, str]) -> dict[str, An
         name = sandbox.netns_name(env.netns)
         if name is not None:
             sandbox.make_named_pair(sock, env.ifname, name, host_if, conf.mtu, conf.persist)
-            container = sandbox.run_inside(
-                env.netns, sandbox.configure, env.ifname, addresses, routes, ptp
-            )
         else:  # a namespace known only by its path: the pair is asked for from inside it
-            container = sandbox.run_inside(
-                env.netns,
-                sandbox.setup,
-                sock,
-                env.ifname,
-                host_if,
-                os.getpid(),
-                conf.mtu,
-                addresses,
-                routes,
-                ptp,
+            sandbox.run_inside(
+                env.netns, sandbox.setup, sock, env.ifname, host_if, os.getpid(), conf.mtu
             )
+        container = sandbox.configure(env.netns, env.ifname, addresses, routes)
         links: list[Link] = []
         with hostside.locked():
             undo.append(lambda: hostside.masquerade_del(conf.name, env.container_id, env.ifname))
@@ -131,9 +120,9 @@ def cmd_add(env: Env, conf: NetConf, environ: Mapping[str, str]) -> dict[str, An
                 bridge = hostside.ensure_bridge(conf.bridge, conf.mtu)
                 links.append(Link(conf.bridge, bridge["mac"]))
                 if conf.is_gateway:
-                    hostside.gateway_addresses(bridge["index"], ipam.ips)
+                    hostside.gateway_addresses(conf.bridge, ipam.ips)
                     hostside.enable_forwarding(ipam.ips)
-                hostside.attach(host_if, bridge["index"])
+                hostside.attach(host_if, conf.bridge)
             if conf.ip_masq:
                 hostside.masquerade_add(conf.name, env.container_id, env.ifname, ipam.ips)
         host = hostside.link_info(host_if)
@@ -182,7 +171,7 @@ def _delete_pair(sock: str, host_if: str, netns_path: str, ifname: str) -> None:
     hostside.delete_tap(host_if)
     if netns_path and os.path.exists(netns_path):
         with contextlib.suppress(CniError):
-            sandbox.run_inside(netns_path, sandbox.delete_tap, ifname)
+            sandbox.delete_tap(netns_path, ifname)
 
 
 def cmd_del(env: Env, conf: NetConf, environ: Mapping[str, str]) -> None:
@@ -223,7 +212,7 @@ def cmd_check(env: Env, conf: NetConf, environ: Mapping[str, str]) -> None:
         raise CniError(Code.CHECK_FAILED, f"the pair {host_if} <-> {env.ifname} has no carrier")
     if not os.path.exists(env.netns):
         raise CniError(Code.UNKNOWN_CONTAINER, f"network namespace {env.netns} does not exist")
-    inside = sandbox.run_inside(env.netns, sandbox.describe, env.ifname)
+    inside = sandbox.describe(env.netns, env.ifname)
     if inside is None:
         raise CniError(Code.CHECK_FAILED, f"{env.ifname} is missing from {env.netns}")
     if inside["kind"] != "tun":

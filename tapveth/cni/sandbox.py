@@ -1,22 +1,22 @@
-"""The container's side: a forked child enters CNI_NETNS (setns) and works from there.
+"""The container's side: the container's end of the pair, asked of the daemon, then its
+addresses, routes and admin state, set with `ip` inside CNI_NETNS.
 
-The daemon makes an end without `netns` in the namespace of the process that asks, so the
-child asks for the pair: the container's end lands in CNI_NETNS under CNI_IFNAME, and the
-host's end in the plugin's own namespace (named by the plugin's PID). The same child then
-gives the container's end its addresses, routes and admin state. A child, not a thread: the
-daemon reads the caller's namespace from its PID (/proc/PID/ns/net), which follows the main
-thread, and setns() moves only the calling thread."""
+The daemon makes an end without `netns` in the namespace of the process that asks. A
+namespace under /run/netns is named in the request; one known only by its path is entered
+by a forked child (setns) that asks from there, the host's end then named by the plugin's
+PID. A child, not a thread: the daemon reads the caller's namespace from its PID
+(/proc/PID/ns/net), which follows the main thread, and setns() moves only the calling thread.
+"""
 
-import ipaddress
+import contextlib
 import json
 import os
 from collections.abc import Callable
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from tapveth import control
+from tapveth.cni import iproute
+from tapveth.cni.iproute import IpError
 from tapveth.cni.protocol import CniError, Code
 from tapveth.kernel import netns
 
@@ -132,87 +132,59 @@ def setup(
     host_ifname: str,
     host_pid: int,
     mtu: int | None,
-    addresses: list[str],
-    routes: list[list[str | None]],
-    ptp: bool,
-) -> dict[str, Any]:
-    """The pair, then the container's end configured: one child for both."""
-    make_pair(socket, ifname, host_ifname, host_pid, mtu)
-    return configure(ifname, addresses, routes, ptp)
+) -> list[dict[str, Any]]:
+    """Run in the child inside the container's namespace: ask for the pair from there."""
+    return make_pair(socket, ifname, host_ifname, host_pid, mtu)
 
 
 def configure(
-    ifname: str, addresses: list[str], routes: list[list[str | None]], ptp: bool
+    netns_path: str, ifname: str, addresses: list[str], routes: list[list[str | None]]
 ) -> dict[str, Any]:
-    """Addresses, admin up, then routes ([dst, gw] pairs; gw None: on-link) on ifname here.
-    ptp: the gateway is reached over a host route, and the subnet through the gateway."""
-    with IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=ifname)
-        if not found:
-            raise CniError(Code.IO_FAILURE, f"{ifname} is not in the container's namespace")
-        index = found[0]
-        try:
-            for cidr in addresses:
-                iface = ipaddress.ip_interface(cidr)
-                ipr.addr(
-                    "add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen
-                )
-            ipr.link("set", index=index, state="up")
-            for dst, gw in routes:
-                net = ipaddress.ip_network(dst or "", strict=False)
-                kw: dict[str, Any] = {"oif": index, "dst_len": net.prefixlen}
-                if net.prefixlen:
-                    kw["dst"] = str(net.network_address)
-                kw["family"] = 10 if net.version == 6 else 2
-                if gw:
-                    kw["gateway"] = gw
-                else:
-                    kw["scope"] = 253  # link: the destination is on this wire
-                # replace: in ptp mode the subnet's route goes through the gateway instead
-                # of the on-link route the kernel made with the address.
-                ipr.route("replace", **kw)
-        except NetlinkError as exc:
-            raise CniError(
-                Code.IO_FAILURE, f"configuring {ifname} in the container: {os.strerror(exc.code)}"
-            ) from None
-        return describe(ifname) or {}
+    """Addresses, admin up, then routes ([dst, gw] pairs; gw None: on-link) on ifname in the
+    container; what it then looks like. Routes are replaced, not added: in ptp mode the
+    subnet goes through the gateway instead of the on-link route the address made."""
+    commands = [f"addr add {cidr} dev {ifname}" for cidr in addresses]
+    commands.append(f"link set dev {ifname} up")
+    for dst, gw in routes:
+        commands.append(
+            f"route replace {dst} via {gw} dev {ifname}"
+            if gw
+            else f"route replace {dst} dev {ifname} scope link"
+        )
+    try:
+        iproute.batch(commands, netns=netns_path)
+    except IpError as exc:
+        raise CniError(Code.IO_FAILURE, f"configuring {ifname} in the container: {exc}") from None
+    found = describe(netns_path, ifname)
+    if found is None:
+        raise CniError(Code.IO_FAILURE, f"{ifname} vanished from the container")
+    return found
 
 
-def delete_tap(ifname: str) -> bool:
-    """Delete the TAP named ifname here (a persistent end its daemon let go of)."""
-    with IPRoute() as ipr:
-        try:
-            msg = ipr.link("get", ifname=ifname)[0]
-        except NetlinkError:
-            return False
-        info = msg.get_attr("IFLA_LINKINFO")
-        if not info or info.get_attr("IFLA_INFO_KIND") != "tun":
-            return False
-        ipr.link("del", index=msg["index"])
-        return True
+def delete_tap(netns_path: str, ifname: str) -> bool:
+    """Delete the TAP named ifname in the container (a persistent end its daemon let go of)."""
+    found = describe(netns_path, ifname)
+    if found is None or found["kind"] != "tun":
+        return False
+    with contextlib.suppress(IpError):
+        iproute.ip("link", "del", "dev", ifname, netns=netns_path)
+    return True
 
 
-def describe(ifname: str) -> dict[str, Any] | None:
-    """ifname here: kind, MAC, MTU, admin state, addresses; None if it does not exist."""
-    with IPRoute() as ipr:
-        try:
-            msg = ipr.link("get", ifname=ifname)[0]
-        except NetlinkError:
-            return None
-        info = msg.get_attr("IFLA_LINKINFO")
-        addrs = [
-            f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
-            for a in ipr.get_addr(index=msg["index"])
-            if a["scope"] == 0  # global: not the link-local one the kernel adds
-        ]
-        master = msg.get_attr("IFLA_MASTER")
-        return {
-            "name": ifname,
-            "index": msg["index"],
-            "kind": info.get_attr("IFLA_INFO_KIND") if info else None,
-            "mac": msg.get_attr("IFLA_ADDRESS"),
-            "mtu": msg.get_attr("IFLA_MTU"),
-            "up": bool(msg["flags"] & 1),
-            "addresses": addrs,
-            "master": master,
-        }
+def describe(netns_path: str, ifname: str) -> dict[str, Any] | None:
+    """ifname in the container: kind, MAC, MTU, admin state, global addresses; None if it
+    does not exist."""
+    try:
+        info = iproute.link(ifname, netns=netns_path)
+    except IpError as exc:
+        raise CniError(Code.UNKNOWN_CONTAINER, f"in {netns_path}: {exc}") from None
+    if info is None:
+        return None
+    return {
+        "name": ifname,
+        "kind": iproute.kind(info),
+        "mac": info.get("address"),
+        "mtu": info.get("mtu"),
+        "up": "UP" in info.get("flags", []),
+        "addresses": iproute.global_addresses(info),
+    }
