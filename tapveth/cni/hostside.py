@@ -37,52 +37,44 @@ def _fail(what: str, exc: IpError) -> CniError:
     return CniError(Code.HOST_SETUP, f"{what}: {exc}")
 
 
-def ensure_bridge(name: str, mtu: int | None) -> dict[str, Any]:
-    """The bridge, made (with mtu) if it does not exist, and up; its MAC."""
-    info = iproute.link(name)
+def bridge_port(
+    bridge: str, mtu: int | None, host_ifname: str, ips: tuple[IpConf, ...], gateway: bool
+) -> str:
+    """The bridge (made, with mtu, if it does not exist) up, each family's gateway address on
+    it with the subnet's prefix if it is the gateway, and the host end its port, up: one
+    `ip -batch`. Returns the bridge's MAC."""
+    info = iproute.link(bridge)
+    if info is not None and iproute.kind(info) != "bridge":
+        raise CniError(Code.HOST_SETUP, f"{bridge} exists and is not a bridge")
+    commands = [f"link set dev {bridge} up"]
+    if gateway:
+        commands += [
+            f"addr replace {ip.gateway}/{ip.address.network.prefixlen} dev {bridge}"
+            for ip in ips
+            if ip.gateway is not None
+        ]
+    commands.append(f"link set dev {host_ifname} master {bridge} up")
+    create = f"link add name {bridge}{f' mtu {mtu}' if mtu else ''} type bridge"
+    try:
+        iproute.batch(([create] if info is None else []) + commands)
+    except IpError as exc:
+        if info is not None or "exists" not in str(exc):
+            raise _fail(f"bridge {bridge}", exc) from None
+        try:  # made by someone else in between: use it
+            iproute.batch(commands)
+        except IpError as again:
+            raise _fail(f"bridge {bridge}", again) from None
     if info is None:
-        try:
-            iproute.ip(
-                "link", "add", "name", name, *(("mtu", str(mtu)) if mtu else ()), "type", "bridge"
-            )
-        except IpError as exc:
-            if "exists" not in str(exc):  # another plugin made it just now
-                raise _fail(f"creating bridge {name}", exc) from None
-        info = iproute.link(name)
+        info = iproute.link(bridge)
     if info is None or iproute.kind(info) != "bridge":
-        raise CniError(Code.HOST_SETUP, f"{name} exists and is not a bridge")
-    try:
-        iproute.ip("link", "set", "dev", name, "up")
-    except IpError as exc:
-        raise _fail(f"setting {name} up", exc) from None
-    return {"name": name, "mac": info.get("address")}
-
-
-def gateway_addresses(bridge: str, ips: tuple[IpConf, ...]) -> None:
-    """Each family's gateway address on the bridge, with the subnet's prefix (isGateway)."""
-    commands = [
-        f"addr replace {ip.gateway}/{ip.address.network.prefixlen} dev {bridge}"
-        for ip in ips
-        if ip.gateway is not None
-    ]
-    try:
-        iproute.batch(commands)
-    except IpError as exc:
-        raise _fail(f"gateway address on {bridge}", exc) from None
-
-
-def attach(host_ifname: str, bridge: str | None) -> None:
-    """The host end into the bridge (None: no bridge), and up."""
-    try:
-        iproute.ip("link", "set", "dev", host_ifname, *(("master", bridge) if bridge else ()), "up")
-    except IpError as exc:
-        raise _fail(f"attaching {host_ifname}", exc) from None
+        raise CniError(Code.HOST_SETUP, f"{bridge} exists and is not a bridge")
+    return str(info.get("address"))
 
 
 def ptp_routes(host_ifname: str, ips: tuple[IpConf, ...]) -> None:
-    """Mode ptp: the gateway address (host length) on the host end, and a host route to each
-    container address through it."""
-    commands = []
+    """Mode ptp: the host end up, the gateway address (host length) on it, and a host route to
+    each container address through it."""
+    commands = [f"link set dev {host_ifname} up"]
     for ip in ips:
         host_len = 32 if ip.address.version == 4 else 128
         if ip.gateway is not None:

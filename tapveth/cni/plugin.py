@@ -103,32 +103,29 @@ def cmd_add(env: Env, conf: NetConf, environ: Mapping[str, str]) -> dict[str, An
         routes = route_plan(ipam, conf.is_default_gateway, ptp)
         name = sandbox.netns_name(env.netns)
         if name is not None:
-            sandbox.make_named_pair(sock, env.ifname, name, host_if, conf.mtu, conf.persist)
+            ends = sandbox.make_named_pair(sock, env.ifname, name, host_if, conf.mtu, conf.persist)
         else:  # a namespace known only by its path: the pair is asked for from inside it
-            sandbox.run_inside(
+            ends = sandbox.run_inside(
                 env.netns, sandbox.setup, sock, env.ifname, host_if, os.getpid(), conf.mtu
             )
+        host_mac = next(e["address"] for e in ends if e["ifname"] == host_if)
         container = sandbox.configure(env.netns, env.ifname, addresses, routes)
         links: list[Link] = []
         with hostside.locked():
             undo.append(lambda: hostside.masquerade_del(conf.name, env.container_id, env.ifname))
             if ptp:
-                hostside.attach(host_if, None)
                 hostside.ptp_routes(host_if, ipam.ips)
                 hostside.enable_forwarding(ipam.ips)
             else:
-                bridge = hostside.ensure_bridge(conf.bridge, conf.mtu)
-                links.append(Link(conf.bridge, bridge["mac"]))
+                mac = hostside.bridge_port(
+                    conf.bridge, conf.mtu, host_if, ipam.ips, conf.is_gateway
+                )
+                links.append(Link(conf.bridge, mac))
                 if conf.is_gateway:
-                    hostside.gateway_addresses(conf.bridge, ipam.ips)
                     hostside.enable_forwarding(ipam.ips)
-                hostside.attach(host_if, conf.bridge)
             if conf.ip_masq:
                 hostside.masquerade_add(conf.name, env.container_id, env.ifname, ipam.ips)
-        host = hostside.link_info(host_if)
-        if host is None:
-            raise CniError(Code.DAEMON, f"the host end {host_if} vanished")
-        links.append(Link(host_if, host["mac"]))
+        links.append(Link(host_if, host_mac))
         links.append(Link(env.ifname, container["mac"], env.netns, container["mtu"]))
         state.save(
             conf.data_dir,
