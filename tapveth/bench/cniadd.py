@@ -131,8 +131,14 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: the plugins make namespaces, bridges and links")
+    load = os.getloadavg()[0]
     out = run(args.rounds)
-    print(f"CNI calls, {out['rounds']} rounds each, wall time per call (median [p10, p90]):")
+    out["load_before"] = round(load, 2)
+    out["load_after"] = round(os.getloadavg()[0], 2)
+    print(
+        f"CNI calls, {out['rounds']} rounds each, wall time per call (median [p10, p90]); "
+        f"load average {out['load_before']} before, {out['load_after']} after:"
+    )
     print(f"{'plugin':22} {'ADD':>24} {'DEL':>24} {'VERSION (start-up)':>24}")
     for label, per in out["plugins"].items():
         cells = [

@@ -129,6 +129,7 @@ def podman_net(lab: Lab, daemon: PrivateDaemon) -> Iterator[tuple[Podman, CniLab
     }
     with open(os.path.join(netd, f"{cni.name}.conflist"), "w") as f:
         json.dump(conflist, f, indent=2)
+    print(f"# cat {netd}/{cni.name}.conflist\n{json.dumps(conflist, indent=2)}")
     podman = Podman(base, conf)
     image = f"localhost/tapveth-busybox-{lab.tag}:test"
     try:
@@ -247,6 +248,10 @@ def test_podman_two_containers_on_tapveth(
 
     podman("stop", "-t", "1", c1, c2)
     podman("rm", c1, c2)
+    print(f"# tapveth show\n{daemon.cli('show').stdout}")
+    ports = sh("ip", "link", "show", "master", cni.bridge).stdout
+    print(f"# ip link show master {cni.bridge}\n{ports}")
+    print(f"# leases in {cni.ipam_dir}: {cni.leases()}")
     assert json.loads(daemon.cli("-j", "show").stdout) == []
     for host in hosts:
         assert sh("ip", "link", "show", "dev", host, check=False).returncode != 0
