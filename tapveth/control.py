@@ -8,7 +8,6 @@ mistake affect another.
 
 import asyncio
 import contextlib
-import errno
 import grp
 import json
 import logging
@@ -16,15 +15,19 @@ import os
 import socket
 import stat
 import struct
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger("tapveth")
 
 DEFAULT_SOCKET = "/run/tapveth/tapveth.sock"
 MAX_REQUEST = 64 * 1024
-REQUEST_TIMEOUT = 10.0
+REQUEST_TIMEOUT = 10.0  # for a request line to arrive
+REPLY_TIMEOUT = 10.0  # for a client to take its answer: one that never reads is dropped
+STOPPING = "the daemon is stopping"
+MAX_REPLY = 64 << 20  # stats of 1,000 pairs is about 0.5 MiB
 
 
 class ControlError(Exception):
@@ -73,6 +76,9 @@ class ControlServer:
                     f"no group named {group!r} (create it with: groupadd {group})"
                 ) from None
         self._server: asyncio.AbstractServer | None = None
+        self._conns: set[_Conn] = set()
+        self._stopping = False
+        self._accepted = 0
 
     async def start(self) -> None:
         _claim_socket_path(self.path)
@@ -91,16 +97,46 @@ class ControlServer:
             os.chown(self.path, 0, self._gid)
             os.chmod(self.path, 0o660)
 
-    async def close(self) -> None:
+    async def close(self, grace: float = 10.0) -> None:
+        """Stop taking connections and requests, let the requests under way finish for up to
+        `grace` seconds (they see the daemon stopping and say so), answer every other client
+        "the daemon is stopping", and close every connection."""
+        self._stopping = True
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # a new client finds no daemon, and says so
         if self._server is not None:
-            self._server.close()
+            # Closing the listening socket would reset the connections still queued in its
+            # backlog, unanswered: accept them first (until none came for a while), so that
+            # they are told the daemon is stopping.
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                seen = self._accepted
+                await asyncio.sleep(0.05)
+                if self._accepted == seen:
+                    break
+            self._server.close()  # no new connections from here on
+            await asyncio.sleep(0)  # those just accepted register themselves
+        # A client between requests, or whose request is not read yet, gets the answer now.
+        for conn in list(self._conns):
+            if not conn.busy:
+                conn.answered_stop = True
+                _send(conn.writer, {"ok": False, "error": STOPPING})
+                conn.writer.close()
+        tasks = [c.task for c in self._conns]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=grace)
+            for task in late:
+                task.cancel()  # answered "stopping" by _serve itself
+            await asyncio.wait(tasks, timeout=REPLY_TIMEOUT)
+        if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
             self._server = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Conn(writer)
+        self._conns.add(conn)
+        self._accepted += 1
         try:
             peer = peer_of(writer.get_extra_info("socket"))
             while True:
@@ -109,16 +145,27 @@ class ControlServer:
                 except (TimeoutError, asyncio.LimitOverrunError, ValueError):
                     await _reply(writer, {"ok": False, "error": "request too large or too slow"})
                     return
-                if not line:
+                if not line or conn.answered_stop:
                     return
-                reply = await self._answer(line, peer)
+                if self._stopping:
+                    await _reply(writer, {"ok": False, "error": STOPPING})
+                    return
+                conn.busy = True
+                try:
+                    reply = await self._answer(line, peer)
+                except asyncio.CancelledError:
+                    # Shutdown gave up waiting for this request: answer it all the same.
+                    _send(writer, {"ok": False, "error": STOPPING})
+                    return
+                conn.busy = False
                 await _reply(writer, reply)
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError, asyncio.CancelledError):
             return
         finally:
+            self._conns.discard(conn)
             writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(writer.wait_closed(), REPLY_TIMEOUT)
 
     def _allowed(self, peer: Peer) -> bool:
         if peer.uid == 0:
@@ -133,7 +180,9 @@ class ControlServer:
             return {"ok": False, "error": f"permission denied: only {who} may control tapveth"}
         try:
             request = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
+            # ValueError: not JSON, not UTF-8, or an integer too long to convert;
+            # RecursionError: nesting deeper than the parser's stack.
             return {"ok": False, "error": "malformed request (expected one JSON object a line)"}
         if (
             not isinstance(request, dict)
@@ -146,14 +195,57 @@ class ControlServer:
         except ControlError as exc:
             return {"ok": False, "error": str(exc)}
         except Exception as exc:  # a bug or an unforeseen failure: say so, keep serving
-            log.exception("request %r failed", request.get("op"))
-            return {"ok": False, "error": f"internal error: {exc}"}
+            log.exception("request %s failed", shorten(request["op"]))
+            return {"ok": False, "error": f"internal error: {one_line(exc)[:200]}"}
         return {"ok": True, "result": result}
 
 
+@dataclass(eq=False)
+class _Conn:
+    """One client connection: its handler task, and whether a request of it is being answered."""
+
+    writer: asyncio.StreamWriter
+    task: "asyncio.Task[Any]" = field(init=False)
+    busy: bool = False
+    answered_stop: bool = False  # told "stopping" at shutdown; what it sends next is not read
+
+    def __post_init__(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None, "a connection is served by a task"
+        self.task = task
+
+
+def _encode(reply: dict[str, Any]) -> bytes:
+    """One reply line. Interface names may carry bytes that are not UTF-8 (kept as surrogate
+    escapes): the default ensure_ascii writes them as \\u escapes, which stay valid JSON."""
+    try:
+        return json.dumps(reply).encode() + b"\n"
+    except (TypeError, ValueError, RecursionError) as exc:
+        log.error("cannot encode an answer: %s", exc)
+        return (
+            json.dumps({"ok": False, "error": f"internal error: {shorten(exc)}"}).encode() + b"\n"
+        )
+
+
+def _send(writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
+    with contextlib.suppress(Exception):
+        writer.write(_encode(reply))
+
+
 async def _reply(writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
-    writer.write(json.dumps(reply).encode() + b"\n")
-    await writer.drain()
+    """Write one answer; a client that does not take it within REPLY_TIMEOUT is cut off."""
+    writer.write(_encode(reply))
+    try:
+        await asyncio.wait_for(writer.drain(), REPLY_TIMEOUT)
+    except TimeoutError:
+        writer.transport.abort()
+        raise ConnectionError("the client does not read its answers") from None
+
+
+def shorten(value: object, limit: int = 64) -> str:
+    """A value from a client, for a log line or an error message: at most `limit` characters."""
+    text = value if isinstance(value, str) else str(value)
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} chars)"
 
 
 def _supplementary_groups(pid: int) -> set[int]:
@@ -189,9 +281,11 @@ def _claim_socket_path(path: str) -> None:
 
 
 def request(path: str, op: str, args: dict[str, Any] | None = None, timeout: float = 60.0) -> Any:
-    """Send one request and return its result; ControlError with the daemon's message if refused."""
+    """Send one request and return its result; ControlError with one line for the user when
+    the daemon refuses it, is not there, or does not answer as the protocol says."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
+    data = bytearray()
     try:
         try:
             sock.connect(path)
@@ -202,26 +296,43 @@ def request(path: str, op: str, args: dict[str, Any] | None = None, timeout: flo
             ) from None
         except PermissionError:
             raise ControlError(f"permission denied on {path}: run as root") from None
+        except OSError as exc:  # ENOTSOCK, ENAMETOOLONG, "AF_UNIX path too long"...
+            raise NoDaemon(f"cannot reach a tapveth daemon on {path}: {one_line(exc)}") from None
         sock.sendall(json.dumps({"op": op, "args": args or {}}).encode() + b"\n")
-        data = b""
         while not data.endswith(b"\n"):
             chunk = sock.recv(1 << 16)
             if not chunk:
                 break
             data += chunk
+            if len(data) > MAX_REPLY:
+                raise ControlError(f"the daemon on {path} sent an answer larger than 64 MiB")
     except TimeoutError:
         raise ControlError(f"the daemon on {path} did not answer in {timeout:.0f} s") from None
-    except OSError as exc:
-        if exc.errno == errno.ECONNRESET:
-            raise ControlError(f"the daemon on {path} closed the connection") from None
-        raise
+    except OSError as exc:  # EPIPE, ECONNRESET...: the daemon went away mid-request
+        raise ControlError(
+            f"the daemon on {path} closed the connection ({one_line(exc)})"
+        ) from None
     finally:
         sock.close()
     if not data:
         raise ControlError(f"the daemon on {path} closed the connection without answering")
-    reply = json.loads(data)
-    if not reply.get("ok"):
-        raise ControlError(reply.get("error", "the daemon refused the request"))
+    if not data.endswith(b"\n"):
+        raise ControlError(
+            f"the daemon on {path} closed the connection in the middle of its answer"
+        )
+    try:
+        reply = json.loads(data)
+    except (ValueError, RecursionError):
+        raise ControlError(f"the daemon on {path} answered something that is not JSON") from None
+    if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
+        raise ControlError(f"the daemon on {path} answered something that is not a reply")
+    if not reply["ok"]:
+        error = reply.get("error")
+        raise ControlError(
+            one_line(ControlError(error))
+            if isinstance(error, str) and error
+            else "the daemon refused the request"
+        )
     return reply.get("result")
 
 

@@ -19,6 +19,18 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+from tapveth.bench.summary import (
+    KERNEL,
+    METRICS,
+    Samples,
+    add_round,
+    fmt,
+    medians,
+    ratios,
+    round_ratios,
+    spreads,
+    table,
+)
 from tapveth.private import PrivateDaemon
 
 IP_A, IP_B = "10.77.0.1", "10.77.0.2"
@@ -40,31 +52,6 @@ class Subject:
     if_b: str
     pid: int | None = None
     undo: list[Callable[[], None]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Metric:
-    key: str
-    label: str
-    unit: str
-    better: str  # "higher" or "lower"
-    target: str = ""
-
-
-METRICS = [
-    Metric("ping_p50_us", "ping RTT p50", "us", "lower", "<= 1.5x"),
-    Metric("ping_p99_us", "ping RTT p99", "us", "lower"),
-    Metric("tcp_rr", "TCP 1-byte req/resp", "tps", "higher"),
-    Metric("tcp1_gbps", "TCP 1 stream A->B", "Gbit/s", "higher", ">= 1.0x"),
-    Metric("tcp1r_gbps", "TCP 1 stream B->A", "Gbit/s", "higher", ">= 1.0x"),
-    Metric("tcp4_gbps", "TCP 4 streams A->B", "Gbit/s", "higher"),
-    Metric("tcp4r_gbps", "TCP 4 streams B->A", "Gbit/s", "higher"),
-    Metric("udp64_kpps", "UDP 64 B delivered", "kpps", "higher", ">= 0.8x"),
-    Metric("udp64_loss", "UDP 64 B loss", "%", "lower"),
-    Metric("cpu_s_per_gb", "relay CPU per GB (TCP)", "s/GB", "lower", "<= 0.2 s/GB"),
-    Metric("rss_mib", "relay RSS", "MiB", "lower", "<= 30 MiB"),
-    Metric("idle_cpu_pct", "relay CPU when idle", "%", "lower", "0%"),
-]
 
 
 def sh(*cmd: str, timeout: float = 120, check: bool = True) -> str:
@@ -234,6 +221,9 @@ class Bench:
         r: dict[str, float] = {}
         self.log(f"  {s.name}: ping")
         r["ping_p50_us"], r["ping_p99_us"] = self.ping(s)
+        if shutil.which("sockperf"):
+            self.log(f"  {s.name}: sockperf UDP ping-pong")
+            r["sockperf_p50_us"], r["sockperf_p99_us"] = self.sockperf(s)
         self.log(f"  {s.name}: TCP request/response")
         r["tcp_rr"] = self.tcp_rr(s)
         cpu0 = cpu_seconds(s.pid) if s.pid else 0.0
@@ -271,6 +261,38 @@ class Bench:
         if len(times) < self.probes // 2:
             raise BenchError(f"{s.name}: ping got {len(times)} of {self.probes} replies")
         return (statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.99))])
+
+    def sockperf(self, s: Subject) -> tuple[float, float]:
+        """RTT percentiles of back-to-back UDP ping-pong, from an independent tool (sockperf
+        measures each round trip itself; ping reports sparse probes)."""
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", s.ns_b, "sockperf", "server", "-i", IP_B, "-p", "11111"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(0.3)  # sockperf's server has no readiness signal; UDP needs no accept
+            out = in_ns(
+                s.ns_a,
+                "sockperf",
+                "ping-pong",
+                "-i",
+                IP_B,
+                "-p",
+                "11111",
+                "-t",
+                str(max(1, int(self.seconds))),
+                "--full-rtt",
+                timeout=self.seconds + 30,
+                check=False,
+            )
+            pct = dict(re.findall(r"percentile (\d+\.\d+) =\s+([\d.]+)", out))
+            if "50.000" not in pct or "99.000" not in pct:
+                raise BenchError(f"{s.name}: sockperf gave no percentiles")
+            return float(pct["50.000"]), float(pct["99.000"])
+        finally:
+            server.kill()
+            server.wait(5)
 
     def tcp_rr(self, s: Subject) -> float:
         server = subprocess.Popen(
@@ -346,75 +368,50 @@ class Bench:
             server.wait(5)
 
 
-def ratios(results: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    base = results.get("kernel veth", {})
-    out: dict[str, dict[str, float]] = {}
-    for name, vals in results.items():
-        out[name] = {k: v / base[k] for k, v in vals.items() if base.get(k)}
-    return out
-
-
-def table(results: dict[str, dict[str, float]]) -> str:
-    names = list(results)
-    rat = ratios(results)
-    header = [
-        "metric",
-        "unit",
-        *[n for n in names],
-        *[f"{n} / kernel" for n in names[1:]],
-        "target",
-    ]
-    rows = []
-    for m in METRICS:
-        if not any(m.key in results[n] for n in names):
-            continue
-        row = [m.label, m.unit]
-        row += [_fmt(results[n].get(m.key)) for n in names]
-        row += [_fmt(rat[n].get(m.key), ratio=True) for n in names[1:]]
-        row.append(m.target)
-        rows.append(row)
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-        for r in [header, *rows]
-    ]
-    return "\n".join(lines)
-
-
-def _fmt(v: float | None, ratio: bool = False) -> str:
-    if v is None:
-        return "-"
-    if ratio:
-        return f"{v:.2f}x"
-    if abs(v) >= 100:
-        return f"{v:.0f}"
-    return f"{v:.2f}"
-
-
-def plot(results: dict[str, dict[str, float]], path: str) -> None:
+def check_plot_available(path: str | None) -> None:
+    """Refuse --plot before measuring anything when matplotlib is missing."""
+    if path is None:
+        return
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401
     except ImportError:
         raise BenchError("--plot needs matplotlib: pip install 'tapveth[plot]'") from None
+
+
+def plot(samples: Samples, path: str) -> None:
+    """Bars of each subject's ratio to the kernel veth (median of the per-round ratios), with
+    error bars from the lowest to the highest round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = medians(samples)
+    per_round = round_ratios(samples)
     # Loss is left out: its ratio to a kernel loss near 0% says nothing (the table has it).
-    metrics = [
-        m for m in METRICS if m.key in results.get("kernel veth", {}) and m.key != "udp64_loss"
-    ]
+    metrics = [m for m in METRICS if m.key in results.get(KERNEL, {}) and m.key != "udp64_loss"]
     names = list(results)
-    rat = ratios(results)
-    fig, ax = plt.subplots(figsize=(11, 5.5))
+    fig, ax = plt.subplots(figsize=(12, 5.5))
     width = 0.8 / len(names)
     for i, n in enumerate(names):
-        vals = [rat[n].get(m.key, 0.0) for m in metrics]
-        bars = ax.bar([x + i * width for x in range(len(metrics))], vals, width, label=n)
+        runs = [per_round[n].get(m.key, []) for m in metrics]
+        mids = [statistics.median(r) if r else 0.0 for r in runs]
+        low = [mid - min(r) if r else 0.0 for mid, r in zip(mids, runs, strict=True)]
+        high = [max(r) - mid if r else 0.0 for mid, r in zip(mids, runs, strict=True)]
+        bars = ax.bar(
+            [x + i * width for x in range(len(metrics))],
+            mids,
+            width,
+            label=n,
+            yerr=[low, high],
+            capsize=2,
+            error_kw={"linewidth": 0.8},
+        )
         for bar, m in zip(bars, metrics, strict=True):
             raw = results[n].get(m.key)
             if raw is not None:
                 ax.annotate(
-                    _fmt(raw),
+                    fmt(raw),
                     (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                     ha="center",
                     va="bottom",
@@ -433,8 +430,11 @@ def plot(results: dict[str, dict[str, float]], path: str) -> None:
         rotation=20,
         ha="right",
     )
-    ax.set_ylabel("ratio to the kernel veth in the same run (log scale)")
-    ax.set_title("tapveth bench: each figure divided by the kernel veth's")
+    ax.set_ylabel("ratio to the kernel veth, same round (log scale)")
+    rounds = max((len(v) for per in samples.values() for v in per.values()), default=1)
+    ax.set_title(
+        f"tapveth bench: median of {rounds} interleaved round(s), bars from lowest to highest"
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -450,14 +450,24 @@ def run_bench(
     json_path: str | None,
     plot_path: str | None,
     daemon_args: tuple[str, ...] = (),
+    rounds: int | None = None,
 ) -> int:
+    """Build every subject, then measure them in rounds, the order reversed every other round
+    so that no subject always runs first (or last) on a machine whose load drifts."""
     signal.signal(signal.SIGTERM, _interrupt)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    try:
+        check_plot_available(plot_path)
+    except BenchError as exc:
+        log(f"tapveth bench: {exc}")
+        return 2
+    if rounds is None:
+        rounds = 1 if quick else 3
     bench = Bench(quick, peers, log, daemon_args)
-    results: dict[str, dict[str, float]] = {}
+    samples: Samples = {}
     try:
         builders: list[Callable[[], Subject | None]] = [bench.build_kernel, bench.build_tapveth]
         if peers:
@@ -468,8 +478,12 @@ def run_bench(
                 log(f"  ({build.__name__.removeprefix('build_')} is not installed: skipped)")
                 continue
             bench.subjects.append(s)
-            log(f"measuring {s.name}")
-            results[s.name] = bench.measure(s)
+            samples[s.name] = {}
+        for r in range(rounds):
+            order = bench.subjects if r % 2 == 0 else bench.subjects[::-1]
+            for s in order:
+                log(f"round {r + 1}/{rounds}: measuring {s.name}")
+                add_round(samples, s.name, bench.measure(s))
     except KeyboardInterrupt:
         log("interrupted: cleaning up")
         return 130
@@ -480,18 +494,24 @@ def run_bench(
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         bench.cleanup()
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    results = medians(samples)
     info = {
         "machine": {"cpus": os.cpu_count(), "kernel": os.uname().release},
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "quick": quick,
+        "rounds": rounds,
+        "samples": samples,
         "results": results,
+        "spread": spreads(samples),
         "ratios_to_kernel": ratios(results),
+        "round_ratios_to_kernel": round_ratios(samples),
     }
-    print(table(results))
+    print(table(samples))
     if json_path:
         with open(json_path, "w") as f:
             json.dump(info, f, indent=2)
     if plot_path:
-        plot(results, plot_path)
+        plot(samples, plot_path)
     return 0
 
 

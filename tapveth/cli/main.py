@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import io
 import logging
 import os
 import sys
@@ -147,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="USEC",
         help="run tapveth's daemon with this --busy-poll",
     )
+    b.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="measure every subject N times, interleaved, and report medians with their "
+        "spread (default: 3, or 1 with --quick)",
+    )
     return p
 
 
@@ -173,6 +182,9 @@ def _name_and_ns(words: list[str], required: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # An interface name may hold bytes that are not UTF-8: write them as `ip link` does.
+        sys.stdout.reconfigure(errors="surrogateescape")
     parser = build_parser()
     try:
         opts = parser.parse_args(argv)
@@ -206,7 +218,22 @@ def _run(opts: argparse.Namespace) -> int:
 
             return run_scale(opts.pairs, opts.quick, opts.json_file)
         extra = () if opts.busy_poll is None else ("--busy-poll", str(opts.busy_poll))
-        return run_bench(opts.quick, opts.peers, opts.json_file, opts.plot, extra)
+        return run_bench(opts.quick, opts.peers, opts.json_file, opts.plot, extra, opts.rounds)
+    try:
+        return _client(opts, path)
+    except (SpecError, ControlError, ConfigError):
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError):
+        # A reply that is JSON but not of the shape this version prints: another program on
+        # the socket, or a daemon of another version.
+        raise ControlError(
+            f"the daemon on {path} answered in a form this tapveth does not know "
+            "(is it the same version?)"
+        ) from None
+
+
+def _client(opts: argparse.Namespace, path: str) -> int:
+    """The commands that talk to a daemon."""
     want_json = opts.json or getattr(opts, "sub_json", False)
     if opts.command == "add":
         spec = parse_add(opts.words)

@@ -6,7 +6,9 @@ from typing import Any
 
 
 def as_json(data: Any) -> str:
-    return json.dumps(data, indent=None, sort_keys=False)
+    """As `ip -j`: names written as they are (the caller's stdout keeps bytes that are not
+    UTF-8, see core/ifname.py), not as \\u escapes."""
+    return json.dumps(data, indent=None, sort_keys=False, ensure_ascii=False)
 
 
 def show_table(ends: list[dict[str, Any]]) -> str:

@@ -71,13 +71,14 @@ def check_name(name: str) -> str:
     """An interface name as the kernel's dev_valid_name() accepts it, minus '%' (a format)."""
     if not name:
         raise SpecError("interface name is empty")
-    if len(name.encode()) >= IFNAMSIZ:
-        raise SpecError(f"interface name {name!r} is longer than {IFNAMSIZ - 1} bytes")
+    shown = _shown(name)
+    if len(name.encode(errors="surrogateescape")) >= IFNAMSIZ:
+        raise SpecError(f"interface name {shown} is longer than {IFNAMSIZ - 1} bytes")
     if name in (".", ".."):
-        raise SpecError(f"interface name {name!r} is not allowed")
+        raise SpecError(f"interface name {shown} is not allowed")
     for ch in name:
         if ch in "/:%" or ch.isspace() or not ch.isprintable():
-            raise SpecError(f"interface name {name!r} contains {ch!r}, which is not allowed")
+            raise SpecError(f"interface name {shown} contains {ch!r}, which is not allowed")
     return name
 
 
@@ -87,16 +88,25 @@ _NETNS_RE = re.compile(r"^[^/\s\x00]+$")
 def check_netns(netns: str) -> str:
     """A namespace as `ip netns` names it (a file under /run/netns), or a process id."""
     if not netns or netns in (".", "..") or not _NETNS_RE.match(netns):
-        raise SpecError(f"namespace name {netns!r} is not valid")
+        raise SpecError(f"namespace name {_shown(netns)} is not valid")
     return netns
+
+
+def _shown(value: str) -> str:
+    """A name for an error message: quoted, and cut if it is long (a hostile client may send
+    thousands of characters)."""
+    return repr(value) if len(value) <= 32 else repr(value[:16]) + f"... ({len(value)} chars)"
 
 
 def check_mtu(value: object) -> int:
     if isinstance(value, bool):
         raise SpecError(f"MTU {value!r} is not a number")
     if isinstance(value, str):
-        if not value.isdigit():
-            raise SpecError(f"MTU {value!r} is not a number")
+        # isdigit() also holds for '²' and other digits int() refuses: ASCII digits only.
+        if not (value.isascii() and value.isdigit()):
+            raise SpecError(f"MTU {value[:16]!r} is not a number")
+        if len(value) > 9:  # int() refuses thousands of digits; any 10 are out of range
+            raise SpecError(f"MTU {value[:16]}... is out of range ({MIN_MTU}..{MAX_MTU})")
         value = int(value)
     if not isinstance(value, int):
         raise SpecError(f"MTU {value!r} is not a number")

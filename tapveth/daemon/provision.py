@@ -7,6 +7,8 @@ import os
 import secrets
 import subprocess
 
+from pyroute2.netlink.exceptions import NetlinkError
+
 from tapveth.core.config import EndConfig, PairConfig
 from tapveth.core.linkspec import PairSpec
 from tapveth.kernel import netns
@@ -139,7 +141,7 @@ def delete_pair(nl: Netlink, *taps: Tap) -> None:
             loc = nl.locate(tap)
             if loc is not None:
                 nl.delete(loc)
-        except OSError as exc:
+        except (OSError, NetlinkError) as exc:  # the fd is closed below: the kernel deletes it
             log.warning("deleting an end: %s", exc)
         finally:
             tap.close()

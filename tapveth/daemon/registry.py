@@ -4,7 +4,7 @@ described as the CLI shows them."""
 import os
 from typing import Any
 
-from tapveth.control import ControlError
+from tapveth.control import ControlError, one_line, shorten
 from tapveth.core.linkspec import EndSpec, SpecError, check_name
 from tapveth.daemon.pair import End, Pair
 from tapveth.kernel import netns
@@ -51,6 +51,10 @@ class Registry:
             raise ControlError(
                 f"namespace {want.netns!r} does not exist (create it with: ip netns add "
                 f"{want.netns})"
+            ) from None
+        except OSError as exc:  # EACCES, ENAMETOOLONG, ELOOP...: one line, whatever it is
+            raise ControlError(
+                f"cannot open namespace {shorten(want.netns)}: {one_line(exc)}"
             ) from None
         for pair in self.pairs:
             for end in pair.ends():

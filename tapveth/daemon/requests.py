@@ -4,9 +4,8 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
-from tapveth.control import ControlError, Peer
+from tapveth.control import STOPPING, ControlError, Peer, shorten
 from tapveth.core.linkspec import PairSpec, SpecError
-from tapveth.daemon import provision
 from tapveth.daemon.persisted import PersistedPairs
 from tapveth.kernel import netns
 
@@ -18,7 +17,8 @@ log = logging.getLogger("tapveth")
 
 class ControlRequests:
     """Answers one request at a time per client; adds and deletes are serialised by the
-    daemon's lock (names are checked, then taken)."""
+    daemon's lock (names are checked, then taken). Once the daemon is stopping, a request
+    that changes pairs is refused, also one that was waiting for the lock."""
 
     def __init__(self, daemon: "Daemon") -> None:
         self._d = daemon
@@ -59,8 +59,13 @@ class ControlRequests:
                     "not outlive the process: name it (ip netns) to make the pair persistent"
                 )
 
+    def _not_stopping(self) -> None:
+        if self._d.stopping:
+            raise ControlError(STOPPING)
+
     async def handle(self, op: str, args: dict[str, Any], peer: Peer) -> Any:
         d, reg = self._d, self._d.registry
+        self._not_stopping()
         if op == "add":
             try:
                 spec = PairSpec.from_dict(args.get("spec"))
@@ -70,6 +75,7 @@ class ControlRequests:
             if not isinstance(persist, bool):
                 raise ControlError("persist must be true or false")
             async with d.lock:
+                self._not_stopping()
                 if persist:
                     self._check_persistable(spec, peer)
                 pair = await d.create(spec, peer.pid, persist=persist)
@@ -88,6 +94,7 @@ class ControlRequests:
             }
         if op == "del":
             async with d.lock:
+                self._not_stopping()
                 pair = reg.find(args.get("name"), args.get("netns"))
                 await d.destroy(pair, "deleted on request")
                 self._persisted.drop({pair.a.name, pair.b.name})
@@ -96,8 +103,10 @@ class ControlRequests:
             return [reg.describe(p, e) for p, e in reg.select(args)]
         if op == "stats":
             chosen = reg.select(args)
-            keys = [e.key for _, e in chosen]
-            drops = await d.worker.call(provision.kernel_drops, keys)
+            try:
+                drops = await d.counters.drops([e.key for _, e in chosen])
+            except OSError as exc:
+                raise ControlError(f"cannot read the kernel's counters: {exc.strerror}") from None
             return [reg.stats(p, e, dr) for (p, e), dr in zip(chosen, drops, strict=True)]
         if op == "reload":
             if d.config_path is None:
@@ -108,6 +117,15 @@ class ControlRequests:
                 "pairs": len(reg.pairs),
                 "pid": os.getpid(),
                 "tasks": len(d.tasks),  # background tasks in flight (lookups, removals)
-                "fds": len(os.listdir("/proc/self/fd")),
+                "fds": _open_fds(),
             }
-        raise ControlError(f"unknown request {op!r}")
+        raise ControlError(f"unknown request {shorten(op)}")
+
+
+def _open_fds() -> int | None:
+    """How many fds the daemon has open; None when it cannot even open the directory to count
+    them (it is out of file descriptors)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None

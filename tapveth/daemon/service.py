@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tapveth.control import ControlError, ControlServer, one_line
+from tapveth.control import STOPPING, ControlError, ControlServer, one_line
 from tapveth.core import config
 from tapveth.core.config import ConfigError, PairConfig
 from tapveth.core.linkspec import PairSpec, SpecError
@@ -29,7 +29,7 @@ from tapveth.daemon.registry import Registry
 from tapveth.daemon.relay import Relay
 from tapveth.daemon.requests import ControlRequests
 from tapveth.daemon.tracking import EndTracker
-from tapveth.daemon.worker import NetlinkWorker
+from tapveth.daemon.worker import CountersWorker, NetlinkWorker
 from tapveth.kernel import netns
 from tapveth.kernel.netlink import PlaceError
 from tapveth.kernel.netns import NetnsError
@@ -52,6 +52,8 @@ class Daemon:
         self._notify = Notifier()
         self.registry = Registry(netns.own_inode())
         self.worker = NetlinkWorker()
+        self.counters = CountersWorker()
+        self.stopping = False  # set first thing on the way out: no request changes pairs then
         self.lock = asyncio.Lock()  # one add/del at a time: names are checked then taken
         self.tasks: set[asyncio.Task[Any]] = set()
         self._stop = asyncio.Event()
@@ -93,30 +95,59 @@ class Daemon:
                     return status
                 log.info("configuration %s: %s", self.config_path, applied.summary())
             await self.requests.reattach_persisted()
-            loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._reload_logged()))
+            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
             self._notify.ready(self._status())
             if self._notify.watchdog_usec:
                 self._watchdog(loop, self._notify.watchdog_usec / 2e6)
             await self._stop.wait()
         finally:
-            self._notify.stopping()
-            kept = [p for p in self.pairs if p.persist]
-            log.info(
-                "stopping: removing %d pair(s), keeping %d persistent",
-                len(self.pairs) - len(kept),
-                len(kept),
-            )
-            await self._server.close()
-            for pair in list(self.pairs):
-                await self.destroy(pair, "daemon stopped", keep=pair.persist)
-            loop.remove_reader(self.tracker.fileno())
-            self.tracker.close()
-            await self.worker.close()
-            self._notify.close()
+            await self._shutdown(loop)
         return status
+
+    async def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Stop taking requests, answer those under way, let background work finish, then
+        remove the pairs: nothing is made after the "stopping" line, and every client that
+        asked something gets an answer."""
+        self.stopping = True
+        self._notify.stopping()
+        await self._server.close()
+        loop.remove_reader(self.tracker.fileno())
+        await self._settle_tasks()
+        kept = [p for p in self.pairs if p.persist]
+        log.info(
+            "stopping: removing %d pair(s), keeping %d persistent",
+            len(self.pairs) - len(kept),
+            len(kept),
+        )
+        for pair in list(self.pairs):
+            try:
+                await self.destroy(pair, "daemon stopped", keep=pair.persist)
+            except OSError as exc:  # the kernel deletes a closed TAP anyway: go on
+                log.warning("removing %s <-> %s: %s", pair.a.name, pair.b.name, exc)
+        self.tracker.close()
+        await self.counters.close()
+        await self.worker.close()
+        self._notify.close()
+
+    async def _settle_tasks(self, grace: float = 5.0) -> None:
+        """Let lookups and removals under way finish (for `grace` seconds at most), then
+        cancel what is left and collect it, so that nothing ends in a traceback."""
+        deadline = time.monotonic() + grace
+        while self.tasks and time.monotonic() < deadline:
+            await asyncio.wait(set(self.tasks), timeout=deadline - time.monotonic())
+        late = set(self.tasks)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _on_sighup(self) -> None:
+        if self.config_path is None:
+            log.warning("SIGHUP ignored: this daemon runs without --config, nothing to reload")
+            return
+        self._spawn(self._reload_logged())
 
     def _status(self) -> str:
         up = sum(1 for p in self.pairs if p.carrier.on)
@@ -163,6 +194,8 @@ class Daemon:
                 )
         except (SpecError, NetnsError, TapError, PlaceError) as exc:
             raise ControlError(one_line(exc)) from None
+        # Any other kernel refusal arrives as an OSError (the worker turns pyroute2's
+        # NetlinkError into one): e.g. EINVAL when a namespace dies during the add.
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE):
                 raise ControlError(
@@ -171,6 +204,10 @@ class Daemon:
                 ) from None
             raise ControlError(f"cannot create the pair: {one_line(exc)}") from None
         taps, locs = made
+        if self.stopping and not persist:
+            # Made while the daemon began to stop: not kept, and the client is told so.
+            await self.worker.call(provision.delete_pair, *taps)
+            raise ControlError(f"{STOPPING}: the pair was not made")
         ends = [End(tap=t, name=loc.name) for t, loc in zip(taps, locs, strict=True)]
         for end, loc in zip(ends, locs, strict=True):
             end.moved_to(loc)
@@ -227,10 +264,13 @@ class Daemon:
             await self.reload()
         except ControlError as exc:
             log.error("reload failed, keeping what runs: %s", exc)
+        except OSError as exc:
+            log.error("reload failed, keeping what runs: %s", one_line(exc))
 
     async def reload(self) -> str:
         """SIGHUP or `tapveth reload`: apply the difference between the file and what runs."""
-        assert self.config_path is not None
+        if self.config_path is None:
+            raise ControlError("this daemon runs without --config: nothing to reload")
         self._notify.reloading()
         try:
             try:

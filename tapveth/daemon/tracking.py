@@ -1,6 +1,7 @@
 """End tracking: following each end through link events of every namespace (renames, state and
 MTU changes, moves, deletion) and keeping the pair's carrier as veth's rule says."""
 
+import asyncio
 import errno
 import logging
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,22 @@ from tapveth.kernel.netlink import Location
 log = logging.getLogger("tapveth")
 
 Destroy = Callable[[Pair, str], Awaitable[None]]
+
+# A lookup that fails with one of these ran out of something (fds, buffers, memory) or lost its
+# socket: the end may be fine, so it is looked up again later instead of being given up.
+RETRY_LATER = frozenset(
+    {
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.ENOBUFS,
+        errno.ENOMEM,
+        errno.EBADF,
+        errno.EAGAIN,
+        errno.EINTR,
+        errno.ETIMEDOUT,
+    }
+)
+RETRY_DELAY = 0.5
 
 
 class EndTracker:
@@ -35,13 +52,18 @@ class EndTracker:
         self._destroy = destroy
         self._stop_relay = stop_relay
         self._spawn = spawn
-        self.watch = LinkWatch()
+        self.watch = LinkWatch(self._wanted)
         # Events for links no end is registered at, kept while lookups are in flight: an end
         # being looked up is unregistered, and an event about its new place that arrives
         # meanwhile is newer than the lookup's answer. Keyed by (nsid, ifindex): (seq, event).
         self._strays: dict[tuple[int | None, int], tuple[int, LinkEvent]] = {}
         self._stray_seq = 0
         self._lookups = 0
+
+    def _wanted(self, nsid: int | None, index: int) -> bool:
+        """Whether a link event can matter: it is about one of our ends, or it may be about
+        one being looked up (see _strays)."""
+        return self._lookups > 0 or (nsid, index) in self._reg.by_key
 
     def fileno(self) -> int:
         return self.watch.fileno()
@@ -152,12 +174,20 @@ class EndTracker:
                 if loc.ns_inode != old_inode:
                     log.info("%s moved to %s", end.name, self._reg.ns_label(end))
         except OSError as exc:
+            if exc.errno in RETRY_LATER:  # the daemon's trouble, not a sign the end is gone
+                log.warning("cannot look %s up now (%s): trying again", end.name, exc.strerror)
+                self._spawn(self._relocate_later(end))
+                return
             log.error("cannot follow %s: %s", end.name, exc)
             await self._destroy(pair, f"{end.name} could not be followed")
             return
         finally:
             end.locating = False
         self.update_carrier(pair)
+
+    async def _relocate_later(self, end: End) -> None:
+        await asyncio.sleep(RETRY_DELAY)
+        self.relocate(end)
 
     def on_gone(self, end: End, exc: OSError) -> None:
         """The relay found an end's fd dead: the TAP was deleted."""

@@ -5,18 +5,25 @@ thread of its own (see kernel/netlink.py). One thread keeps the requests in orde
 """
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from pyroute2.netlink.exceptions import NetlinkError
+
+from tapveth.kernel.counters import LinkCounters
 from tapveth.kernel.netlink import Netlink
 
 T = TypeVar("T")
 
 
 class NetlinkWorker:
-    """Runs fn(netlink, *args) in the worker thread, which owns one Netlink instance."""
+    """Runs fn(netlink, *args) in the worker thread, which owns one Netlink instance.
+
+    A kernel refusal reaches the caller as an OSError with its errno, never as pyroute2's
+    NetlinkError (which is not an OSError), so callers handle one kind of failure."""
 
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tapveth-netlink")
@@ -30,13 +37,33 @@ class NetlinkWorker:
     def _in_worker(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         nl = getattr(self._local, "nl", None)
         if nl is None:
-            nl = self._local.nl = Netlink()
+            nl = self._local.nl = Netlink()  # EMFILE here reaches the caller, as OSError
         try:
             return fn(nl, *args)
+        except NetlinkError as exc:
+            raise OSError(exc.code, os.strerror(exc.code)) from None
         finally:
-            nl.tick()
+            nl.tick()  # never raises: a failed recycling keeps the socket that works
 
     async def close(self) -> None:
         """Close the worker's netlink socket, then the thread."""
         await self.call(lambda nl: nl.close())
         self._executor.shutdown(wait=True)
+
+
+class CountersWorker:
+    """Reads the kernel's counters in a thread of its own: `stats` over many pairs never holds
+    up the netlink worker, which adds, deletes and follows ends."""
+
+    def __init__(self) -> None:
+        self._counters = LinkCounters()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="tapveth-counters")
+
+    async def drops(self, keys: list[tuple[int | None, int]]) -> list[tuple[int, int]]:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._counters.drops, keys
+        )
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+        self._counters.close()

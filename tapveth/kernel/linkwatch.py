@@ -8,11 +8,13 @@ which in a control message. Unlike a socket per namespace, it pins no namespace,
 import errno
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+
+from tapveth.core import ifname
 
 SOL_NETLINK = 270
 NETLINK_ADD_MEMBERSHIP = 1
@@ -24,6 +26,8 @@ RTM_DELLINK = 17
 RTM_DELNSID = 89
 IFF_UP = 0x1
 SO_RCVBUFFORCE = 33
+HEADER = struct.Struct("=IH")  # nlmsghdr's length and type
+IFINDEX_AT = 16 + 4  # after nlmsghdr, ifinfomsg's family, pad and type come first
 
 
 class Kind(Enum):
@@ -49,7 +53,11 @@ class LinkWatch:
     """A non-blocking event socket; the daemon reads it whenever it is readable, and also just
     before relaying each batch of frames, so MTU and state changes apply to the very next frame."""
 
-    def __init__(self) -> None:
+    def __init__(self, wanted: Callable[[int | None, int], bool] | None = None) -> None:
+        """`wanted(nsid, ifindex)` says which links' events to decode; the others are skipped
+        after a look at their header (decoding a message costs ~50x that, and a busy host
+        sends many events about links that are not ours)."""
+        self._wanted = wanted
         self.sock = socket.socket(
             socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.NETLINK_ROUTE
         )
@@ -91,6 +99,10 @@ class LinkWatch:
             yield from self._decode(data, nsid)
 
     def _decode(self, data: bytes, nsid: int | None) -> Iterator[LinkEvent]:
+        if self._wanted is not None:
+            data = self._only_wanted(data, nsid)
+            if not data:
+                return
         for msg in self._marshal.parse(data):
             mtype = msg["header"]["type"]
             if mtype in (RTM_NEWLINK, RTM_DELLINK):
@@ -98,12 +110,31 @@ class LinkWatch:
                     Kind.NEWLINK if mtype == RTM_NEWLINK else Kind.DELLINK,
                     nsid,
                     index=msg["index"],
-                    name=msg.get_attr("IFLA_IFNAME") or "",
+                    name=ifname.decode(msg.get_attr("IFLA_IFNAME") or ""),
                     up=bool(msg["flags"] & IFF_UP),
                     mtu=msg.get_attr("IFLA_MTU") or 0,
                 )
             elif mtype == RTM_DELNSID:
                 yield LinkEvent(Kind.DELNSID, msg.get_attr("NETNSA_NSID"))
+
+    def _only_wanted(self, data: bytes, nsid: int | None) -> bytes:
+        """The messages of a datagram minus the link events of links not wanted."""
+        assert self._wanted is not None
+        keep = []
+        off = 0
+        while off + HEADER.size <= len(data):
+            length, mtype = HEADER.unpack_from(data, off)
+            if length < HEADER.size:
+                break
+            end = off + ((length + 3) & ~3)
+            if mtype in (RTM_NEWLINK, RTM_DELLINK) and length >= IFINDEX_AT + 4:
+                index = struct.unpack_from("=i", data, off + IFINDEX_AT)[0]
+                if not self._wanted(nsid, index):
+                    off = end
+                    continue
+            keep.append(data[off:end])
+            off = end
+        return b"".join(keep)
 
     def close(self) -> None:
         self.sock.close()

@@ -8,6 +8,7 @@ of another namespace goes through its nsid from here: no socket is opened inside
 
 import contextlib
 import errno
+import logging
 import os
 import socket
 from collections.abc import Iterator
@@ -17,8 +18,11 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from tapveth.core import ifname
 from tapveth.kernel import netns
 from tapveth.kernel.tap import Tap
+
+log = logging.getLogger("tapveth")
 
 IFF_UP = 0x1
 NSID_NOT_ASSIGNED = -1
@@ -61,12 +65,31 @@ class Netlink:
         self._calls = 0
 
     def tick(self) -> None:
-        """Count one unit of work; every RECYCLE_EVERY, replace the IPRoute instance."""
+        """Count one unit of work; every RECYCLE_EVERY, replace the IPRoute instance. The new
+        one is opened before the old one is closed, and if it cannot be (EMFILE, ENOBUFS...)
+        the old one stays in use and the next call tries again: the worker is never left
+        without a working socket, and this never raises."""
         self._calls += 1
-        if self._calls >= self.RECYCLE_EVERY:
-            self._calls = 0
-            self.ipr.close()
-            self.ipr = IPRoute()
+        if self._calls < self.RECYCLE_EVERY:
+            return
+        # An IPRoute that fails half-way (EMFILE on its event loop's self-pipe) leaves a
+        # half-made loop whose finaliser prints a traceback: try only with fds to spare.
+        if not _fds_to_spare(8):
+            self._calls = self.RECYCLE_EVERY - 8  # try again a few calls later
+            log.debug("keeping the netlink socket for now: no file descriptors to spare")
+            return
+        try:
+            fresh = IPRoute()
+        except Exception as exc:  # pyroute2 raises OSError, or its own errors, on any failure
+            self._calls = self.RECYCLE_EVERY - 8
+            log.debug("keeping the netlink socket for now: %s", exc)
+            return
+        old, self.ipr = self.ipr, fresh
+        self._calls = 0
+        try:
+            old.close()
+        except Exception as exc:
+            log.warning("closing a replaced netlink socket: %s", exc)
 
     def close(self) -> None:
         self.ipr.close()
@@ -115,7 +138,7 @@ class Netlink:
         finally:
             os.close(ns_fd)  # holding it would keep the namespace alive
         try:
-            msgs = self._link("get", nsid, ifname=name)
+            msgs = self._link("get", nsid, ifname=ifname.encode(name))
         except NetlinkError as exc:
             if exc.code == errno.ENODEV:
                 return None
@@ -232,6 +255,20 @@ class Netlink:
                 raise
 
 
+def _fds_to_spare(n: int) -> bool:
+    """Whether this process can open n more file descriptors right now."""
+    got: list[int] = []
+    try:
+        for _ in range(n):
+            got.append(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
+        return True
+    except OSError:
+        return False
+    finally:
+        for fd in got:
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def _inside(tap: Tap) -> Iterator[tuple[Any, int | None]]:
     """This thread inside the TAP's namespace, with a netlink socket there and the TAP's
@@ -240,7 +277,7 @@ def _inside(tap: Tap) -> Iterator[tuple[Any, int | None]]:
     ns_fd = tap.netns_fd()
     try:
         with netns.entered(ns_fd), IPRoute() as there:
-            found = there.link_lookup(ifname=tap.ifname())
+            found = there.link_lookup(ifname=ifname.encode(tap.ifname()))
             yield there, (found[0] if found else None)
     finally:
         os.close(ns_fd)

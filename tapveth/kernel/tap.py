@@ -12,6 +12,7 @@ import struct
 import pytun
 
 from tapveth.core import vnet
+from tapveth.core.ifname import decode as decode_ifname
 
 TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
@@ -89,7 +90,7 @@ class Tap:
     def ifname(self) -> str:
         """The device's current name (follows renames). EBADFD once the device is gone."""
         res = fcntl.ioctl(self.fd, TUNGETIFF, bytes(40))
-        return res[:16].split(b"\0", 1)[0].decode()
+        return decode_ifname(res[:16].split(b"\0", 1)[0])
 
     def netns_fd(self) -> int:
         """A new fd of the namespace the device lives in now; the caller must close it soon,

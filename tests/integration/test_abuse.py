@@ -20,8 +20,14 @@ HOSTILE = str(Path(__file__).parents[1] / "hostile.py")
 
 
 def links_everywhere(lab: Lab) -> set[str]:
-    """Every interface in the root namespace and in the test's namespaces."""
-    found = {f"root:{ln.split()[0]}" for ln in sh("ip", "-br", "link").stdout.splitlines()}
+    """Every interface in the test's namespaces, and those of the root namespace that a test
+    here could have made (other users of the machine make and delete theirs meanwhile)."""
+    ours = {w.split("@")[0] for words, _ in BAD_INPUT for w in words} | {"fresh" + lab.tag}
+    found = {
+        f"root:{name}"
+        for ln in sh("ip", "-br", "link").stdout.splitlines()
+        if (name := ln.split()[0].split("@")[0]) in ours or name.startswith("tvtmp")
+    }
     for ns in lab.namespaces:
         r = sh("ip", "-n", ns.name, "-br", "link", check=False)
         found |= {f"{ns.name}:{ln.split()[0]}" for ln in r.stdout.splitlines()}
@@ -50,6 +56,11 @@ BAD_INPUT = [
     (["add", "a", "mtu", "67", "peer", "name", "b"], "out of range"),
     (["add", "a", "mtu", "65522", "peer", "name", "b"], "out of range"),
     (["add", "a", "mtu", "lots", "peer", "name", "b"], "is not a number"),
+    (["add", "a", "mtu", "²", "peer", "name", "b"], "is not a number"),
+    (["add", "a", "mtu", "\u0661\u0665\u0660\u0660", "peer", "name", "b"], "is not a number"),
+    (["add", "a", "mtu", "9" * 5000, "peer", "name", "b"], "out of range"),
+    (["add", "a" * 5000, "peer", "name", "b"], "longer than 15 bytes"),
+    (["add", "a", "netns", "n" * 300, "peer", "name", "b"], "cannot open namespace"),
     (["add", "a", "address", "01:00:5e:00:00:01", "peer", "name", "b"], "multicast"),
     (["add", "a", "address", "00:00:00:00:00:00", "peer", "name", "b"], "all zeros"),
     (["add", "a", "address", "00:11:22", "peer", "name", "b"], "malformed"),

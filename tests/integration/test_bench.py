@@ -10,13 +10,18 @@ from pathlib import Path
 import pytest
 from netlab import sh
 
-from tapveth.bench.sidebyside import METRICS
+from tapveth.bench.summary import METRICS
 
 pytestmark = pytest.mark.integration
 
 
-def _state() -> tuple[str, str]:
-    return sh("ip", "netns", "list").stdout, sh("ip", "-br", "link").stdout
+def _state() -> tuple[set[str], set[str]]:
+    """The namespaces and root-namespace links the bench could have left (its names start
+    with tvbench-/tvs/tvv), so that other work on the machine does not disturb the check."""
+    mine = ("tvbench-", "tvs", "tvv")
+    spaces = {line.split()[0] for line in sh("ip", "netns", "list").stdout.splitlines() if line}
+    links = {line.split()[0] for line in sh("ip", "-br", "link").stdout.splitlines() if line}
+    return {n for n in spaces if n.startswith(mine)}, {n for n in links if n.startswith(mine)}
 
 
 def test_bench_quick_reports_every_figure(tmp_path: Path) -> None:
@@ -30,6 +35,8 @@ def test_bench_quick_reports_every_figure(tmp_path: Path) -> None:
             "tapveth",
             "bench",
             "--quick",
+            "--rounds",
+            "2",
             "--json",
             str(out),
             "--plot",
@@ -37,10 +44,12 @@ def test_bench_quick_reports_every_figure(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr
     data = json.loads(out.read_text())
+    assert data["rounds"] == 2
+    assert all(len(v) == 2 for v in data["samples"]["tapveth"].values())
     kernel, tap = data["results"]["kernel veth"], data["results"]["tapveth"]
     relay_only = {"cpu_s_per_gb", "rss_mib", "idle_cpu_pct"}
     for m in METRICS:
