@@ -1,5 +1,6 @@
 """Control requests: what each operation of the control socket does to the daemon."""
 
+import asyncio
 import logging
 import os
 from typing import TYPE_CHECKING, Any
@@ -23,10 +24,19 @@ class ControlRequests:
     def __init__(self, daemon: "Daemon") -> None:
         self._d = daemon
         self._persisted = PersistedPairs(daemon.socket_path)
+        # Set once the persistent pairs are re-attached: until then requests other than ping
+        # wait, so that none sees (or takes names from) a daemon that has not found them yet.
+        self._reattached = asyncio.Event()
 
     async def reattach_persisted(self) -> None:
         """At start: re-attach the persistent pairs that requests made under an earlier daemon
         on this socket; forget those that are no longer there whole."""
+        try:
+            await self._reattach_all()
+        finally:
+            self._reattached.set()
+
+    async def _reattach_all(self) -> None:
         d = self._d
         for spec in self._persisted.load():
             try:
@@ -66,6 +76,8 @@ class ControlRequests:
     async def handle(self, op: str, args: dict[str, Any], peer: Peer) -> Any:
         d, reg = self._d, self._d.registry
         self._not_stopping()
+        if op != "ping":
+            await self._reattached.wait()
         if op == "add":
             try:
                 spec = PairSpec.from_dict(args.get("spec"))

@@ -86,6 +86,7 @@ class Daemon:
         log.info("listening on %s", self.socket_path)
         status = 0
         try:
+            await self.requests.reattach_persisted()
             if self.config_path is not None:
                 try:
                     applied = await self._reconcile(config.load(self.config_path))
@@ -94,7 +95,6 @@ class Daemon:
                     status = 2
                     return status
                 log.info("configuration %s: %s", self.config_path, applied.summary())
-            await self.requests.reattach_persisted()
             loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
             self._notify.ready(self._status())
             if self._notify.watchdog_usec:
