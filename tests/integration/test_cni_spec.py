@@ -284,6 +284,23 @@ def test_daemon_restart_keeps_the_links(cni: CniLab, lab: Lab, daemon: PrivateDa
     assert not os.path.exists(record)
 
 
+def test_after_a_restart_only_del_removes_the_pair(
+    cni: CniLab, lab: Lab, daemon: PrivateDaemon
+) -> None:
+    """A documented difference: the re-attached TAP holds the namespace, so deleting the
+    namespace no longer removes the pair; DEL does."""
+    ns = lab.netns("pin")
+    conf = cni.conf()
+    cni.add(conf, path_of(ns))
+    restart(daemon)
+    until(lambda: len(pairs(daemon)) == 2, "the pair re-attached")
+    sh("ip", "netns", "del", ns.name)
+    time.sleep(1.0)  # what a veth would have needed to go
+    assert len(pairs(daemon)) == 2
+    cni.delete(conf, path_of(ns))
+    nothing_left(cni, daemon)
+
+
 def test_del_while_the_daemon_is_down(cni: CniLab, lab: Lab, daemon: PrivateDaemon) -> None:
     ns = lab.netns("d")
     conf = cni.conf()
