@@ -11,6 +11,7 @@ from tapveth.daemon.persisted import PersistedPairs
 from tapveth.kernel import netns
 
 if TYPE_CHECKING:
+    from tapveth.daemon.pair import Pair
     from tapveth.daemon.service import Daemon
 
 log = logging.getLogger("tapveth")
@@ -52,6 +53,11 @@ class ControlRequests:
                     exc,
                 )
                 self._persisted.drop({spec.end.name, spec.peer.name})
+
+    def forget(self, pair: "Pair") -> None:
+        """A persistent pair is deleted (on request, with its namespace or an end): drop it
+        from the record."""
+        self._persisted.drop({pair.a.name, pair.b.name})
 
     def _check_persistable(self, spec: PairSpec, peer: Peer) -> None:
         """A persistent pair is found again by its ends' namespaces: each must be an `ip netns`
@@ -109,7 +115,6 @@ class ControlRequests:
                 self._not_stopping()
                 pair = reg.find(args.get("name"), args.get("netns"))
                 await d.destroy(pair, "deleted on request")
-                self._persisted.drop({pair.a.name, pair.b.name})
                 return {"deleted": [pair.a.name, pair.b.name]}
         if op == "show":
             return [reg.describe(p, e) for p, e in reg.select(args)]

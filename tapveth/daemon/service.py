@@ -254,6 +254,8 @@ class Daemon:
                 end.tap.close()  # a persistent TAP stays, and loses carrier
             log.info("pair %s <-> %s left in place (persistent): %s", pair.a.name, pair.b.name, why)
             return
+        if pair.persist:
+            self.requests.forget(pair)  # gone for good: the next daemon must not look for it
         await self.worker.call(provision.delete_pair, pair.a.tap, pair.b.tap)
         log.info("pair %s <-> %s removed: %s", pair.a.name, pair.b.name, why)
 

@@ -218,6 +218,7 @@ def test_deleting_the_namespace_removes_the_pair(
     host = out["interfaces"][1]["name"]
     sh("ip", "netns", "del", ns.name)
     until(lambda: pairs(daemon) == [] and host_link(host) is None, "the pair to go")
+    assert not os.path.exists(daemon.socket + ".persist")  # forgotten: nothing to re-attach
     # DEL afterwards (namespace gone) still succeeds and releases the address.
     cni.delete(conf, path_of(ns))
     nothing_left(cni, daemon)
