@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import sys
+import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
@@ -13,6 +14,7 @@ from tapveth import control
 from tapveth.cni import delegate, hostside, sandbox, state
 from tapveth.cni.protocol import (
     LATEST,
+    SUPPORTED_VERSIONS,
     CniError,
     Code,
     Env,
@@ -61,11 +63,9 @@ def refuse_netem(conf: NetConf) -> None:
         )
 
 
-def _ipam(
-    conf: NetConf, command: str, env: Env, environ: Mapping[str, str], stdin: bytes | None = None
-) -> Any:
+def _ipam(conf: NetConf, command: str, env: Env, environ: Mapping[str, str]) -> Any:
     assert conf.ipam is not None
-    return delegate.run(conf.ipam["type"], command, stdin or conf.raw, environ, env.path)
+    return delegate.run(conf.ipam["type"], command, conf.raw, environ, env.path)
 
 
 def _pair_ends(sock: str) -> list[dict[str, Any]] | None:
@@ -112,7 +112,7 @@ def cmd_add(env: Env, conf: NetConf, environ: Mapping[str, str]) -> dict[str, An
         container = sandbox.configure(env.netns, env.ifname, addresses, routes)
         links: list[Link] = []
         with hostside.locked():
-            undo.append(lambda: hostside.masquerade_del(conf.name, env.container_id, env.ifname))
+            undo.append(lambda: _unmasquerade(conf, env.container_id, env.ifname))
             if ptp:
                 hostside.ptp_routes(host_if, ipam.ips)
                 hostside.enable_forwarding(ipam.ips)
@@ -181,9 +181,13 @@ def cmd_del(env: Env, conf: NetConf, environ: Mapping[str, str]) -> None:
 def teardown(conf: NetConf, container_id: str, ifname: str, netns_path: str = "") -> None:
     host_if = host_ifname(conf.name, container_id, ifname)
     _delete_pair(socket_of(conf), host_if, netns_path, ifname)
-    if conf.ip_masq or hostside.masquerade_rules(conf.name, container_id, ifname)[0]:
-        with hostside.locked():
-            hostside.masquerade_del(conf.name, container_id, ifname)
+    _unmasquerade(conf, container_id, ifname)
+
+
+def _unmasquerade(conf: NetConf, container_id: str, ifname: str) -> None:
+    """The attachment's masquerading rules, if any (also when ipMasq was turned off since)."""
+    with hostside.locked():
+        hostside.masquerade_del(conf.name, container_id, ifname)
 
 
 # -- CHECK ----------------------------------------------------------------------------------
@@ -306,10 +310,14 @@ def run(environ: Mapping[str, str], stdin: bytes, out: TextIO) -> int:
             out.write(json.dumps(result) + "\n")
         return 0
     except CniError as exc:
-        if version not in ("0.4.0", "1.0.0", "1.1.0"):
-            version = LATEST
-        out.write(json.dumps(exc.to_dict(version)) + "\n")
-        return 1
+        error = exc
+    except Exception as exc:  # a bug or an unforeseen failure: still the spec's error JSON
+        traceback.print_exc()
+        error = CniError(Code.IO_FAILURE, f"internal error: {type(exc).__name__}: {exc}")
+    if version not in SUPPORTED_VERSIONS:
+        version = LATEST
+    out.write(json.dumps(error.to_dict(version)) + "\n")
+    return 1
 
 
 def main() -> None:
