@@ -163,6 +163,17 @@ def test_default_gateway_and_ipam_routes(cni: CniLab, lab: Lab) -> None:
     assert via["default"] == f"{cni.prefix}.1" and via["192.168.77.0/24"] == f"{cni.prefix}.1"
 
 
+def test_without_ipam_a_plain_l2_port(cni: CniLab, lab: Lab, daemon: PrivateDaemon) -> None:
+    ns = lab.netns("l2")
+    conf = cni.conf(ipam=None, isGateway=None)
+    out = cni.add(conf, path_of(ns))
+    assert out["ips"] == [] and "routes" not in out
+    assert addresses(ns, "eth0") == [] and cni.bridge_ports() == [out["interfaces"][1]["name"]]
+    cni.call("CHECK", {**conf, "prevResult": out}, path_of(ns)).ok()
+    cni.delete(conf, path_of(ns))
+    nothing_left(cni, daemon)
+
+
 def test_ptp_mode(cni: CniLab, lab: Lab, daemon: PrivateDaemon) -> None:
     ns1, ns2 = lab.netns("p1"), lab.netns("p2")
     conf = cni.conf(mode="ptp", bridge=None, isGateway=None)
