@@ -1,13 +1,18 @@
 """The control socket: one JSON object per line each way, over a local stream socket.
 
 Request: {"op": "add", "args": {...}}. Reply: {"ok": true, "result": ...} or
-{"ok": false, "error": "one line for the user"}. The server refuses peers that are not root,
+{"ok": false, "error": "one line for the user"}. Before replying, the daemon may ask for the
+client's network namespace, {"send_fd": "netns"}; the client answers with one byte carrying an
+fd of /proc/self/ns/net (SCM_RIGHTS), since a sandboxed daemon may not open another root
+process's namespace by its PID. The server refuses peers that are not root,
 bounds request size and the time a half-sent request may take, and never lets one client's
 mistake affect another.
 """
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import grp
 import json
 import logging
@@ -28,6 +33,9 @@ REQUEST_TIMEOUT = 10.0  # for a request line to arrive
 REPLY_TIMEOUT = 10.0  # for a client to take its answer: one that never reads is dropped
 STOPPING = "the daemon is stopping"
 MAX_REPLY = 64 << 20  # stats of 1,000 pairs is about 0.5 MiB
+# Asked in the middle of a request whose client names no namespace: the client answers with
+# one byte carrying an fd of its network namespace (SCM_RIGHTS).
+ASK_NETNS = json.dumps({"send_fd": "netns"}).encode()
 
 
 class ControlError(Exception):
@@ -43,6 +51,9 @@ class Peer:
     pid: int
     uid: int
     gid: int
+    # Asks the client for an fd of its network namespace (see ask_netns_fd); None outside a
+    # connection (tests, a daemon's own requests).
+    netns_fd: "Callable[[], Awaitable[int]] | None" = None
 
 
 Handler = Callable[[str, dict[str, Any], Peer], Awaitable[Any]]
@@ -139,6 +150,7 @@ class ControlServer:
         self._accepted += 1
         try:
             peer = peer_of(writer.get_extra_info("socket"))
+            peer = dataclasses.replace(peer, netns_fd=functools.partial(ask_netns_fd, writer))
             while True:
                 try:
                     line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
@@ -248,6 +260,43 @@ def shorten(value: object, limit: int = 64) -> str:
     return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} chars)"
 
 
+async def ask_netns_fd(writer: asyncio.StreamWriter) -> int:
+    """The client's network namespace as an fd (the caller closes it), asked for in the middle
+    of a request. The transport stops reading first: a stream read would take the byte and let
+    the kernel drop the fd it carries."""
+    transport = writer.transport
+    transport.pause_reading()  # type: ignore[attr-defined]
+    try:
+        writer.write(ASK_NETNS + b"\n")
+        await writer.drain()
+        # A dup of the connection's socket for one recvmsg; the blocking wait runs off the
+        # event loop, bounded as any request is.
+        sock = socket.socket(fileno=os.dup(writer.get_extra_info("socket").fileno()))
+        try:
+            sock.settimeout(REQUEST_TIMEOUT)
+            _, fds, _, _ = await asyncio.to_thread(socket.recv_fds, sock, 1, 1)
+        except (TimeoutError, OSError):
+            raise ControlError("the client did not send its network namespace") from None
+        finally:
+            sock.close()
+        if len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            raise ControlError("the client did not send its network namespace")
+        return fds[0]
+    finally:
+        transport.resume_reading()  # type: ignore[attr-defined]
+
+
+def send_netns_fd(sock: socket.socket) -> None:
+    """Answer {"send_fd": "netns"}: one byte carrying an fd of this process's namespace."""
+    fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        socket.send_fds(sock, [b"\0"], [fd])
+    finally:
+        os.close(fd)
+
+
 def _supplementary_groups(pid: int) -> set[int]:
     """The peer's supplementary groups (SO_PEERCRED gives only its primary gid)."""
     try:
@@ -285,7 +334,7 @@ def request(path: str, op: str, args: dict[str, Any] | None = None, timeout: flo
     the daemon refuses it, is not there, or does not answer as the protocol says."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
-    data = bytearray()
+    data = b""
     try:
         try:
             sock.connect(path)
@@ -299,13 +348,19 @@ def request(path: str, op: str, args: dict[str, Any] | None = None, timeout: flo
         except OSError as exc:  # ENOTSOCK, ENAMETOOLONG, "AF_UNIX path too long"...
             raise NoDaemon(f"cannot reach a tapveth daemon on {path}: {one_line(exc)}") from None
         sock.sendall(json.dumps({"op": op, "args": args or {}}).encode() + b"\n")
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(1 << 16)
-            if not chunk:
+        while True:
+            while b"\n" not in data:
+                chunk = sock.recv(1 << 16)
+                if not chunk:
+                    break
+                data += chunk
+                if len(data) > MAX_REPLY:
+                    raise ControlError(f"the daemon on {path} sent an answer larger than 64 MiB")
+            line, _, rest = data.partition(b"\n")
+            if line != ASK_NETNS:
                 break
-            data += chunk
-            if len(data) > MAX_REPLY:
-                raise ControlError(f"the daemon on {path} sent an answer larger than 64 MiB")
+            data = rest
+            send_netns_fd(sock)
     except TimeoutError:
         raise ControlError(f"the daemon on {path} did not answer in {timeout:.0f} s") from None
     except OSError as exc:  # EPIPE, ECONNRESET...: the daemon went away mid-request

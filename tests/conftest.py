@@ -5,12 +5,12 @@ Integration tests need root and /dev/net/tun; without them they are skipped, unl
 TAPVETH_REQUIRE_INTEGRATION=1 (as in CI) makes that a failure."""
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
-from backends import Backend, KernelVeth, PairUnderTest, TapVeth, quiet
 from netlab import Lab, is_root_with_tun
 
+from tapveth.conformance.backends import Backend, KernelVeth, TapVeth
 from tapveth.private import PrivateDaemon
 
 
@@ -59,17 +59,3 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
         rc = d.stop()
         print("daemon log:\n" + d.final_log)
         assert rc == 0, f"daemon exited with {rc}"
-
-
-@pytest.fixture
-def make_pair(lab: Lab, backend: Backend) -> Callable[..., PairUnderTest]:
-    def make(*extra_a: str, silent: bool = False) -> PairUnderTest:
-        ns_a, ns_b = lab.netns("a"), lab.netns("b")
-        if silent:
-            quiet(ns_a)
-            quiet(ns_b)
-        a, b = lab.name("cfa"), lab.name("cfb")
-        backend.add(a, ns_a, b, ns_b, *extra_a)
-        return PairUnderTest(backend, ns_a, ns_b, a, b)
-
-    return make

@@ -13,9 +13,11 @@ CGROUP_HIERARCHIES = ("systemd", "unified")
 
 
 class Container:
-    def __init__(self, project: str, tag: str) -> None:
+    def __init__(self, project: str, tag: str, binds: dict[str, str] | None = None) -> None:
+        """`binds`: more host directories to bind, host path -> path inside (read-only)."""
         self.tag = tag
         self.root = tempfile.mkdtemp(prefix="tvnspawn-")
+        extra = " ".join(f"--bind-ro={host}:{inside}" for host, inside in (binds or {}).items())
         script = f"""
 set -e
 for h in {" ".join(CGROUP_HIERARCHIES)}; do
@@ -27,7 +29,7 @@ exec unshare --mount --propagation private -- sh -c '
   mount --bind / {self.root} && mount -o remount,bind,ro {self.root} &&
   exec systemd-nspawn -q -D {self.root} --volatile=overlay --register=no --keep-unit \\
      --private-network --system-call-filter=bpf --console=pipe \\
-     --bind={project}:/opt/project -b -- systemd.unit=basic.target'
+     --bind={project}:/opt/project {extra} -b -- systemd.unit=basic.target'
 """
         self.proc = subprocess.Popen(
             ["setsid", "sh", "-c", script],

@@ -1,18 +1,27 @@
-"""The `tapveth` command: argument parsing, talking to the daemon, printing the answers."""
+"""The `tapveth` command: argument parsing, talking to the daemon, printing the answers.
+
+Each command is one `_cmd_*` function that adds its subparser and sets `run=` to the function
+that carries it out; COMMANDS lists them in the order `--help` shows them. Adding a command is
+one such function and one entry in COMMANDS. Before argparse sees the line, `prepare()` gives it
+iproute2's habits: unambiguous abbreviations of commands, `help` after any command, and `-j`/`-p`
+anywhere.
+"""
 
 import argparse
 import asyncio
+import importlib.util
 import io
-import logging
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from tapveth import __version__, control
-from tapveth.cli import render
+from tapveth.cli import journal, render
 from tapveth.control import ControlError
 from tapveth.core.config import ConfigError
-from tapveth.core.linkspec import SpecError, check_name, check_netns, parse_add
+from tapveth.core.linkspec import SpecError, parse_add, parse_select
 
 EXIT_USER = 2
 # Measured with tapveth bench (2 vCPUs): a 1 ms window after each frame raised TCP 1-byte
@@ -31,29 +40,41 @@ iproute2.
 """
 
 EPILOG = """\
-commands:
+in short:
   daemon                     run the daemon in the foreground (as root)
-  add NAME [netns NS] [mtu N] [address MAC] [type veth]
-      peer [name] PEER [netns NS] [mtu N] [address MAC]
+  add NAME [netns NS] [mtu N] [address MAC] [txqueuelen N] [up] [type veth]
+      peer [name] PEER [netns NS] [mtu N] [address MAC] [txqueuelen N] [up]
                              create a pair (the grammar of ip link add … type veth)
   del NAME [netns NS]        delete the pair that NAME is an end of
-  show [NAME] [-j]           list pairs: ends, namespace, admin state, carrier, MTU
-  stats [NAME] [-j]          counters in veth's meaning, with drops by reason
-  daemon --config FILE       own the pairs a TOML file describes (see README)
+  show [NAME] [netns NS]     list pairs: ends, namespace, admin state, carrier, MTU
+  stats [NAME] [netns NS]    counters in veth's meaning, with drops by reason
+  daemon --config FILE       own the pairs a TOML file describes (see tapveth(8))
+  daemon --check-config FILE check a configuration file and exit (2 if it has an error)
   reload                     apply the daemon's configuration file again (as SIGHUP)
   demo                       run the classic two-namespace veth experiment end to end
+  qdisc {add|change|replace|del} dev NAME root netem OPTIONS
+                             impair the frames NAME sends (tc-netem's grammar)
+  [-s] qdisc show [dev NAME] the impairments, with counters as tc -s
+  link set dev NAME carrier on|off
+                             cut the pair's carrier (both ends NO-CARRIER) and restore it
   bench [--quick] [--peers] [--json FILE] [--plot FILE.png]
                              measure tapveth and the kernel veth side by side
+  compare [--only GROUP] [-j] [--report FILE.md|FILE.html]
+                             run veth's behaviours on both and show how they differ
+
+As with ip, a command may be abbreviated while it stays unambiguous (tapveth sh, tapveth a),
+`help` after a command explains it (tapveth add help), and -j (JSON), -p (pretty) and -n NS
+(as ip -n) go before or after the command.
 
 examples:
   tapveth daemon &
   ip netns add ns1; ip netns add ns2
   tapveth add veth1 peer name veth2
   ip link set veth1 netns ns1; ip link set veth2 netns ns2
-  tapveth -j show
+  tapveth -j -p show
 
 The control socket is /run/tapveth/tapveth.sock unless --socket or $TAPVETH_SOCKET says
-otherwise. Errors print one line on stderr and exit with status 2.
+otherwise. Errors print one line on stderr and exit with status 2. See tapveth(8).
 """
 
 
@@ -66,31 +87,58 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="tapveth",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--socket", metavar="PATH", help="control socket (default: %(default)s)", default=None
-    )
-    p.add_argument("-j", "--json", action="store_true", help="JSON output, as ip -j")
-    p.add_argument("-V", "--version", action="version", version=f"tapveth {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+@dataclass(frozen=True, slots=True)
+class Output:
+    """How results are printed: -j (JSON) and -p (pretty, with -j)."""
 
-    d = sub.add_parser("daemon", help="run the daemon in the foreground")
+    json: bool = False
+    pretty: bool = False
+
+    def emit(self, data: Any, text: Callable[[Any], str] | None = None) -> None:
+        if self.json:
+            print(render.as_json(data, pretty=self.pretty))
+        elif text is not None:
+            print(text(data))
+
+
+Run = Callable[[argparse.Namespace, Output], int]
+
+
+def _file(action: argparse.Action) -> None:
+    """Tells the bash completion (doc/build.py, shtab) that this option takes a file name."""
+    action.complete = {"bash": "_shtab_compgen_files"}  # type: ignore[attr-defined]
+
+
+# -- the commands --------------------------------------------------------------------------
+
+
+def _cmd_daemon(sub: Any) -> None:
+    d = sub.add_parser(
+        "daemon",
+        help="run the daemon in the foreground",
+        description="Run the daemon in the foreground (root, /dev/net/tun). SIGTERM or SIGINT "
+        "removes its pairs (persistent ones stay) and exits 0; SIGHUP applies --config again.",
+    )
     d.add_argument(
         "--group",
         metavar="NAME",
         help="members of this group may control the daemon too (socket mode 0660)",
     )
-    d.add_argument(
-        "--config",
-        metavar="FILE",
-        help="own the pairs this TOML file describes; SIGHUP or 'tapveth reload' "
-        "applies changes to it",
+    _file(
+        d.add_argument(
+            "--config",
+            metavar="FILE",
+            help="own the pairs this TOML file describes; SIGHUP or 'tapveth reload' "
+            "applies changes to it",
+        )
+    )
+    _file(
+        d.add_argument(
+            "--check-config",
+            metavar="FILE",
+            help="only check FILE (syntax, keys, values) and exit: 0 if it is valid, 2 with "
+            "FILE:LINE: what is wrong otherwise",
+        )
     )
     d.add_argument(
         "--busy-poll",
@@ -106,35 +154,161 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="default: info",
     )
+    d.set_defaults(run=_run_daemon)
 
+
+def _run_daemon(opts: argparse.Namespace, out: Output) -> int:
+    if opts.check_config is not None:
+        from tapveth.core import config
+
+        cfg = config.load(opts.check_config)  # ConfigError: FILE:LINE, exit 2
+        out.emit(
+            {"file": opts.check_config, "pairs": len(cfg.pairs)},
+            lambda d: f"{d['file']}: valid, {d['pairs']} pair(s)",
+        )
+        return 0
+    if out.json:
+        raise UsageError("-j: the daemon logs for people; use it with --check-config")
+    return run_daemon(
+        control.socket_path(opts.socket),
+        opts.log_level,
+        opts.busy_poll,
+        opts.config,
+        opts.group,
+    )
+
+
+def _cmd_add(sub: Any) -> None:
     a = sub.add_parser(
         "add",
         help="create a pair",
-        usage="tapveth add NAME [netns NS] [mtu N] [address MAC] "
-        "peer [name] PEER [netns NS] [mtu N] [address MAC]",
+        usage="tapveth add [dev] NAME [netns NS] [mtu N] [address MAC] [txqueuelen N] [up] "
+        "[type veth]\n"
+        "                   peer [name] PEER [netns NS] [mtu N] [address MAC] [txqueuelen N] "
+        "[up]",
+        description="Create a pair with the grammar of `ip link add … type veth peer …`. "
+        "Without netns, an end is made in the namespace of the process that runs tapveth "
+        "(or in -n NS), as the kernel does. `up` sets an end admin-up at once.",
     )
-    a.add_argument("words", nargs=argparse.REMAINDER)
+    a.add_argument("words", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    a.set_defaults(run=_run_add)
 
-    for name in ("del", "delete"):
-        x = sub.add_parser(name, help="delete a pair", usage=f"tapveth {name} NAME [netns NS]")
-        x.add_argument("words", nargs=argparse.REMAINDER)
-    for name, helptext in (("show", "list pairs"), ("stats", "show counters")):
-        x = sub.add_parser(name, help=helptext, usage=f"tapveth {name} [NAME [netns NS]] [-j]")
-        x.add_argument("-j", "--json", action="store_true", dest="sub_json")
-        x.add_argument("words", nargs="*")
 
-    sub.add_parser("demo", help="run the two-namespace experiment, self-contained")
-    sub.add_parser("reload", help="make the daemon apply its configuration file again")
+def _run_add(opts: argparse.Namespace, out: Output) -> int:
+    spec = parse_add(opts.words, default_netns=opts.netns)
+    result = control.request(_path(opts), "add", {"spec": spec.to_dict()})
+    if isinstance(result, dict):  # a daemon with a configuration file adds a note
+        print(f"tapveth: note: {result['note']}", file=sys.stderr)
+        result = result["ends"]
+    out.emit(result)
+    return 0
 
-    b = sub.add_parser("bench", help="measure tapveth against the kernel veth, side by side")
+
+def _cmd_del(sub: Any) -> None:
+    x = sub.add_parser(
+        "del",
+        aliases=["delete"],
+        help="delete a pair",
+        usage="tapveth del [dev] NAME [netns NS]",
+        description="Delete the pair that NAME is an end of (either end's name works); both "
+        "ends are gone when the command returns. This also removes a persistent pair left "
+        "from a configuration that no longer has it.",
+    )
+    x.add_argument("words", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    x.set_defaults(run=_run_del)
+
+
+def _run_del(opts: argparse.Namespace, out: Output) -> int:
+    sel = parse_select(opts.words, required=True, default_netns=opts.netns)
+    out.emit(control.request(_path(opts), "del", sel.to_dict()))
+    return 0
+
+
+def _cmd_show(sub: Any) -> None:
+    for name, helptext, run in (
+        ("show", "list pairs, one line an end", _run_show),
+        ("stats", "counters in veth's meaning, as ip -s link", _run_stats),
+    ):
+        x = sub.add_parser(
+            name,
+            help=helptext,
+            usage=f"tapveth {name} [[dev] NAME] [netns NS]",
+            description=f"{helptext[0].upper()}{helptext[1:]}. With NAME, both ends of the "
+            "pair that NAME is an end of; with netns NS alone, the ends in namespace NS.",
+        )
+        x.add_argument("words", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        x.set_defaults(run=run)
+
+
+def _select(opts: argparse.Namespace, op: str) -> list[dict[str, Any]]:
+    sel = parse_select(opts.words, required=False, default_netns=opts.netns)
+    ends: list[dict[str, Any]] = control.request(_path(opts), op, sel.to_dict())
+    return [e for e in ends if sel.keeps(e)]
+
+
+def _run_show(opts: argparse.Namespace, out: Output) -> int:
+    out.emit(_select(opts, "show"), render.show_table)
+    return 0
+
+
+def _run_stats(opts: argparse.Namespace, out: Output) -> int:
+    out.emit(_select(opts, "stats"), render.stats_text)
+    return 0
+
+
+def _cmd_reload(sub: Any) -> None:
+    x = sub.add_parser(
+        "reload",
+        help="make the daemon apply its configuration file again",
+        description="Make a daemon started with --config apply its file again (as SIGHUP) and "
+        "print what changed. A file with an error is refused: exit 2, nothing changes.",
+    )
+    x.set_defaults(run=_run_reload)
+
+
+def _run_reload(opts: argparse.Namespace, out: Output) -> int:
+    out.emit(
+        {"changes": control.request(_path(opts), "reload", {}, timeout=120)},
+        lambda d: str(d["changes"]),
+    )
+    return 0
+
+
+def _cmd_demo(sub: Any) -> None:
+    x = sub.add_parser(
+        "demo",
+        help="run the two-namespace experiment, self-contained",
+        description="The classic experiment with namespaces, names and a daemon of its own, "
+        "all removed at the end; exit status 0 when the ping had no loss.",
+    )
+    x.set_defaults(run=_run_demo)
+
+
+def _run_demo(opts: argparse.Namespace, out: Output) -> int:
+    if out.json:
+        raise UsageError("-j: the demo prints for people")
+    from tapveth.cli.demo import run_demo
+
+    return run_demo()
+
+
+def _cmd_bench(sub: Any) -> None:
+    b = sub.add_parser(
+        "bench",
+        help="measure tapveth against the kernel veth, side by side",
+        description="Build a kernel veth pair and a tapveth pair, each in namespaces of its "
+        "own, measure both in the same run and print each figure with its ratio.",
+    )
     b.add_argument("--quick", action="store_true", help="short run (under 30 s) to check it works")
     b.add_argument(
         "--peers",
         action="store_true",
         help="also measure vde_switch and socat TUN<->TUN when installed",
     )
-    b.add_argument("--json", dest="json_file", metavar="FILE", help="write the figures as JSON")
-    b.add_argument("--plot", metavar="FILE.png", help="draw the ratios (needs matplotlib)")
+    _file(
+        b.add_argument("--json", dest="json_file", metavar="FILE", help="write the figures as JSON")
+    )
+    _file(b.add_argument("--plot", metavar="FILE.png", help="draw the ratios (needs matplotlib)"))
     b.add_argument(
         "--pairs",
         type=int,
@@ -149,6 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run tapveth's daemon with this --busy-poll",
     )
     b.add_argument(
+        "--impair",
+        action="store_true",
+        help="instead: how closely a receiver sees the netem settings asked for",
+    )
+    b.add_argument(
         "--rounds",
         type=int,
         default=None,
@@ -156,29 +335,238 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure every subject N times, interleaved, and report medians with their "
         "spread (default: 3, or 1 with --quick)",
     )
+    b.set_defaults(run=_run_bench)
+
+
+def _run_bench(opts: argparse.Namespace, out: Output) -> int:
+    if out.json:
+        raise UsageError("-j: bench writes its figures with --json FILE")
+    if opts.plot is not None:
+        # Checked before a minute of measuring, not after it.
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UsageError("--plot needs matplotlib: pip install 'tapveth[plot]'")
+        if not os.access(os.path.dirname(os.path.abspath(opts.plot)), os.W_OK):
+            raise UsageError(f"--plot: cannot write into the directory of {opts.plot}")
+    from tapveth.bench.sidebyside import run_bench
+
+    if opts.impair:
+        from tapveth.bench.impair import run_impair_bench
+
+        return run_impair_bench(opts.quick, opts.json_file)
+    if opts.pairs is not None:
+        from tapveth.bench.sidebyside import run_scale
+
+        return run_scale(opts.pairs, opts.quick, opts.json_file)
+    extra = () if opts.busy_poll is None else ("--busy-poll", str(opts.busy_poll))
+    return run_bench(opts.quick, opts.peers, opts.json_file, opts.plot, extra, opts.rounds)
+
+
+def _cmd_qdisc(sub: Any) -> None:
+    from tapveth.cli import qdisc
+
+    q = sub.add_parser(
+        "qdisc",
+        help="netem impairments of the frames an end sends (the grammar of tc qdisc … netem)",
+        usage=qdisc.USAGE,
+        description=qdisc.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    q.add_argument("words", nargs=argparse.REMAINDER)
+    q.set_defaults(run=_run_qdisc)
+
+
+def _run_qdisc(opts: argparse.Namespace, out: Output) -> int:
+    from tapveth.cli import qdisc
+
+    args = qdisc.request_args(opts.words)
+    if opts.netns is not None and args.get("netns") is None:
+        args["netns"] = opts.netns
+    result = control.request(_path(opts), "qdisc", args)
+    if args["action"] == "show":
+        out.emit(result, lambda r: qdisc.show_text(r, opts.stats))
+    return 0
+
+
+def _cmd_link(sub: Any) -> None:
+    from tapveth.cli import fault
+
+    x = sub.add_parser(
+        "link",
+        help="faults: cut a pair's carrier and restore it",
+        usage=fault.USAGE,
+        description=fault.__doc__,
+    )
+    x.add_argument("words", nargs=argparse.REMAINDER)
+    x.set_defaults(run=_run_link)
+
+
+def _run_link(opts: argparse.Namespace, out: Output) -> int:
+    from tapveth.cli import fault
+
+    args = fault.request_args(opts.words)
+    if opts.netns is not None and args.get("netns") is None:
+        args["netns"] = opts.netns
+    control.request(_path(opts), "carrier", args)
+    return 0
+
+
+def _cmd_compare(sub: Any) -> None:
+    c = sub.add_parser(
+        "compare",
+        help="run veth's behaviours on the kernel veth and tapveth and compare them",
+        description="Run each behaviour of the conformance suite on a kernel veth pair and on "
+        "a tapveth pair (private daemon, namespaces of its own, all removed at the end) and "
+        "print what each did. Exit status 0 when every behaviour agrees or differs as README "
+        "documents, 1 otherwise. -j (before or after the command) prints JSON.",
+    )
+    c.add_argument(
+        "--only",
+        metavar="GROUP",
+        help="one group (carrier, frames, delivery, "
+        "counters, lifecycle, attributes, traffic) or GROUP/NAME",
+    )
+    _file(
+        c.add_argument("--report", metavar="FILE.md|FILE.html", help="also write a shareable page")
+    )
+    c.set_defaults(run=_run_compare)
+
+
+def _run_compare(opts: argparse.Namespace, out: Output) -> int:
+    from tapveth.conformance.compare import run_compare
+
+    return run_compare(opts.only, out.json, opts.report)
+
+
+COMMANDS: tuple[Callable[[Any], None], ...] = (
+    _cmd_daemon,
+    _cmd_add,
+    _cmd_del,
+    _cmd_show,
+    _cmd_qdisc,
+    _cmd_link,
+    _cmd_reload,
+    _cmd_demo,
+    _cmd_bench,
+    _cmd_compare,
+)
+
+
+# -- the parser and iproute2's habits ------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="tapveth",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--socket",
+        metavar="PATH",
+        help=f"control socket (default: $TAPVETH_SOCKET, else {control.DEFAULT_SOCKET})",
+        default=None,
+    )
+    p.add_argument("-j", "--json", action="store_true", help="JSON output, as ip -j")
+    p.add_argument("-p", "--pretty", action="store_true", help="indented JSON, as ip -j -p")
+    p.add_argument("-s", "--stats", action="store_true", help="with qdisc show: counters, as tc -s")
+    p.add_argument(
+        "-n",
+        "--netns",
+        metavar="NS",
+        help="as ip -n: add makes ends without netns in NS; del, show and stats mean NS",
+    ).complete = {"bash": "_tapveth_netns"}  # type: ignore[attr-defined]
+    p.add_argument("-V", "--version", action="version", version=f"tapveth {__version__}")
+    sub = p.add_subparsers(
+        title="commands", dest="command", metavar="COMMAND", parser_class=_Parser
+    )
+    for command in COMMANDS:
+        command(sub)
     return p
 
 
-def _name_and_ns(words: list[str], required: bool) -> dict[str, Any]:
-    """NAME [netns NS] (also `dev NAME`, as iproute2 accepts)."""
-    args: dict[str, Any] = {}
+# Words that set output options wherever they stand (ip takes them before the object only,
+# but `tapveth show -j` has always worked). Not for commands with a --json FILE of their own.
+_OUTPUT_FLAGS = {"-j": "json", "--json": "json", "-p": "pretty", "--pretty": "pretty"}
+_TAKES_VALUE = {"--socket", "-n", "--netns"}
+
+
+@dataclass(slots=True)
+class Prepared:
+    argv: list[str]
+    json: bool = False
+    pretty: bool = False
+    help_for: str | None = None  # `tapveth COMMAND help`: that command's help
+    main_help: bool = False  # `tapveth help`
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def expand_command(word: str, commands: dict[str, argparse.ArgumentParser]) -> str:
+    """A command word as iproute2 reads it: exact, else the one command it is a prefix of."""
+    if word in commands or word == "help":
+        return word
+    hits: dict[int, str] = {}  # aliases (del, delete) are one command
+    for name, sp in commands.items():
+        if name.startswith(word):
+            hits.setdefault(id(sp), name)
+    if "help".startswith(word):
+        hits[0] = "help"
+    if len(hits) == 1:
+        return next(iter(hits.values()))
+    if len(hits) > 1:
+        raise UsageError(f"'{word}' is ambiguous: {', '.join(sorted(hits.values()))}")
+    return word  # argparse says it is not a command
+
+
+def prepare(argv: list[str], parser: argparse.ArgumentParser) -> Prepared:
+    """iproute2's habits, before argparse: abbreviated commands, `help` after a command, and
+    -j/-p after the command too."""
+    commands = _commands(parser)
+    out = Prepared([])
     i = 0
-    while i < len(words):
-        w = words[i]
-        if w in ("netns", "dev") and i + 1 < len(words):
-            key = "netns" if w == "netns" else "name"
-            args[key] = check_netns(words[i + 1]) if key == "netns" else check_name(words[i + 1])
-            i += 2
-        elif w in ("netns", "dev"):
-            raise SpecError(f"'{w}' needs a value")
-        elif "name" not in args:
-            args["name"] = check_name(w)
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "-":
+        out.argv.append(argv[i])
+        if argv[i] in _TAKES_VALUE and i + 1 < len(argv):
+            out.argv.append(argv[i + 1])
             i += 1
+        i += 1
+    if i == len(argv):
+        return out
+    command = expand_command(argv[i], commands)
+    rest = argv[i + 1 :]
+    if command == "help":
+        if rest:
+            out.help_for = expand_command(rest[0], commands)
         else:
-            raise SpecError(f"unknown word {w!r}")
-    if required and "name" not in args:
-        raise SpecError("which pair? give an end's name")
-    return args
+            out.main_help = True
+        return out
+    if rest and (rest[0] == "help" or rest[-1] == "help"):
+        out.help_for = command
+        return out
+    own_json = command == "bench"  # bench --json FILE
+    kept = []
+    for w in rest:
+        flag = _OUTPUT_FLAGS.get(w)
+        if flag is not None and not (own_json and w == "--json"):
+            setattr(out, flag, True)
+        else:
+            kept.append(w)
+    out.argv += [command, *kept]
+    return out
+
+
+# Commands that run here rather than ask a daemon: their errors are not a daemon's answers.
+_LOCAL_COMMANDS = frozenset({"daemon", "demo", "bench", "compare"})
+
+
+def _path(opts: argparse.Namespace) -> str:
+    return control.socket_path(opts.socket)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,86 +575,46 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.reconfigure(errors="surrogateescape")
     parser = build_parser()
     try:
-        opts = parser.parse_args(argv)
+        prepared = prepare(sys.argv[1:] if argv is None else argv, parser)
+        if prepared.main_help:
+            parser.print_help()
+            return 0
+        if prepared.help_for is not None:
+            commands = _commands(parser)
+            if prepared.help_for not in commands:
+                raise UsageError(f"no command {prepared.help_for!r}")
+            commands[prepared.help_for].print_help()
+            return 0
+        opts = parser.parse_args(prepared.argv)
         if opts.command is None:
             parser.print_help()
             return EXIT_USER
-        return _run(opts)
+        out = Output(opts.json or prepared.json, opts.pretty or prepared.pretty)
+        run: Run = opts.run
+        if opts.command in _LOCAL_COMMANDS:
+            return run(opts, out)
+        try:
+            return run(opts, out)
+        except (SpecError, ControlError, ConfigError, UsageError):
+            raise
+        except (KeyError, TypeError, AttributeError, ValueError, IndexError):
+            # A reply that is JSON but not of the shape this version prints: another program
+            # on the socket, or a daemon of another version.
+            raise ControlError(
+                f"the daemon on {_path(opts)} answered in a form this tapveth does not know "
+                "(is it the same version?)"
+            ) from None
     except UsageError as exc:
-        print(f"tapveth: {exc} (see tapveth --help)", file=sys.stderr)
+        journal.error_line(f"tapveth: {exc} (see tapveth help)")
         return EXIT_USER
     except (SpecError, ControlError, ConfigError) as exc:
-        print(f"tapveth: {exc}", file=sys.stderr)
+        journal.error_line(f"tapveth: {exc}")
         return EXIT_USER
     except KeyboardInterrupt:
         return 130
 
 
-def _run(opts: argparse.Namespace) -> int:
-    path = control.socket_path(opts.socket)
-    if opts.command == "daemon":
-        return run_daemon(path, opts.log_level, opts.busy_poll, opts.config, opts.group)
-    if opts.command == "demo":
-        from tapveth.cli.demo import run_demo
-
-        return run_demo()
-    if opts.command == "bench":
-        from tapveth.bench.sidebyside import run_bench
-
-        if opts.pairs is not None:
-            from tapveth.bench.sidebyside import run_scale
-
-            return run_scale(opts.pairs, opts.quick, opts.json_file)
-        extra = () if opts.busy_poll is None else ("--busy-poll", str(opts.busy_poll))
-        return run_bench(opts.quick, opts.peers, opts.json_file, opts.plot, extra, opts.rounds)
-    try:
-        return _client(opts, path)
-    except (SpecError, ControlError, ConfigError):
-        raise
-    except (KeyError, TypeError, AttributeError, ValueError, IndexError):
-        # A reply that is JSON but not of the shape this version prints: another program on
-        # the socket, or a daemon of another version.
-        raise ControlError(
-            f"the daemon on {path} answered in a form this tapveth does not know "
-            "(is it the same version?)"
-        ) from None
-
-
-def _client(opts: argparse.Namespace, path: str) -> int:
-    """The commands that talk to a daemon."""
-    want_json = opts.json or getattr(opts, "sub_json", False)
-    if opts.command == "add":
-        spec = parse_add(opts.words)
-        result = control.request(path, "add", {"spec": spec.to_dict()})
-        if isinstance(result, dict):  # a daemon with a configuration file adds a note
-            print(f"tapveth: note: {result['note']}", file=sys.stderr)
-            result = result["ends"]
-        if want_json:
-            print(render.as_json(result))
-        return 0
-    if opts.command == "reload":
-        print(control.request(path, "reload", {}, timeout=120))
-        return 0
-    if opts.command in ("del", "delete"):
-        control.request(path, "del", _name_and_ns(opts.words, required=True))
-        return 0
-    if opts.command in ("show", "stats"):
-        result = control.request(path, opts.command, _name_and_ns(opts.words, required=False))
-        if want_json:
-            print(render.as_json(result))
-        elif opts.command == "show":
-            print(render.show_table(result))
-        else:
-            print(render.stats_text(result))
-        return 0
-    raise UsageError(f"unknown command {opts.command!r}")
-
-
-def setup_logging(level: str) -> None:
-    # Under systemd (JOURNAL_STREAM set) journald stamps each line itself.
-    fmt = "%(message)s" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s %(message)s"
-    logging.basicConfig(level=logging.WARNING, format=fmt, stream=sys.stderr)
-    logging.getLogger("tapveth").setLevel(level.upper())
+# -- the daemon ----------------------------------------------------------------------------
 
 
 def run_daemon(
@@ -288,7 +636,7 @@ def run_daemon(
 
     from tapveth.daemon.service import Daemon
 
-    setup_logging(log_level)
+    journal.setup(log_level)
 
     async def amain() -> int:
         try:

@@ -54,12 +54,35 @@ def ensure_daemon(sock: str, code: int = Code.DAEMON) -> None:
         raise CniError(code, f"the tapveth daemon on {sock} does not answer: {exc}") from None
 
 
-def refuse_netem(conf: NetConf) -> None:
-    if conf.netem is not None:
+def _netns_label(netns_path: str) -> str:
+    """How the daemon names the container's namespace: its `ip netns` name, else its inode."""
+    return sandbox.netns_name(netns_path) or f"inode:{os.stat(netns_path).st_ino}"
+
+
+def impair(sock: str, conf: NetConf, env: Env) -> None:
+    """`netem`: the impairments of what the container sends, on its end (as `tc qdisc add dev
+    eth0 root netem ...` inside the container would)."""
+    args = {
+        "action": "replace",
+        "name": env.ifname,
+        "netns": _netns_label(env.netns),
+        "netem": conf.netem,
+    }
+    try:
+        control.request(sock, "qdisc", args)
+    except control.ControlError as exc:
+        raise CniError(Code.DAEMON, f"the daemon refused netem: {exc}") from None
+
+
+def check_impaired(sock: str, conf: NetConf, env: Env) -> None:
+    args = {"action": "show", "name": env.ifname, "netns": _netns_label(env.netns)}
+    try:
+        shown = control.request(sock, "qdisc", args)
+    except control.ControlError as exc:
+        raise CniError(Code.DAEMON, f"qdisc show: {exc}") from None
+    if not shown or shown[0].get("netem") != conf.netem:
         raise CniError(
-            Code.UNSUPPORTED_FIELD,
-            f"netem {conf.netem!r} cannot be applied: this tapveth has no impairment "
-            "(qdisc) request yet; remove the netem key",
+            Code.CHECK_FAILED, f"{env.ifname}'s impairments are not the configured netem"
         )
 
 
@@ -83,7 +106,6 @@ def _pair_ends(sock: str) -> list[dict[str, Any]] | None:
 
 
 def cmd_add(env: Env, conf: NetConf, environ: Mapping[str, str]) -> dict[str, Any]:
-    refuse_netem(conf)
     sock = socket_of(conf)
     ensure_daemon(sock)
     if not os.path.exists(env.netns):
@@ -110,6 +132,8 @@ def cmd_add(env: Env, conf: NetConf, environ: Mapping[str, str]) -> dict[str, An
             )
         host_mac = next(e["address"] for e in ends if e["ifname"] == host_if)
         container = sandbox.configure(env.netns, env.ifname, addresses, routes)
+        if conf.netem is not None:
+            impair(sock, conf, env)
         links: list[Link] = []
         with hostside.locked():
             undo.append(lambda: _unmasquerade(conf, env.container_id, env.ifname))
@@ -194,7 +218,6 @@ def _unmasquerade(conf: NetConf, container_id: str, ifname: str) -> None:
 
 
 def cmd_check(env: Env, conf: NetConf, environ: Mapping[str, str]) -> None:
-    refuse_netem(conf)
     if conf.prev_result is None:
         raise CniError(Code.INVALID_CONFIG, "CHECK needs prevResult (the result of the ADD)")
     want = expected_from(conf.prev_result, env.ifname, env.netns)
@@ -237,6 +260,8 @@ def cmd_check(env: Env, conf: NetConf, environ: Mapping[str, str]) -> None:
         handles, _ = hostside.masquerade_rules(conf.name, env.container_id, env.ifname)
         if len(handles) < len(want.addresses):
             raise CniError(Code.CHECK_FAILED, f"masquerading rules for {env.ifname} are missing")
+    if conf.netem is not None:
+        check_impaired(sock, conf, env)
     if conf.ipam is not None:
         _ipam(conf, "CHECK", env, environ)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from tapveth.core import netem as netem_grammar
 from tapveth.core.linkspec import SpecError, check_name
 from tapveth.core.rules import MAX_MTU, MIN_MTU
 
@@ -227,7 +228,7 @@ class NetConf:
     mtu: int | None = None
     socket: str | None = None
     data_dir: str = DEFAULT_DATA_DIR
-    netem: str | None = None
+    netem: dict[str, Any] | None = None  # the settings, as the daemon's qdisc request takes them
     persist: bool = True
     ipam: dict[str, Any] | None = None
     dns: dict[str, Any] | None = None
@@ -311,9 +312,7 @@ def parse_config(raw: bytes) -> NetConf:
     prev = data.get("prevResult")
     if prev is not None and not isinstance(prev, dict):
         raise CniError(Code.INVALID_CONFIG, "prevResult must be an object")
-    netem = data.get("netem")
-    if netem is not None and (not isinstance(netem, str) or not netem.strip()):
-        raise CniError(Code.INVALID_CONFIG, f"netem must be a tc-netem string, not {netem!r}")
+    netem = _netem(data.get("netem"))
     is_default_gw = _bool(data, "isDefaultGateway")
     return NetConf(
         cni_version=version,
@@ -336,6 +335,18 @@ def parse_config(raw: bytes) -> NetConf:
         valid_attachments=_attachments(data.get(VALID_ATTACHMENTS)),
         raw=raw,
     )
+
+
+def _netem(value: object) -> dict[str, Any] | None:
+    """`"netem": "delay 50ms loss 1%"`: tc-netem's options, checked with tapveth's grammar."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise CniError(Code.INVALID_CONFIG, f"netem must be a tc-netem string, not {value!r}")
+    try:
+        return netem_grammar.parse(value.split()).to_dict()
+    except netem_grammar.NetemError as exc:
+        raise CniError(Code.INVALID_CONFIG, f"netem {value!r}: {exc}") from None
 
 
 def _attachments(value: object) -> tuple[Attachment, ...] | None:

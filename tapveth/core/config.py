@@ -11,6 +11,7 @@ I/O beyond reading the file; errors name the file, the line, the key and what is
     address = "02:00:00:00:00:01"     # omitted: random, locally administered
     addresses = ["10.0.0.1/24", "fd00::1/64"]
     up = true
+    netem = "delay 40ms loss 1%"      # impairments of the frames this end sends (tc-netem)
     [pair.peer]
     name = "veth2"
     netns = "ns2"
@@ -34,6 +35,8 @@ from tapveth.core.linkspec import (
     check_netns,
     check_pair,
 )
+from tapveth.core.netem import Netem, NetemError
+from tapveth.core.netem import parse as parse_netem
 
 
 class ConfigError(ValueError):
@@ -46,6 +49,7 @@ class EndConfig:
     create_netns: bool = False
     addresses: tuple[str, ...] = ()
     up: bool = False
+    netem: Netem | None = None  # impairments of the frames this end sends
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +68,8 @@ class PairConfig:
         return (self.end.spec.name, self.end.spec.netns)
 
     def same_devices(self, other: "PairConfig") -> bool:
-        """True when only what can change in place (MTU, addresses, admin state) differs."""
+        """True when only what can change in place (MTU, addresses, admin state, netem)
+        differs."""
 
         def fixed(e: EndConfig) -> tuple[object, ...]:
             return (e.spec.name, e.spec.netns, e.spec.address, e.create_netns)
@@ -83,7 +88,7 @@ class Config:
 
 
 _PAIR_KEYS = {"persist", "end", "peer"}
-_END_KEYS = {"name", "netns", "create_netns", "mtu", "address", "addresses", "up"}
+_END_KEYS = {"name", "netns", "create_netns", "mtu", "address", "addresses", "up", "netem"}
 
 
 def load(path: str) -> Config:
@@ -185,11 +190,20 @@ def _end(raw: Any, i: int, side: str, where: "_Locator") -> EndConfig:
             ipaddress.ip_interface(a)
         except ValueError:
             raise fail("addresses", f"{a!r} is not a valid CIDR") from None
+    netem = None
+    if "netem" in raw:
+        if not isinstance(raw["netem"], str):
+            raise fail("netem", 'must be a string of tc-netem options, like "delay 40ms loss 1%"')
+        try:
+            netem = parse_netem(raw["netem"].split())
+        except NetemError as exc:
+            raise fail("netem", str(exc)) from None
     return EndConfig(
         spec=EndSpec(checks["name"], checks.get("netns"), checks.get("mtu"), checks.get("address")),
         create_netns=bool(raw.get("create_netns", False)),
         addresses=tuple(addresses),
         up=bool(raw.get("up", False)),
+        netem=netem,
     )
 
 

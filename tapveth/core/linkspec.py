@@ -1,6 +1,6 @@
-"""What a pair is asked to be: the `add` grammar (that of `ip link add … type veth peer …`) and
-the validation of names, namespaces, MTUs and MAC addresses. Pure: raises SpecError, touches
-nothing."""
+"""What a pair is asked to be: the `add` grammar (that of `ip link add … type veth peer …`),
+the `NAME [netns NS]` selector of del/show/stats, and the validation of names, namespaces,
+MTUs, queue lengths and MAC addresses. Pure: raises SpecError, touches nothing."""
 
 import re
 from dataclasses import asdict, dataclass
@@ -9,6 +9,7 @@ from typing import Any
 from tapveth.core.rules import MAX_MTU, MIN_MTU
 
 IFNAMSIZ = 16  # including the NUL: 15 usable bytes
+MAX_TXQUEUELEN = 2**32 - 1  # IFLA_TXQLEN is a u32
 
 
 class SpecError(ValueError):
@@ -17,12 +18,15 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class EndSpec:
-    """One end as requested: name, target namespace (None: the caller's), MTU and MAC."""
+    """One end as requested: name, target namespace (None: the caller's), MTU, MAC, transmit
+    queue length (None: the TAP's default), and whether it starts admin-up."""
 
     name: str
     netns: str | None = None
     mtu: int | None = None
     address: str | None = None
+    txqueuelen: int | None = None
+    up: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -31,7 +35,7 @@ class EndSpec:
     def from_dict(cls, data: dict[str, Any]) -> "EndSpec":
         if not isinstance(data, dict):
             raise SpecError("an end must be an object")
-        unknown = set(data) - {"name", "netns", "mtu", "address"}
+        unknown = set(data) - {"name", "netns", "mtu", "address", "txqueuelen", "up"}
         if unknown:
             raise SpecError(f"unknown end field(s): {', '.join(sorted(unknown))}")
         name = data.get("name")
@@ -42,11 +46,17 @@ class EndSpec:
             raise SpecError("netns must be a string")
         mtu = data.get("mtu")
         address = data.get("address")
+        qlen = data.get("txqueuelen")
+        up = data.get("up", False)
+        if not isinstance(up, bool):
+            raise SpecError("up must be true or false")
         return cls(
             name=check_name(name),
             netns=check_netns(netns) if netns is not None else None,
             mtu=check_mtu(mtu) if mtu is not None else None,
             address=check_mac(address) if address is not None else None,
+            txqueuelen=check_txqueuelen(qlen) if qlen is not None else None,
+            up=up,
         )
 
 
@@ -115,6 +125,16 @@ def check_mtu(value: object) -> int:
     return value
 
 
+def check_txqueuelen(value: object) -> int:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(f"txqueuelen {value!r} is not a number")
+    if not 0 <= value <= MAX_TXQUEUELEN:
+        raise SpecError(f"txqueuelen {value} is out of range (0..{MAX_TXQUEUELEN})")
+    return value
+
+
 _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 
@@ -135,27 +155,42 @@ def check_pair(spec: PairSpec) -> None:
         raise SpecError(f"peer name {spec.peer.name!r} is the same as the name of its end")
 
 
-_KEYWORDS = {"name", "netns", "mtu", "address", "addr", "type", "peer"}
+# The words ip link add takes for these settings, with the spellings iproute2 also accepts.
+_WORDS = {
+    "name": "name",
+    "dev": "name",
+    "netns": "netns",
+    "mtu": "mtu",
+    "address": "address",
+    "addr": "address",
+    "txqueuelen": "txqueuelen",
+    "txqlen": "txqueuelen",
+    "qlen": "txqueuelen",
+}
+_KEYWORDS = {*_WORDS, "type", "peer", "up", "down"}
 
 
-def parse_add(words: list[str]) -> PairSpec:
+def parse_add(words: list[str], default_netns: str | None = None) -> PairSpec:
     """Parse the words after `tapveth add`, as `ip link add` reads them for a veth.
 
-    Accepted: NAME|name NAME, netns NS, mtu N, address MAC, type veth, then peer [name] PEER
-    with its own netns/mtu/address. `type veth` may stand anywhere before `peer`.
+    Accepted: NAME|name NAME|dev NAME, netns NS, mtu N, address MAC, txqueuelen N, up, type
+    veth, then peer [name] PEER with its own netns/mtu/address/txqueuelen/up. `type veth` may
+    stand anywhere before `peer`. `default_netns` (`tapveth -n NS`, as `ip -n NS`) is the
+    namespace of an end that names none.
     """
     if "peer" not in words:
         raise SpecError("missing 'peer name PEER' (usage: tapveth add NAME peer name PEER)")
     cut = words.index("peer")
-    end = _parse_end(words[:cut], "")
-    peer = _parse_end(words[cut + 1 :], "peer ")
+    end = _parse_end(words[:cut], "", default_netns)
+    peer = _parse_end(words[cut + 1 :], "peer ", default_netns)
     spec = PairSpec(end, peer)
     check_pair(spec)
     return spec
 
 
-def _parse_end(words: list[str], where: str) -> EndSpec:
+def _parse_end(words: list[str], where: str, default_netns: str | None) -> EndSpec:
     fields: dict[str, str] = {}
+    up = False
     i = 0
 
     def take(key: str) -> str:
@@ -176,14 +211,11 @@ def _parse_end(words: list[str], where: str) -> EndSpec:
             if where:
                 raise SpecError("'type veth' goes before 'peer'")
             i += 2
-        elif word == "name":
-            fields["name"] = take("name")
-        elif word == "netns":
-            fields["netns"] = take("netns")
-        elif word == "mtu":
-            fields["mtu"] = take("mtu")
-        elif word in ("address", "addr"):
-            fields["address"] = take("address")
+        elif word in _WORDS:
+            fields[_WORDS[word]] = take(_WORDS[word])
+        elif word in ("up", "down"):  # down is the default, as for ip link add
+            up = word == "up"
+            i += 1
         elif word not in _KEYWORDS and "name" not in fields:
             fields["name"] = word
             i += 1
@@ -191,9 +223,56 @@ def _parse_end(words: list[str], where: str) -> EndSpec:
             raise SpecError(f"unknown word {word!r} in '{where or 'add'}' arguments")
     if "name" not in fields:
         raise SpecError(f"missing {'peer ' if where else ''}interface name")
+    netns = fields.get("netns", default_netns)
     return EndSpec(
         name=check_name(fields["name"]),
-        netns=check_netns(fields["netns"]) if "netns" in fields else None,
+        netns=check_netns(netns) if netns is not None else None,
         mtu=check_mtu(fields["mtu"]) if "mtu" in fields else None,
         address=check_mac(fields["address"]) if "address" in fields else None,
+        txqueuelen=check_txqueuelen(fields["txqueuelen"]) if "txqueuelen" in fields else None,
+        up=up,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """Which ends del/show/stats mean: `[dev] NAME` (the pair NAME is an end of) and/or
+    `netns NS` (the end of that name in NS; without a name, every end in NS)."""
+
+    name: str | None = None
+    netns: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def keeps(self, end: dict[str, Any]) -> bool:
+        """Whether an end the daemon reported passes the namespace filter. With a name the
+        daemon already chose the pair (both ends, wherever they are)."""
+        return self.name is not None or self.netns is None or end.get("netns") == self.netns
+
+
+def parse_select(words: list[str], required: bool, default_netns: str | None = None) -> Selector:
+    """`[dev] NAME [netns NS]` in any order, as iproute2 reads `ip link show`/`del`."""
+    name: str | None = None
+    netns: str | None = None
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if w in ("netns", "dev", "name"):
+            if i + 1 >= len(words):
+                raise SpecError(f"'{w}' needs a value")
+            if (netns if w == "netns" else name) is not None:
+                raise SpecError(f"'{w}' is given twice")
+            if w == "netns":
+                netns = check_netns(words[i + 1])
+            else:
+                name = check_name(words[i + 1])
+            i += 2
+        elif name is None:
+            name = check_name(w)
+            i += 1
+        else:
+            raise SpecError(f"unknown word {w!r}")
+    if required and name is None:
+        raise SpecError("which pair? give an end's name")
+    return Selector(name, netns if netns is not None else default_netns)

@@ -1,11 +1,12 @@
 """What a reload must do: compare the pairs a daemon runs from its configuration with the file's
 pairs. Pure: the daemon carries the plan out. A pair whose devices can stay (only MTU,
-addresses or admin state differ) is changed in place; one whose name, namespace, MAC or
+addresses, admin state or impairments differ) is changed in place; one whose name, namespace, MAC or
 persistence differs is made anew; an unchanged pair is not touched at all."""
 
 from dataclasses import dataclass, field
 
 from tapveth.core.config import Config, PairConfig
+from tapveth.core.netem import Netem
 
 Ident = tuple[str, str | None]
 
@@ -40,3 +41,16 @@ def plan(running: dict[Ident, PairConfig], wanted: Config) -> Plan:
             p.create.append(new)
     p.create += [pc for ident, pc in want.items() if ident not in running]
     return p
+
+
+def netem_changes(old: PairConfig | None, new: PairConfig) -> list[tuple[int, Netem | None]]:
+    """Which ends' impairments a change or creation must set: (0 for end, 1 for peer, the
+    settings or None to remove them). An end whose netem line did not change is left alone,
+    so impairments set by hand with `tapveth qdisc` survive reloads that do not touch them."""
+    out: list[tuple[int, Netem | None]] = []
+    for index, side in enumerate(("end", "peer")):
+        before = getattr(old, side).netem if old is not None else None
+        after = getattr(new, side).netem
+        if before != after:
+            out.append((index, after))
+    return out

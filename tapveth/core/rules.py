@@ -24,6 +24,11 @@ class DropReason(StrEnum):
     RUNT = "runt"  # shorter than an Ethernet header
     INVALID_HEADER = "invalid_header"  # the receiving TAP refused the virtio header (EINVAL)
     WRITE_ERROR = "write_error"  # any other error writing to the receiving TAP
+    # Impairments (tapveth qdisc ... netem), decided before the veth rules:
+    LOSS = "loss"  # a loss model said so
+    QUEUE = "queue"  # the impairment queue was full (its limit)
+    CORRUPT = "corrupt"  # a GSO super-frame picked for corruption (see core/impair.py)
+    CARRIER = "carrier"  # the link's carrier is cut (tapveth link set … carrier off)
 
 
 def max_frame_len(mtu: int) -> int:
@@ -62,10 +67,11 @@ class Carrier:
 
     on: bool = False
     changes: int = 1
+    cut: bool = False  # a fault: carrier off on both ends whatever their admin state
 
     def update(self, up_a: bool, up_b: bool) -> bool:
         """Apply the rule to the ends' admin states; True when the carrier must be switched."""
-        want = carrier(up_a, up_b)
+        want = carrier(up_a, up_b) and not self.cut
         if want == self.on:
             return False
         self.on = want

@@ -40,3 +40,50 @@ def pack(
 ) -> bytes:
     """Build a header (for tests and for frames the daemon injects itself)."""
     return struct.pack(HDR_FORMAT, flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, 0)
+
+
+def gso_geometry(buf: bytes | bytearray | memoryview, n: int) -> tuple[int, int]:
+    """(gso_size, header length) of the frame in buf[:n] (virtio header first), or (0, 0) for a
+    frame that is not a GSO super-frame.
+
+    hdr_len in the virtio header is only a hint (tun fills it with the skb's linear length), so
+    the headers are measured: csum_start is where the transport header begins, and a TCP header
+    says its own length (data offset); a UDP header is 8 bytes.
+    """
+    gso_type = buf[GSO_TYPE_OFFSET] & ~GSO_ECN
+    if gso_type == GSO_NONE:
+        return 0, 0
+    _, _, hdr_len, gso_size, csum_start, _, _ = struct.unpack_from(HDR_FORMAT, buf, 0)
+    if gso_size == 0:
+        return 0, 0
+    if gso_type in (GSO_TCPV4, GSO_TCPV6) and HDR_LEN + csum_start + 13 <= n:
+        return gso_size, csum_start + (buf[HDR_LEN + csum_start + 12] >> 4) * 4
+    if gso_type == GSO_UDP_L4 and csum_start:
+        return gso_size, csum_start + 8
+    return gso_size, min(hdr_len, n - HDR_LEN)
+
+
+def complete_checksum(buf: bytearray) -> bool:
+    """Fill in a partial checksum in software, as the kernel's skb_checksum_help() does before a
+    frame is mangled, and clear NEEDS_CSUM so the receiver verifies it. buf holds the virtio
+    header and the frame; False if the offsets are out of the frame."""
+    if not buf[0] & FLAG_NEEDS_CSUM:
+        return True
+    _, _, _, _, start, offset, _ = struct.unpack_from(HDR_FORMAT, buf, 0)
+    begin = HDR_LEN + start
+    where = begin + offset
+    if where + 2 > len(buf) or begin > len(buf):
+        return False
+    # The field holds the pseudo-header sum; the one's complement sum from csum_start on,
+    # field included, complemented, is the checksum (RFC 1071).
+    data = bytes(buf[begin:])
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    # 0 and 0xFFFF are the same sum; UDP reserves 0 for "no checksum" (RFC 768).
+    check = (~total & 0xFFFF) or 0xFFFF
+    buf[where : where + 2] = struct.pack("!H", check)
+    buf[0] &= ~FLAG_NEEDS_CSUM & 0xFF
+    return True

@@ -1,10 +1,14 @@
 """A pair's live state: its two ends, where each is, its carrier and its counters."""
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tapveth.core.rules import Carrier, EndCounters, Flow
 from tapveth.kernel.netlink import Location
 from tapveth.kernel.tap import Tap
+
+if TYPE_CHECKING:
+    from tapveth.daemon.impaired import ImpairedLink
 
 
 @dataclass(eq=False, slots=True)
@@ -22,6 +26,8 @@ class End:
     out: Flow = field(default_factory=Flow)
     locating: bool = False  # a lookup of where it is now is under way
     stale: bool = False  # what we know of its place may be out of date
+    impair: "ImpairedLink | None" = None  # netem on the frames it sends; None: straight relay
+    cut: bool = False  # the pair's carrier is cut (a fault): what it sends is dropped
 
     @property
     def fd(self) -> int:

@@ -9,30 +9,57 @@ import subprocess
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from tapveth.core import orphans
 from tapveth.core.config import EndConfig, PairConfig
 from tapveth.core.linkspec import PairSpec
+from tapveth.core.orphans import OrphanEnd
 from tapveth.kernel import netns
 from tapveth.kernel.netlink import Location, Netlink, PlaceError
+from tapveth.kernel.netns import NetnsError
 from tapveth.kernel.tap import Tap
 
 log = logging.getLogger("tapveth")
 
 
 def create_pair(
-    nl: Netlink, spec: PairSpec, caller_pid: int, own_inode: int, persist: bool = False
+    nl: Netlink,
+    spec: PairSpec,
+    caller_ns: int | None,
+    own_inode: int,
+    persist: bool = False,
+    owner: str = "",
 ) -> tuple[list[Tap], list[Location]]:
+    """Both TAPs of a new pair, each placed in its namespace; an end without netns goes to
+    `caller_ns` (an fd; None: the daemon's own namespace). A persistent end is marked with its
+    peer and `owner`, the daemon's socket (see core/orphans.py)."""
     taps: list[Tap] = []
     try:
         for want in (spec.end, spec.peer):
-            ns_fd = netns.open_netns(want.netns if want.netns else str(caller_pid))
+            if want.netns is not None:
+                ns_fd = netns.open_netns(want.netns)
+            elif caller_ns is not None:
+                ns_fd = os.dup(caller_ns)
+            else:
+                ns_fd = netns.open_netns(str(os.getpid()))
             try:
                 here = netns.inode_of_fd(ns_fd) == own_inode
                 # An end bound elsewhere is made under a unique scratch name, so that it cannot
                 # clash with names in the daemon's namespace, and renamed as it moves.
                 tap = Tap(want.name if here else "tvtmp" + secrets.token_hex(4))
                 taps.append(tap)
-                nl.place(tap, want.name, None if here else ns_fd, want.mtu, want.address)
+                peer = spec.peer if want is spec.end else spec.end
+                nl.place(
+                    tap,
+                    want.name,
+                    None if here else ns_fd,
+                    want.mtu,
+                    want.address,
+                    want.txqueuelen,
+                    orphans.alias_for(peer.name, owner) if persist else None,
+                )
                 nl.set_noqueue(tap)
+                if want.up:  # `ip link add … up`: admin-up once in place
+                    nl.configure_inside(tap, None, (), (), True)
                 if persist:
                     tap.set_persist(True)
             finally:
@@ -86,6 +113,42 @@ def reattach_pair(
     return None
 
 
+def find_orphans(nl: Netlink, held: set[tuple[int, str]], owner: str) -> list[OrphanEnd]:
+    """Persistent TAPs this daemon (`owner`: its socket) made, in its namespace and every named
+    one, that none of its pairs holds (`held`: (namespace inode, name) of its ends)."""
+    try:
+        names = sorted(os.listdir(netns.NETNS_DIR))
+    except OSError:
+        names = []
+    found = []
+    seen: set[int] = set()
+    for name in [None, *names]:
+        try:
+            with netns.inside(name or str(os.getpid())):
+                inode = os.stat("/proc/thread-self/ns/net").st_ino
+                if inode in seen:  # two names for one namespace
+                    continue
+                seen.add(inode)
+                taps = nl.persistent_taps_here()
+        except (NetnsError, OSError) as exc:
+            log.debug("looking for left-over pairs in %s: %s", name, exc)
+            continue
+        for ifname, alias, mtu, address, up in taps:
+            peer = orphans.peer_from_alias(alias, owner)
+            if peer is not None and (inode, ifname) not in held:
+                found.append(OrphanEnd(ifname, name, peer, mtu, address, up))
+    return found
+
+
+def delete_orphan(nl: Netlink, end: OrphanEnd) -> None:
+    """Delete a left-over persistent TAP by name where it was found (gone already: done)."""
+    try:
+        with netns.inside(end.netns or str(os.getpid())):
+            nl.delete_here(end.name)
+    except NetnsError:
+        return
+
+
 def ensure_netns(nl: Netlink, name: str) -> None:
     """`create_netns = true`: make the namespace as `ip netns add` does, if it is missing."""
     if os.path.exists(netns.path_of(name)):
@@ -95,9 +158,9 @@ def ensure_netns(nl: Netlink, name: str) -> None:
         # mount `ip netns add` makes would stay in the unit, and the name be unusable outside.
         raise PlaceError(
             errno.EPERM,
-            f"cannot create namespace {name} from a private mount "
-            f"namespace (a sandboxed unit): create it beforehand, e.g. "
-            f"ExecStartPre=+/usr/sbin/ip netns add {name}",
+            f"cannot create namespace {name} from a private mount namespace (a sandboxed "
+            f"unit): create it outside the sandbox first: systemctl enable --now "
+            f"tapveth-netns@{name}.service",
         )
     proc = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, timeout=30)
     if proc.returncode != 0 and not os.path.exists(netns.path_of(name)):

@@ -39,13 +39,12 @@ class Registry:
 
     # -- finding pairs by what users name ----------------------------------------------------
 
-    def check_free(self, want: EndSpec, caller_pid: int) -> None:
-        """Refuse a name one of our ends already has in the namespace asked for."""
+    def check_free(self, want: EndSpec, caller_inode: int) -> None:
+        """Refuse a name one of our ends already has in the namespace asked for (an end without
+        netns: the caller's, `caller_inode`)."""
         try:
             inode = (
-                netns.inode_of_pid(caller_pid)
-                if want.netns is None
-                else os.stat(netns.path_of(want.netns)).st_ino
+                caller_inode if want.netns is None else os.stat(netns.path_of(want.netns)).st_ino
             )
         except FileNotFoundError:
             raise ControlError(
@@ -112,6 +111,7 @@ class Registry:
             "operstate": "UP" if pair.carrier.on else "DOWN",
             "mtu": end.mtu,
             "address": end.address,
+            "orphaned": False,
         }
 
     def stats(self, pair: Pair, end: End, kernel_drops: tuple[int, int]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ blocks: tun injects the frame into the receiving stack at once, so there is no o
 
 import errno
 import os
+import time
 from collections.abc import Callable
 
 from tapveth.core import vnet
@@ -48,6 +49,9 @@ class Relay:
         # down) must be applied first: the kernel veth sees such changes immediately.
         self._before_batch()
         self._on_traffic()
+        if src.impair is not None or src.cut:  # decided once a batch, not per frame
+            self._pump_impaired(src, dst)
+            return
         buf, bufs, view = self._buf, self._bufs, self._view
         readv, write = os.readv, os.write
         flow = src.out
@@ -77,6 +81,75 @@ class Relay:
                     flow.forwarded(length)
                     continue
             flow.refused(reason)
+
+    def _pump_impaired(self, src: End, dst: End) -> None:
+        """Frames through src's impairments: each copied into a buffer of its own and queued
+        by the model; what is due already goes out at once, the rest at its timer."""
+        link = src.impair
+        buf, bufs, view = self._buf, self._bufs, self._view
+        readv = os.readv
+        src_fd = src.fd
+        now = time.monotonic_ns()
+        for _ in range(BATCH):
+            try:
+                n = readv(src_fd, bufs)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                self._on_gone(src, exc)
+                return
+            if link is None:  # carrier cut, no impairments
+                src.out.refused(DropReason.CARRIER)
+                continue
+            if buf[_GSO_OFF] & _GSO_MASK:
+                gso_size, hdr_len = vnet.gso_geometry(buf, n)
+            else:
+                gso_size = hdr_len = 0
+            link.model.enqueue(now, bytes(view[:n]), gso_size, hdr_len)
+        self.deliver(src, dst)
+
+    def fire(self, src: End, dst: End) -> None:
+        """src's impairment timer expired: apply pending link events (the veth rules are judged
+        at delivery), then deliver what is due."""
+        link = src.impair
+        if link is None:
+            return
+        link.timer.clear()
+        self._before_batch()
+        self.deliver(src, dst)
+
+    def deliver(self, src: End, dst: End) -> None:
+        """Write the frames src's impairments release now to dst, through veth's admission,
+        and arm the timer for the next one."""
+        link = src.impair
+        if link is None:
+            return
+        flow = src.out
+        write = os.write
+        dst_fd = dst.fd
+        for data in link.model.due(time.monotonic_ns()):
+            length = len(data) - _HDR
+            if src.cut:
+                flow.refused(DropReason.CARRIER)
+                continue
+            reason = admit(length, data[_GSO_OFF] & _GSO_MASK != 0, dst.up, dst.mtu)
+            if reason is None:
+                try:
+                    write(dst_fd, data)
+                except OSError as exc:
+                    reason = self._write_failed(dst, exc)
+                    if reason is None:
+                        return
+                    if reason is DropReason.PEER_DOWN:
+                        flow.peer_counted += 1
+                else:
+                    flow.forwarded(length)
+                    continue
+            flow.refused(reason)
+        if src.impair is link:
+            link.rearm()
 
     def _write_failed(self, dst: End, exc: OSError) -> DropReason | None:
         if exc.errno == errno.EIO:

@@ -6,9 +6,14 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from tapveth.control import STOPPING, ControlError, Peer, shorten
+from tapveth.core import orphans
 from tapveth.core.linkspec import PairSpec, SpecError
+from tapveth.core.netem import Netem, NetemError
+from tapveth.core.orphans import Orphan
+from tapveth.daemon import impaired
 from tapveth.daemon.persisted import PersistedPairs
 from tapveth.kernel import netns
+from tapveth.kernel.netns import NetnsError
 
 if TYPE_CHECKING:
     from tapveth.daemon.pair import Pair
@@ -42,9 +47,7 @@ class ControlRequests:
         for spec in self._persisted.load():
             try:
                 async with d.lock:
-                    await d.create(
-                        spec, os.getpid(), persist=True, reattach=True, only_reattach=True
-                    )
+                    await d.create(spec, None, persist=True, reattach=True, only_reattach=True)
             except ControlError as exc:
                 log.info(
                     "persistent pair %s <-> %s not re-attached: %s",
@@ -59,12 +62,14 @@ class ControlRequests:
         from the record."""
         self._persisted.drop({pair.a.name, pair.b.name})
 
-    def _check_persistable(self, spec: PairSpec, peer: Peer) -> None:
+    def _check_persistable(self, spec: PairSpec, caller_ns: int | None) -> None:
         """A persistent pair is found again by its ends' namespaces: each must be an `ip netns`
         name, or the daemon's own namespace (a PID or the caller's namespace would not last)."""
         for want in (spec.end, spec.peer):
             if want.netns is None:
-                if netns.inode_of_pid(peer.pid) != self._d.registry.own_inode:
+                own = self._d.registry.own_inode
+                inode = own if caller_ns is None else netns.inode_of_fd(caller_ns)
+                if inode != own:
                     raise ControlError(
                         f"persist: {want.name} would be in the caller's namespace, not the "
                         "daemon's: name its namespace (netns NAME) to make it persistent"
@@ -92,16 +97,21 @@ class ControlRequests:
             persist = args.get("persist", False)
             if not isinstance(persist, bool):
                 raise ControlError("persist must be true or false")
-            async with d.lock:
-                self._not_stopping()
-                if persist:
-                    self._check_persistable(spec, peer)
-                pair = await d.create(spec, peer.pid, persist=persist)
-                if persist:
-                    self._persisted.drop({spec.end.name, spec.peer.name})
-                    # Re-attached by the next daemon from the namespaces as named: the
-                    # caller's namespace (here the daemon's own) is written as None.
-                    self._persisted.add(spec)
+            caller_ns = await self._caller_netns(spec, peer)
+            try:
+                async with d.lock:
+                    self._not_stopping()
+                    if persist:
+                        self._check_persistable(spec, caller_ns)
+                    pair = await d.create(spec, caller_ns, persist=persist)
+                    if persist:
+                        self._persisted.drop({spec.end.name, spec.peer.name})
+                        # Re-attached by the next daemon from the namespaces as named: the
+                        # caller's namespace (here the daemon's own) is written as None.
+                        self._persisted.add(spec)
+            finally:
+                if caller_ns is not None:
+                    os.close(caller_ns)
             ends = [reg.describe(pair, e) for e in pair.ends()]
             if d.config_path is None:
                 return ends
@@ -113,11 +123,21 @@ class ControlRequests:
         if op == "del":
             async with d.lock:
                 self._not_stopping()
+                orphan = self._orphan(args)
+                if orphan is not None:
+                    await d.delete_orphan(orphan)
+                    return {"deleted": [e.name for e in orphan.ends()]}
                 pair = reg.find(args.get("name"), args.get("netns"))
                 await d.destroy(pair, "deleted on request")
                 return {"deleted": [pair.a.name, pair.b.name]}
         if op == "show":
-            return [reg.describe(p, e) for p, e in reg.select(args)]
+            orphan = self._orphan(args)
+            if orphan is not None:
+                return orphans.describe(orphan)
+            shown = [reg.describe(p, e) for p, e in reg.select(args)]
+            if args.get("name") is None:
+                shown += [row for o in d.orphans for row in orphans.describe(o)]
+            return shown
         if op == "stats":
             chosen = reg.select(args)
             try:
@@ -129,6 +149,18 @@ class ControlRequests:
             if d.config_path is None:
                 raise ControlError("this daemon runs without --config: nothing to reload")
             return await d.reload()
+        if op == "qdisc":
+            return self._qdisc(args)
+        if op == "carrier":
+            pair = reg.find(args.get("name"), args.get("netns"))
+            on = args.get("on")
+            if not isinstance(on, bool):
+                raise ControlError("carrier must be on or off")
+            pair.carrier.cut = not on
+            for end in pair.ends():
+                end.cut = not on
+            d.tracker.update_carrier(pair)
+            return reg.describe(pair, pair.ends()[0])
         if op == "ping":
             return {
                 "pairs": len(reg.pairs),
@@ -137,6 +169,60 @@ class ControlRequests:
                 "fds": _open_fds(),
             }
         raise ControlError(f"unknown request {shorten(op)}")
+
+    def _orphan(self, args: dict[str, Any]) -> Orphan | None:
+        """The left-over persistent pair a del/show names, when no live pair has that name."""
+        name, ns = args.get("name"), args.get("netns")
+        if not isinstance(name, str) or (ns is not None and not isinstance(ns, str)):
+            return None
+        if any(e.name == name for p in self._d.pairs for e in p.ends()):
+            return None
+        return orphans.find(self._d.orphans, name, ns)
+
+    async def _caller_netns(self, spec: PairSpec, peer: Peer) -> int | None:
+        """An fd of the client's network namespace when an end is to be made there (as
+        `ip link add` makes it in its own), asked of the client itself: under a unit's bounding
+        set the daemon may not open a full-root process's /proc/PID/ns/net."""
+        if spec.end.netns is not None and spec.peer.netns is not None:
+            return None
+        try:
+            if peer.netns_fd is None:  # not over a connection: the process is at hand
+                fd = netns.open_netns(str(peer.pid))
+            else:
+                fd = await peer.netns_fd()
+        except NetnsError as exc:
+            raise ControlError(str(exc)) from None
+        if not netns.is_netns_fd(fd):
+            os.close(fd)
+            raise ControlError("the client sent an fd that is not a network namespace")
+        return fd
+
+    def _qdisc(self, args: dict[str, Any]) -> Any:
+        """tc qdisc add|change|replace|del|show for the frames an end sends."""
+        d, reg = self._d, self._d.registry
+        action = args.get("action")
+        if action == "show":
+            name, ns = args.get("name"), args.get("netns")
+            return [
+                impaired.show(e, reg.ns_name(e))
+                for _, e in reg.select(args)
+                if name is None or (e.name == name and (ns is None or reg.ns_name(e) == ns))
+            ]
+        if action not in ("add", "change", "replace", "del"):
+            raise ControlError(f"unknown qdisc action {action!r}")
+        name, ns = args.get("name"), args.get("netns")
+        pair = reg.find(name, ns)
+        end = next(
+            e for e in pair.ends() if e.name == name and (ns is None or reg.ns_name(e) == ns)
+        )
+        settings = None
+        if action != "del":
+            try:
+                settings = Netem.from_dict(args.get("netem"))
+            except NetemError as exc:
+                raise ControlError(str(exc)) from None
+        d.impairments.set(pair, end, settings, action)
+        return impaired.show(end, reg.ns_name(end))
 
 
 def _open_fds() -> int | None:

@@ -9,20 +9,21 @@ single worker thread (see worker.py). Pair state changes only on the loop thread
 import asyncio
 import errno
 import logging
-import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tapveth.control import STOPPING, ControlError, ControlServer, one_line
-from tapveth.core import config
+from tapveth.core import config, orphans
 from tapveth.core.config import ConfigError, PairConfig
 from tapveth.core.linkspec import PairSpec, SpecError
-from tapveth.core.reconcile import Ident, Plan, plan
+from tapveth.core.orphans import Orphan
+from tapveth.core.reconcile import Ident, Plan, netem_changes, plan
 from tapveth.core.rules import Carrier
 from tapveth.daemon import provision
 from tapveth.daemon.busypoll import BusyPoll
+from tapveth.daemon.impaired import Impairments
 from tapveth.daemon.notify import Notifier
 from tapveth.daemon.pair import End, Pair
 from tapveth.daemon.registry import Registry
@@ -60,8 +61,12 @@ class Daemon:
         self.tracker = EndTracker(
             self.registry, self.worker, self.destroy, self._stop_relay, self._spawn
         )
+        self._started = False
+        self._hup_pending = False
+        self.orphans: list[Orphan] = []  # persistent pairs left by an earlier daemon, unowned
         self._busy_poll_us = busy_poll_us
         self._relay: Relay  # made in run(), where the loop is known
+        self.impairments: Impairments  # likewise
         self.requests = ControlRequests(self)
         self._server = ControlServer(socket_path, self.requests.handle, group)
 
@@ -75,6 +80,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         busy = BusyPoll(loop, self._busy_poll_us)
         self._relay = Relay(self.tracker.on_events, self.tracker.on_gone, busy.traffic)
+        self.impairments = Impairments(loop, self._relay.fire)
         loop.add_reader(self.tracker.fileno(), self.tracker.on_events)
         try:
             await self._server.start()
@@ -83,6 +89,8 @@ class Daemon:
             return 2
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        # From the start: a SIGHUP's default action would kill the daemon.
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         log.info("listening on %s", self.socket_path)
         status = 0
         try:
@@ -95,7 +103,10 @@ class Daemon:
                     status = 2
                     return status
                 log.info("configuration %s: %s", self.config_path, applied.summary())
-            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+            await self._find_orphans()
+            self._started = True
+            if self._hup_pending:  # a SIGHUP came while starting: apply the file again now
+                self._spawn(self._reload_logged())
             self._notify.ready(self._status())
             if self._notify.watchdog_usec:
                 self._watchdog(loop, self._notify.watchdog_usec / 2e6)
@@ -143,12 +154,6 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
 
-    def _on_sighup(self) -> None:
-        if self.config_path is None:
-            log.warning("SIGHUP ignored: this daemon runs without --config, nothing to reload")
-            return
-        self._spawn(self._reload_logged())
-
     def _status(self) -> str:
         up = sum(1 for p in self.pairs if p.carrier.on)
         return f"{len(self.pairs)} pair(s), {up} with carrier"
@@ -169,16 +174,21 @@ class Daemon:
     async def create(
         self,
         spec: PairSpec,
-        caller_pid: int,
+        caller_ns: int | None,
         persist: bool = False,
         reattach: bool = False,
         only_reattach: bool = False,
     ) -> Pair:
         """Create a pair (or re-attach to a persistent one): both TAPs made here, configured,
-        moved, then relayed. only_reattach: a pair that is not there whole is not made anew."""
+        moved, then relayed. An end without netns goes to `caller_ns` (an fd of the client's
+        namespace; None: the daemon's own). only_reattach: a pair that is not there whole is
+        not made anew."""
         if not reattach:
+            caller_inode = (
+                self.registry.own_inode if caller_ns is None else netns.inode_of_fd(caller_ns)
+            )
             for want in (spec.end, spec.peer):
-                self.registry.check_free(want, caller_pid)
+                self.registry.check_free(want, caller_inode)
         try:
             made = None
             if reattach:
@@ -190,7 +200,12 @@ class Daemon:
                 raise ControlError("it is gone")
             if made is None:
                 made = await self.worker.call(
-                    provision.create_pair, spec, caller_pid, self.registry.own_inode, persist
+                    provision.create_pair,
+                    spec,
+                    caller_ns,
+                    self.registry.own_inode,
+                    persist,
+                    self.socket_path,
                 )
         except (SpecError, NetnsError, TapError, PlaceError) as exc:
             raise ControlError(one_line(exc)) from None
@@ -237,6 +252,7 @@ class Daemon:
         for end in pair.ends():
             if not end.tap.closed:
                 loop.remove_reader(end.fd)
+            self.impairments.close(end)
 
     async def destroy(self, pair: Pair, why: str, keep: bool = False) -> None:
         """Remove a pair: both ends deleted (explicitly, so it is done when this returns).
@@ -259,9 +275,39 @@ class Daemon:
         await self.worker.call(provision.delete_pair, pair.a.tap, pair.b.tap)
         log.info("pair %s <-> %s removed: %s", pair.a.name, pair.b.name, why)
 
+    async def _find_orphans(self) -> None:
+        """At start: persistent pairs an earlier daemon left that this one did not take back
+        (gone from the configuration while the daemon was stopped) are reported, shown by
+        `show`, and removed by `tapveth del`."""
+        held = {(e.ns_inode, e.name) for p in self.pairs for e in p.ends()}
+        found = await self.worker.call(provision.find_orphans, held, self.socket_path)
+        self.orphans = orphans.match(found)
+        for o in self.orphans:
+            log.warning(
+                "persistent pair %s is not in the configuration and has no relay: remove it "
+                "with 'tapveth del %s'",
+                o.label(),
+                o.a.name,
+            )
+
+    async def delete_orphan(self, orphan: Orphan) -> None:
+        for end in orphan.ends():
+            await self.worker.call(provision.delete_orphan, end)
+        self.orphans.remove(orphan)
+        log.info("left-over persistent pair %s removed: deleted on request", orphan.label())
+
     # -- the configuration file --------------------------------------------------------------
 
+    def _on_sighup(self) -> None:
+        if not self._started:
+            self._hup_pending = True  # reloading now would send READY=1 before start is done
+            return
+        self._spawn(self._reload_logged())
+
     async def _reload_logged(self) -> None:
+        if self.config_path is None:
+            log.warning("SIGHUP ignored: this daemon runs without --config, nothing to reload")
+            return
         try:
             await self.reload()
         except ControlError as exc:
@@ -297,18 +343,29 @@ class Daemon:
                 await self._for_pair(
                     new, provision.configure_pair, pair.a.tap, pair.b.tap, old, new
                 )
+                self._set_netem(pair, old, new)
                 self._managed[new.ident] = (new, pair)
                 waiting.append((new, pair))
             for pc in todo.create:
                 for e in (pc.end, pc.peer):
                     if e.create_netns and e.spec.netns:
                         await self._for_pair(pc, provision.ensure_netns, e.spec.netns)
-                pair = await self.create(pc.spec, os.getpid(), pc.persist, reattach=pc.persist)
+                pair = await self.create(pc.spec, None, pc.persist, reattach=pc.persist)
                 self._managed[pc.ident] = (pc, pair)
                 await self._for_pair(pc, provision.configure_pair, pair.a.tap, pair.b.tap, None, pc)
+                self._set_netem(pair, None, pc)
                 waiting.append((pc, pair))
         await self._until_carrier(waiting)
         return todo
+
+    def _set_netem(self, pair: Pair, old: PairConfig | None, new: PairConfig) -> None:
+        """Impairments from the file, changed in place (queued frames keep flowing)."""
+        for index, settings in netem_changes(old, new):
+            end = pair.ends()[index]
+            if settings is not None:
+                self.impairments.set(pair, end, settings, "replace")
+            elif end.impair is not None:
+                self.impairments.set(pair, end, None, "del")
 
     async def _for_pair(self, pc: PairConfig, fn: Callable[..., Any], *args: Any) -> None:
         """Run a worker function for a configured pair; a failure names the pair."""

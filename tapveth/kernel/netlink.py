@@ -95,10 +95,18 @@ class Netlink:
         self.ipr.close()
 
     def place(
-        self, tap: Tap, name: str, ns_fd: int | None, mtu: int | None, address: str | None
+        self,
+        tap: Tap,
+        name: str,
+        ns_fd: int | None,
+        mtu: int | None,
+        address: str | None,
+        txqueuelen: int | None = None,
+        alias: str | None = None,
     ) -> None:
-        """Give a freshly opened TAP its MTU and MAC, then move it into ns_fd (None: stay) with
-        its final name, in one RTM_NEWLINK as `ip link set … netns … name …` would."""
+        """Give a freshly opened TAP its MTU, MAC and queue length, then move it into ns_fd
+        (None: stay) with its final name, in one RTM_NEWLINK as `ip link set … netns … name …`
+        would."""
         try:
             index = socket.if_nametoindex(tap.ifname())
         except OSError:
@@ -109,6 +117,10 @@ class Netlink:
             attrs["mtu"] = mtu
         if address is not None:
             attrs["address"] = address
+        if txqueuelen is not None:
+            attrs["txqlen"] = txqueuelen
+        if alias is not None:
+            attrs["ifalias"] = alias
         if ns_fd is not None:
             attrs["net_ns_fd"] = ns_fd
         if ns_fd is not None or tap.ifname() != name:
@@ -129,7 +141,9 @@ class Netlink:
             name = tap.ifname()
             ns_fd = tap.netns_fd()
         except OSError as exc:
-            if exc.errno in (errno.EBADFD, errno.EBADF, errno.ENODEV, errno.EFAULT):
+            # EINVAL from TUNGETDEVNETNS: the end's namespace is being dismantled (its
+            # refcount is zero, get_net_ns() refuses it) and the end goes with it.
+            if exc.errno in (errno.EBADFD, errno.EBADF, errno.ENODEV, errno.EFAULT, errno.EINVAL):
                 return None
             raise
         try:
@@ -140,7 +154,9 @@ class Netlink:
         try:
             msgs = self._link("get", nsid, ifname=ifname.encode(name))
         except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
+            # EINVAL for a request by nsid: the nsid no longer names a namespace, which is
+            # being dismantled (`ip netns del`) and takes the end with it.
+            if exc.code == errno.ENODEV or (exc.code == errno.EINVAL and nsid is not None):
                 return None
             raise
         msg = msgs[0]
@@ -229,6 +245,40 @@ class Netlink:
         if not info or info.get_attr("IFLA_INFO_KIND") != "tun" or data is None:
             return False
         return bool(data.get_attr("IFLA_TUN_PERSIST")) and data.get_attr("IFLA_TUN_TYPE") == 2
+
+    def persistent_taps_here(self) -> list[tuple[str, str, int, str, bool]]:
+        """In the calling thread's namespace: (name, alias, mtu, address, up) of every
+        persistent TAP with an alias (tapveth marks its persistent ends so)."""
+        out = []
+        with IPRoute() as here:
+            links = here.get_links()
+        for msg in links:
+            alias = msg.get_attr("IFLA_IFALIAS")
+            info = msg.get_attr("IFLA_LINKINFO")
+            data = info.get_attr("IFLA_INFO_DATA") if info else None
+            if not alias or not info or info.get_attr("IFLA_INFO_KIND") != "tun" or not data:
+                continue
+            if not data.get_attr("IFLA_TUN_PERSIST"):
+                continue
+            out.append(
+                (
+                    str(msg.get_attr("IFLA_IFNAME")),
+                    str(alias),
+                    int(msg.get_attr("IFLA_MTU")),
+                    str(msg.get_attr("IFLA_ADDRESS")),
+                    bool(msg["flags"] & IFF_UP),
+                )
+            )
+        return out
+
+    def delete_here(self, name: str) -> None:
+        """In the calling thread's namespace: delete the link `name` (absent: nothing to do)."""
+        with IPRoute() as here:
+            try:
+                here.link("del", ifname=name)
+            except NetlinkError as exc:
+                if exc.code != errno.ENODEV:
+                    raise
 
     def kernel_drops(self, nsid: int | None, index: int) -> tuple[int, int]:
         """(rx_dropped, tx_dropped) the kernel counted on a TAP itself: qdisc drops while it

@@ -6,6 +6,7 @@ namespace alive, and `ip netns del` must keep destroying it (and so the pair), a
 
 import contextlib
 import ctypes
+import fcntl
 import os
 from collections.abc import Iterator
 
@@ -38,6 +39,18 @@ def open_netns(netns: str) -> int:
 
 def inode_of_fd(fd: int) -> int:
     return os.fstat(fd).st_ino
+
+
+NS_GET_NSTYPE = 0xB703  # ioctl on a namespace fd: its CLONE_NEW* type (linux/nsfs.h)
+CLONE_NEWNET = 0x40000000
+
+
+def is_netns_fd(fd: int) -> bool:
+    """Whether an fd (one a client sent) is a network namespace."""
+    try:
+        return fcntl.ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNET
+    except OSError:
+        return False
 
 
 def own_inode() -> int:

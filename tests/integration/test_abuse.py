@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from netlab import Lab, Netns, Stream, finish, sh
+from hostile import MARK
+from netlab import ENDPOINTS, Lab, Netns, Stream, finish, sh
 
 from tapveth.private import PrivateDaemon
 
@@ -189,13 +190,13 @@ def test_hostile_frames(lab: Lab, daemon: PrivateDaemon) -> None:
     a, b, x, y = make_pair(lab, daemon, "10.0.0")
     witness = make_pair(lab, daemon, "10.0.0")  # another pair, same addresses
     a.ip("link", "set", x, "mtu", "9000")  # lets A send what B's MTU refuses
+    mark = ("--mark", MARK.decode())
     sniffer = witness[1].spawn_traffic(
-        "sniff", "--ifname", witness[3], "--timeout", "8", "--count", "100000"
+        "sniff", "--ifname", witness[3], "--timeout", "8", "--count", "100000", *mark
     )
-    target = b.spawn_traffic("sniff", "--ifname", y, "--timeout", "8", "--count", "1000000")
+    target = b.spawn_traffic("sniff", "--ifname", y, "--timeout", "8", "--count", "1000000", *mark)
     outside = lab.spawn(
-        sys.executable,
-        str(Path(__file__).parents[1] / "traffic.py"),
+        *ENDPOINTS,
         "sniff",
         "--ifname",
         "",
@@ -203,6 +204,7 @@ def test_hostile_frames(lab: Lab, daemon: PrivateDaemon) -> None:
         "8",
         "--count",
         "1000000",
+        *mark,
     )
     assert outside.stdout is not None and outside.stdout.readline().startswith("{")
     pinger = lab.spawn(

@@ -1,7 +1,18 @@
-"""The shipped unit under a real systemd (PID 1 of a systemd-nspawn container): start to
-active with STATUS, reload, a watchdog timeout restarting a hung daemon, stop leaving nothing,
-and the daemon's lines in the journal. Only ExecStart's path and WatchdogSec are overridden."""
+"""The shipped units under a real systemd (PID 1 of a systemd-nspawn container).
 
+test_readme_service_section_as_written installs with `./install.sh --system` and runs README's
+"Running as a service" commands as they are written there, then the classic experiment and
+examples/two-namespaces.sh against the unit, reloads with a good and a bad file, restarts
+keeping the persistent pair, stops tapveth.service while tapveth@lab serves, finds a provoked
+error with `journalctl -p err`, and uninstalls. The container has no network: pip installs
+from wheels built beforehand (PIP_NO_INDEX, PIP_FIND_LINKS), and nothing else differs.
+
+The other tests use a drop-in that only points ExecStart at this checkout's interpreter: start
+to active with STATUS, a watchdog timeout restarting a hung daemon, stop leaving nothing."""
+
+import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,17 +53,20 @@ def python_in_container() -> str:
 
 
 def install_unit(c: Container, *extra: str) -> None:
-    """The shipped unit as it is, plus a drop-in that only points ExecStart at this checkout's
-    interpreter and source (and any extra [Service] lines)."""
+    """The shipped unit as it is, plus a drop-in that only points ExecStart (and ExecReload's
+    check) at this checkout's interpreter and source (and any extra [Service] lines)."""
     c.run("cp", "/opt/project/systemd/tapveth.service", "/etc/systemd/system/")
+    tapveth = f"{python_in_container()} -m tapveth"
     c.write(
         "/etc/systemd/system/tapveth.service.d/test.conf",
         "\n".join(
             [
                 "[Service]",
                 "ExecStart=",
-                f"ExecStart={python_in_container()} -m tapveth daemon --config "
-                "/etc/tapveth/tapveth.toml",
+                f"ExecStart={tapveth} daemon --config /etc/tapveth/tapveth.toml",
+                "ExecReload=",
+                f"ExecReload={tapveth} daemon --check-config /etc/tapveth/tapveth.toml",
+                "ExecReload=/bin/kill -HUP $MAINPID",
                 "Environment=PYTHONPATH=/opt/project",
                 *extra,
             ]
@@ -73,7 +87,10 @@ def container() -> Iterator[Container]:
 
 
 def test_verify_is_clean(tmp_path: Path) -> None:
-    for name in ("tapveth.service", "tapveth@.service"):
+    manpath = tmp_path / "man"
+    (manpath / "man8").mkdir(parents=True)
+    (manpath / "man8" / "tapveth.8").symlink_to(ROOT / "doc" / "tapveth.8")
+    for name in ("tapveth.service", "tapveth@.service", "tapveth-netns@.service"):
         unit = tmp_path / name
         unit.write_text(
             (ROOT / "systemd" / name)
@@ -85,6 +102,7 @@ def test_verify_is_clean(tmp_path: Path) -> None:
             capture_output=True,
             text=True,
             timeout=60,
+            env={**os.environ, "MANPATH": f"{manpath}:"},  # Documentation=man:tapveth(8)
         )
         assert r.returncode == 0 and not (r.stdout + r.stderr).strip(), r.stdout + r.stderr
 
@@ -132,8 +150,10 @@ def test_unit_under_real_systemd(container: Container) -> None:
 
 def test_create_netns_is_refused_inside_the_sandbox(container: Container) -> None:
     """Under ProtectSystem= the unit has its own mount namespace: a namespace it made would
-    be unusable outside, so the daemon says so instead of making a broken one."""
+    be unusable outside, so the daemon says so instead of making a broken one, and points at
+    tapveth-netns@, after which the same file starts."""
     c = container
+    c.run("cp", "/opt/project/systemd/tapveth-netns@.service", "/etc/systemd/system/")
     c.write(
         "/etc/tapveth/tapveth.toml",
         CONFIG.replace('netns = "ns1"', 'netns = "ns1"\ncreate_netns = true'),
@@ -143,5 +163,207 @@ def test_create_netns_is_refused_inside_the_sandbox(container: Container) -> Non
     assert c.run("systemctl", "start", "tapveth", check=False, timeout=120).returncode != 0
     journal = c.run("journalctl", "-u", "tapveth", "-o", "cat", "--no-pager").stdout
     assert "cannot create namespace ns1 from a private mount namespace" in journal
-    assert "ExecStartPre=+/usr/sbin/ip netns add ns1" in journal
+    assert "systemctl enable --now tapveth-netns@ns1.service" in journal
     assert "Traceback" not in journal
+    # what the message says to do
+    c.run("systemctl", "enable", "--now", "tapveth-netns@ns1.service", "tapveth-netns@ns2.service")
+    c.run("systemctl", "start", "tapveth", timeout=120)
+    st = c.show("tapveth", "ActiveState", "StatusText")
+    assert (st["ActiveState"], st["StatusText"]) == ("active", "1 pair(s), 1 with carrier"), st
+
+
+# -- README's service section, as written --------------------------------------------------
+
+
+def readme_blocks(heading: str) -> list[list[str]]:
+    """The ```sh blocks of one README section, as lists of command lines."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return [
+        [ln for ln in block.splitlines() if ln.strip()]
+        for block in re.findall(r"```sh\n(.*?)```", section, re.S)
+    ]
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Wheels of the package and its dependencies (and setuptools, to build it), for pip in
+    the container, which has no network. Built from a copy: the checkout stays clean."""
+    base = tmp_path_factory.mktemp("wheelhouse")
+    src, out = base / "src", base / "wheels"
+    shutil.copytree(
+        ROOT,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "build", "*.egg-info", "*_cache", "__pycache__"
+        ),
+    )
+    pip = [sys.executable, "-m", "pip", "-q"]
+    for args in (
+        ["wheel", "-w", str(out), str(src)],
+        ["download", "-d", str(out), "setuptools>=77"],
+    ):
+        r = subprocess.run([*pip, *args], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr
+    shutil.rmtree(src)
+    out.chmod(0o755)
+    return out
+
+
+@pytest.fixture
+def readme_container(wheelhouse: Path) -> Iterator[Container]:
+    if not shutil.which("systemd-nspawn"):
+        pytest.skip("systemd-nspawn is not installed (Debian package systemd-container)")
+    c = Container(str(ROOT), tag(), binds={str(wheelhouse): "/opt/wheelhouse"})
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+class Shell:
+    """Command lines run in the container from the checkout (/opt/project), as a root shell
+    would; each one is printed with its output, for the record."""
+
+    def __init__(self, c: Container) -> None:
+        self.c = c
+
+    def __call__(self, line: str, ok: bool = True, timeout: float = 300) -> str:
+        r = self.c.run(
+            "sh",
+            "-c",
+            f"cd /opt/project && export PIP_NO_INDEX=1 PIP_FIND_LINKS=/opt/wheelhouse && {line}",
+            check=False,
+            timeout=timeout,
+        )
+        print(
+            f"# {line}\n{r.stdout}{r.stderr}",
+            end="" if (r.stdout + r.stderr).endswith("\n") else "\n",
+        )
+        if ok:
+            assert r.returncode == 0, f"{line}: exit {r.returncode}: {r.stdout} {r.stderr}"
+        else:
+            assert r.returncode != 0, f"{line} should have failed: {r.stdout} {r.stderr}"
+        return r.stdout + r.stderr
+
+    def ends(self, *words: str) -> dict[str, dict[str, object]]:
+        data = json.loads(self(" ".join(["tapveth", *words, "-j", "show"])))
+        return {str(e["ifname"]): e for e in data}
+
+
+def test_readme_service_section_as_written(readme_container: Container) -> None:
+    c, sh = readme_container, Shell(readme_container)
+    install, enable, reload = readme_blocks("Running as a service")
+    classic = readme_blocks("The classic experiment")[0]
+
+    # Installing: a venv under /opt/tapveth, the command, man page, units, default config.
+    assert install == ["./install.sh --system"]
+    sh(install[0])
+    assert "/opt/tapveth/bin/tapveth" in sh("readlink /usr/local/bin/tapveth")
+    assert sh("man -w tapveth").strip().endswith("/share/man/man8/tapveth.8")
+    assert "CONFIGURATION FILE" in sh("MANWIDTH=80 man -P cat tapveth")
+    sh("test -e /usr/local/share/bash-completion/completions/tapveth")
+    sh("cmp /etc/tapveth/tapveth.toml systemd/tapveth.toml")
+    sh("systemctl cat tapveth.service tapveth@.service tapveth-netns@.service >/dev/null")
+
+    # The classic experiment against the unit (default configuration: no pairs), as README
+    # writes it: the daemon is `systemctl start tapveth`; the ping is bounded.
+    sh("systemctl start tapveth")
+    sh("sh examples/two-namespaces.sh")  # add without netns, from a script
+    for line in classic:
+        if line.startswith("tapveth daemon &"):
+            assert "# or: systemctl start tapveth" in line
+            continue
+        if "ping" in line:
+            line = line.replace("ping ", "ping -c 2 -i 0.2 ")
+        out = sh(line)
+    assert " 0% packet loss" in out
+    sh("ip netns del ns1; ip netns del ns2")  # the experiment's namespaces: its pair goes too
+    sh("systemctl stop tapveth")
+
+    # Enabling with the shipped example: namespaces by tapveth-netns@, then the daemon.
+    for line in enable:
+        out = sh(line)
+    assert " 0% packet loss" in out
+    ends = sh.ends()
+    assert set(ends) == {"veth1", "veth2", "jumbo1", "jumbo2"}
+    assert all(e["carrier"] for e in ends.values())
+    veth1_index = ends["veth1"]["ifindex"]
+    assert sh("systemctl is-enabled tapveth tapveth-netns@ns3").split() == ["enabled"] * 2
+
+    # Reload with a good file (as README writes it), then with a changed good file.
+    assert "valid, 2 pair(s)" in sh(reload[0])
+    sh(reload[1])
+    sh("sed -i 's/mtu = 9000/mtu = 8000/' /etc/tapveth/tapveth.toml")
+    for line in reload:
+        sh(line)
+    ends = sh.ends()
+    assert (ends["jumbo1"]["mtu"], ends["jumbo2"]["mtu"]) == (8000, 8000)
+    assert ends["veth1"]["ifindex"] == veth1_index  # untouched by the reload
+    pid = c.show("tapveth", "MainPID")["MainPID"]
+
+    # A bad file: the check fails, so does the reload; nothing changes.
+    sh("sed -i 's/mtu = 8000/mtu = 67/' /etc/tapveth/tapveth.toml")
+    assert "MTU 67 is out of range" in sh(reload[0], ok=False)
+    sh(reload[1], ok=False)
+    assert sh.ends() == ends
+    st = c.show("tapveth", "ActiveState", "MainPID")
+    assert (st["ActiveState"], st["MainPID"]) == ("active", pid)
+    errors = sh("journalctl -u tapveth -p err -o cat --no-pager")
+    assert "/etc/tapveth/tapveth.toml:26: pair[1].end.mtu: MTU 67 is out of range" in errors
+    assert "cannot follow" not in errors and "Traceback" not in errors
+    sh("sed -i 's/mtu = 67/mtu = 8000/' /etc/tapveth/tapveth.toml")
+
+    # Restart: the persistent pair is re-attached (same device), the other made anew.
+    sh("systemctl restart tapveth")
+    ends = sh.ends()
+    assert ends["veth1"]["ifindex"] == veth1_index
+    assert "pair veth1 <-> veth2 re-attached" in sh("journalctl -u tapveth -o cat --no-pager")
+    assert " 0% packet loss" in sh("ip netns exec ns1 ping -c 2 -i 0.2 10.0.0.2")
+
+    # Installing again (an upgrade): the configuration is kept, the daemon restarted on the
+    # new code, the persistent pair re-attached once more.
+    pid = c.show("tapveth", "MainPID")["MainPID"]
+    assert "kept /etc/tapveth/tapveth.toml" in sh("./install.sh --system")
+    sh("grep -q 'mtu = 8000' /etc/tapveth/tapveth.toml")
+    st = c.show("tapveth", "ActiveState", "MainPID")
+    assert st["ActiveState"] == "active" and st["MainPID"] != pid
+    assert sh.ends()["veth1"]["ifindex"] == veth1_index
+
+    # tapveth@lab keeps serving when tapveth.service stops (a runtime directory each).
+    c.write(
+        "/etc/tapveth/lab.toml",
+        '[[pair]]\n[pair.end]\nname = "lab1"\nnetns = "ns3"\naddresses = ["10.9.0.1/24"]\n'
+        'up = true\n[pair.peer]\nname = "lab2"\nnetns = "ns1"\naddresses = ["10.9.0.2/24"]\n'
+        "up = true",
+    )
+    sh("systemctl start tapveth@lab")
+    lab_sock = "--socket /run/tapveth-lab/tapveth.sock"
+    assert set(sh.ends(lab_sock)) == {"lab1", "lab2"}
+    sh("systemctl stop tapveth")
+    assert c.show("tapveth@lab", "ActiveState")["ActiveState"] == "active"
+    assert set(sh.ends(lab_sock)) == {"lab1", "lab2"}
+    assert " 0% packet loss" in sh("ip netns exec ns3 ping -c 2 -i 0.2 10.9.0.2")
+
+    # The persistent pair, dropped from the file while the daemon was stopped: reported at
+    # start, shown as orphaned, removed by `tapveth del`.
+    example = (ROOT / "examples" / "tapveth.toml").read_text().replace("9000", "8000")
+    first, second = (example.index("[[pair]]", i) for i in (0, example.index("[[pair]]") + 1))
+    c.write("/etc/tapveth/tapveth.toml", example[:first] + example[second:])
+    assert "valid, 1 pair(s)" in sh("tapveth daemon --check-config /etc/tapveth/tapveth.toml")
+    sh("systemctl start tapveth")
+    warnings = sh("journalctl -u tapveth -p warning -o cat --no-pager")
+    assert "persistent pair veth1 (netns ns1) <-> veth2 (netns ns2) is not in the" in warnings
+    ends = sh.ends()
+    assert ends["veth1"]["orphaned"] is True and ends["jumbo1"]["orphaned"] is False
+    sh("tapveth del veth1")
+    assert set(sh.ends()) == {"jumbo1", "jumbo2"}
+    sh("ip -n ns1 link show veth1", ok=False)
+
+    # Uninstall: units stopped and gone, the command and /opt/tapveth gone, the changed
+    # configuration kept.
+    sh("./install.sh --system --uninstall")
+    sh("test ! -e /usr/local/bin/tapveth && test ! -e /opt/tapveth")
+    sh("test ! -e /etc/systemd/system/tapveth.service")
+    assert sh("ls /etc/tapveth").split() == ["lab.toml", "tapveth.toml"]
+    assert c.show("tapveth@lab", "ActiveState")["ActiveState"] == "inactive"

@@ -180,8 +180,12 @@ def test_bad_config(raw: bytes, code: int) -> None:
     assert code_of(parse_config, raw) == code
 
 
-def test_netem_string_accepted_by_the_parser() -> None:
-    assert parse_config(conf(netem="delay 50ms")).netem == "delay 50ms"
+def test_netem_string_parsed_with_the_netem_grammar() -> None:
+    settings = parse_config(conf(netem="delay 50ms loss 1%")).netem
+    assert settings is not None and settings["latency"] == 50_000_000  # ns
+    assert settings["loss"] == 1.0
+    assert code_of(parse_config, conf(netem="delay fast")) == Code.INVALID_CONFIG
+    assert code_of(parse_config, conf(netem="wobble 3")) == Code.INVALID_CONFIG
 
 
 def test_valid_attachments() -> None:

@@ -106,3 +106,26 @@ def test_missing_file() -> None:
 def test_create_netns_needs_netns() -> None:
     with pytest.raises(ConfigError, match="create_netns: needs 'netns'"):
         parse('[[pair]]\n[pair.end]\nname = "a"\ncreate_netns = true\n[pair.peer]\nname = "b"\n')
+
+
+def test_netem_per_end() -> None:
+    text = GOOD.replace("up = true", 'up = true\nnetem = "delay 40ms 5ms loss 1%"')
+    p = parse(text).pairs[0]
+    assert p.end.netem is not None and p.end.netem.latency == 40_000_000
+    assert p.end.netem.loss == 1.0 and p.peer.netem is None
+    changed = parse(text.replace("loss 1%", "loss 2%")).pairs[0]
+    assert p.same_devices(changed) and p != changed  # a netem change is made in place
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('"delay 4parsecs"', ':12: pair[0].end.netem: delay "4parsecs" is not a time'),
+        ('"reorder 5%"', ":12: pair[0].end.netem: netem: reordering is not possible"),
+        ("40", ":12: pair[0].end.netem: must be a string of tc-netem options"),
+    ],
+)
+def test_bad_netem(value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(GOOD.replace("up = true", f"up = true\nnetem = {value}"), "t.toml")
+    assert message in str(err.value)

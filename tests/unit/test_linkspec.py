@@ -1,8 +1,10 @@
 """The `add` grammar (that of ip link add … type veth) and input validation."""
 
+from typing import Any
+
 import pytest
 
-from tapveth.core.linkspec import EndSpec, PairSpec, SpecError, parse_add
+from tapveth.core.linkspec import EndSpec, PairSpec, Selector, SpecError, parse_add, parse_select
 
 
 def test_the_iproute2_line_with_ip_link_replaced() -> None:
@@ -77,3 +79,86 @@ def test_from_dict_rejects_unknown_and_mistyped_fields() -> None:
         PairSpec.from_dict({"end": {"name": "a", "mtu": True}, "peer": {"name": "b"}})
     with pytest.raises(SpecError, match="'end' and 'peer'"):
         PairSpec.from_dict(["a", "b"])
+
+
+def test_dev_up_and_txqueuelen_as_ip_link_add_takes_them() -> None:
+    spec = parse_add("dev a1 up txqueuelen 500 type veth peer name b1 qlen 0 up".split())
+    assert spec.end == EndSpec("a1", txqueuelen=500, up=True)
+    assert spec.peer == EndSpec("b1", txqueuelen=0, up=True)
+    assert parse_add("a txqlen 7 down peer b".split()).end == EndSpec("a", txqueuelen=7)
+    assert PairSpec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("a txqueuelen peer name b", "needs a value"),
+        ("a txqueuelen many peer name b", "is not a number"),
+        ("a txqueuelen -1 peer name b", "is not a number"),
+        ("a txqueuelen 4294967296 peer name b", "out of range"),
+        ("a dev b peer name c", "given twice"),
+        ("a peer name b txqueuelen", "needs a value"),
+    ],
+)
+def test_new_words_say_what_is_wrong(line: str, message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        parse_add(line.split())
+
+
+def test_from_dict_checks_up_and_txqueuelen() -> None:
+    with pytest.raises(SpecError, match="true or false"):
+        PairSpec.from_dict({"end": {"name": "a", "up": "yes"}, "peer": {"name": "b"}})
+    with pytest.raises(SpecError, match="out of range"):
+        PairSpec.from_dict({"end": {"name": "a", "txqueuelen": 2**32}, "peer": {"name": "b"}})
+
+
+def test_default_netns_is_for_ends_that_name_none() -> None:
+    """`tapveth -n ns1 add …`, as `ip -n ns1 link add …`."""
+    spec = parse_add("a peer b netns ns2".split(), default_netns="ns1")
+    assert (spec.end.netns, spec.peer.netns) == ("ns1", "ns2")
+
+
+@pytest.mark.parametrize(
+    ("line", "want"),
+    [
+        ("", Selector()),
+        ("veth1", Selector("veth1")),
+        ("dev veth1", Selector("veth1")),
+        ("netns ns1", Selector(None, "ns1")),
+        ("netns ns1 veth1", Selector("veth1", "ns1")),
+        ("veth1 netns ns1", Selector("veth1", "ns1")),
+    ],
+)
+def test_selector_grammar(line: str, want: Selector) -> None:
+    assert parse_select(line.split(), required=False) == want
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("a b", "unknown word 'b'"),
+        ("netns", "'netns' needs a value"),
+        ("netns a netns b", "given twice"),
+        ("dev a dev b", "given twice"),
+        ("netns bad/ns", "not valid"),
+    ],
+)
+def test_selector_mistakes(line: str, message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        parse_select(line.split(), required=False)
+
+
+def test_selector_requires_a_name_for_del_and_takes_the_default_netns() -> None:
+    with pytest.raises(SpecError, match="which pair"):
+        parse_select(["netns", "ns1"], required=True)
+    assert parse_select(["a"], required=True, default_netns="ns1") == Selector("a", "ns1")
+    assert parse_select(["a", "netns", "x"], True, default_netns="ns1") == Selector("a", "x")
+
+
+def test_selector_filters_by_namespace_only_without_a_name() -> None:
+    ends: list[dict[str, Any]] = [{"ifname": "a", "netns": "ns1"}, {"ifname": "b", "netns": None}]
+    assert [e["ifname"] for e in ends if Selector(None, "ns1").keeps(e)] == ["a"]
+    assert [e["ifname"] for e in ends if Selector().keeps(e)] == ["a", "b"]
+    assert [e["ifname"] for e in ends if Selector("a", "ns1").keeps(e)] == ["a", "b"]
+    assert Selector("a", "ns1").to_dict() == {"name": "a", "netns": "ns1"}
+    assert Selector(None, "ns1").to_dict() == {"netns": "ns1"}

@@ -48,3 +48,17 @@ def test_each_kind_of_change() -> None:
     assert sorted(pc.ident for pc in p.create) == [("a2", None), ("a4", None)]
     assert p.keep == []
     assert p.summary() == "2 added, 2 removed, 1 changed, 0 unchanged"
+
+
+def test_netem_changes_in_place_and_only_where_it_changed() -> None:
+    from tapveth.core.reconcile import netem_changes
+
+    with_netem = BASE.replace("up = true", 'up = true\nnetem = "delay 10ms"')
+    old, new = parse(BASE).pairs[0], parse(with_netem).pairs[0]
+    p = plan(running(BASE), parse(with_netem))  # type: ignore[arg-type]
+    assert [o.ident for o, _ in p.change] == [("a1", "n1")] and p.create == []
+    ((index, settings),) = netem_changes(old, new)
+    assert index == 0 and settings is not None and settings.latency == 10_000_000
+    assert netem_changes(new, new) == []
+    assert netem_changes(new, old) == [(0, None)]  # removed from the file: removed
+    assert netem_changes(None, old) == []  # a new pair without netem: nothing to set

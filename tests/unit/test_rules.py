@@ -70,3 +70,13 @@ def test_vnet_gso_detection() -> None:
     assert vnet.is_gso(vnet.pack(gso_type=vnet.GSO_TCPV4, gso_size=1448))
     assert vnet.is_gso(vnet.pack(gso_type=vnet.GSO_TCPV6 | vnet.GSO_ECN))
     assert len(vnet.pack()) == vnet.HDR_LEN
+
+
+def test_a_cut_carrier_stays_off_whatever_the_admin_states() -> None:
+    c = Carrier()
+    assert c.update(True, True) and c.on and c.changes == 2
+    c.cut = True
+    assert c.update(True, True) and not c.on and c.changes == 3
+    assert not c.update(False, True) and not c.update(True, True)
+    c.cut = False
+    assert c.update(True, True) and c.on and c.changes == 4

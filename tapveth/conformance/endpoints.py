@@ -1,6 +1,10 @@
-"""Traffic endpoints the tests run inside namespaces (`ip netns exec NS python3 traffic.py …`).
+"""Traffic endpoints run inside namespaces (`ip netns exec NS python3 -m
+tapveth.conformance.endpoints MODE …`): TCP and UDP transfers checked by SHA-256, raw frames of
+exact sizes sent and received with AF_PACKET, and a frame counter.
 
-Every mode is bounded: a byte or datagram count and a timeout. Each prints one JSON line.
+Every mode is bounded: a byte or datagram count and a timeout. Each prints one JSON line (a
+receiver prints a first one when it is ready), and imports nothing beyond the standard library,
+so that it starts fast.
 """
 
 import argparse
@@ -130,9 +134,9 @@ def incoming(sock: socket.socket, seconds: float) -> Iterator[tuple[bytes, int]]
             yield frame, addr[2]
 
 
-def sniff(ifname: str, seconds: float, limit: int) -> dict[str, object]:
+def sniff(ifname: str, seconds: float, limit: int, mark: bytes) -> dict[str, object]:
     """Count frames seen on an interface (every interface of the namespace if ifname is
-    empty) by source MAC and by length, and those carrying the hostile-frame marker."""
+    empty) by source MAC and by length, and those carrying `mark` (if not empty)."""
     sock = packet_socket(ifname, "sniffing")
     by_src: dict[str, int] = {}
     lengths: list[int] = []
@@ -141,14 +145,13 @@ def sniff(ifname: str, seconds: float, limit: int) -> dict[str, object]:
         src = frame[6:12].hex(":")
         by_src[src] = by_src.get(src, 0) + 1
         lengths.append(len(frame))
-        marked += HOSTILE_MARK in frame
+        marked += bool(mark) and mark in frame
         if len(lengths) >= limit:
             break
     return {"by_src": by_src, "lengths": lengths, "marked": marked}
 
 
 MAGIC = b"TVCF"
-HOSTILE_MARK = b"TVHOSTILE"  # carried by the frames tests/hostile.py sends
 ETHERTYPE = 0x88B5  # IEEE local experimental
 
 
@@ -217,6 +220,7 @@ def main() -> int:
     p.add_argument("--dst", default="ff:ff:ff:ff:ff:ff")
     p.add_argument("--vlan", type=int, default=None)
     p.add_argument("--rate", type=float, default=0.0)
+    p.add_argument("--mark", default="", help="sniff: also count frames carrying this text")
     a = p.parse_args()
     if a.mode == "tcp-recv":
         r = tcp_recv(a.host, a.port, a.bytes, a.timeout)
@@ -231,7 +235,7 @@ def main() -> int:
     elif a.mode == "raw-recv":
         r = raw_recv(a.ifname, a.timeout, a.count)
     else:
-        r = sniff(a.ifname, a.timeout, a.count)
+        r = sniff(a.ifname, a.timeout, a.count, a.mark.encode())
     print(json.dumps(r), flush=True)
     return 0
 

@@ -1,0 +1,107 @@
+"""Impaired directions: the netem model of the frames one end sends, its timer, and the
+control of it (add, change, delete, show). The relay reads and delivers; this module keeps
+each direction's model and timerfd and wires them to the event loop.
+
+A direction without impairments has no ImpairedLink at all, and the relay's zero-copy path
+runs as before; with one, frames are copied into their own buffers, queued by the model and
+written when their time comes (the veth rules are judged then, at delivery).
+"""
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tapveth.control import ControlError
+from tapveth.core.impair import Impairment
+from tapveth.core.netem import Netem, describe, format_size
+from tapveth.daemon.pair import End, Pair
+from tapveth.kernel.timerfd import Timer
+
+HANDLE = "8001:"
+
+
+@dataclass(eq=False, slots=True)
+class ImpairedLink:
+    """The impairments of one direction: its model and the timer armed at its head frame."""
+
+    model: Impairment
+    timer: Timer
+
+    def rearm(self) -> None:
+        when = self.model.next_time()
+        if when is None:
+            self.timer.disarm()
+        else:
+            self.timer.arm(when)
+
+
+Deliver = Callable[[End, End], None]
+
+
+class Impairments:
+    """Adds, changes and removes the impairments of ends; owns their timers."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fire: Deliver) -> None:
+        self._loop = loop
+        self._fire = fire  # the relay's timer callback: deliver what is due from src to dst
+
+    def set(self, pair: Pair, end: End, settings: Netem | None, mode: str) -> None:
+        """mode is tc's: add (refused if present), change (refused if absent), replace (either),
+        del (settings None: refused if absent)."""
+        current = end.impair
+        if mode == "add" and current is not None:
+            raise ControlError(f"{end.name} already has a netem qdisc (use 'change' or 'replace')")
+        if mode in ("change", "del") and current is None:
+            raise ControlError(f"{end.name} has no netem qdisc (add one first)")
+        now = time.monotonic_ns()
+        if settings is None:
+            self.remove(pair, end)
+            return
+        if current is not None:
+            current.model.change(settings, now)
+            current.rearm()
+            return
+        timer = Timer()
+        model = Impairment(settings, now=now, on_drop=end.out.refused)
+        end.impair = ImpairedLink(model, timer)
+        self._loop.add_reader(timer.fileno(), self._fire, end, pair.peer_of(end))
+
+    def remove(self, pair: Pair, end: End) -> None:
+        """Take the impairments away: what is still queued is sent at once, in order, so a
+        stream through the pair loses nothing."""
+        link = end.impair
+        if link is None:
+            return
+        link.model.release_all()
+        self._fire(end, pair.peer_of(end))
+        self.close(end)
+
+    def close(self, end: End) -> None:
+        """Drop an end's impairments with the pair (deleted or stopped): no delivery."""
+        link = end.impair
+        if link is None:
+            return
+        end.impair = None
+        self._loop.remove_reader(link.timer.fileno())
+        link.timer.close()
+
+
+def show(end: End, netns: str | None) -> dict[str, object]:
+    """An end's qdisc as `tapveth qdisc show -j` gives it (tc's fields where they exist)."""
+    link = end.impair
+    if link is None:
+        return {"kind": "noqueue", "handle": "0:", "dev": end.name, "netns": netns, "root": True}
+    s = link.model.settings
+    stats = link.model.stats
+    return {
+        "kind": "netem",
+        "handle": HANDLE,
+        "dev": end.name,
+        "netns": netns,
+        "root": True,
+        "options": describe(s),
+        "limit": s.limit if s.limit is not None else format_size(link.model.limit_bytes),
+        "netem": s.to_dict(),
+        "stats": stats.to_dict(),
+    }

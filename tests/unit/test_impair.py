@@ -1,0 +1,354 @@
+"""The impairment model with a fake clock and seeded randomness: statistics within binomial
+bounds, exact pacing, ordering, and the same decisions for the same seed."""
+
+import itertools
+import math
+import random
+import statistics
+import struct
+
+import pytest
+
+from tapveth.core import vnet
+from tapveth.core.impair import (
+    CorrelatedRandom,
+    ImpairDrop,
+    Impairment,
+    dist_table,
+    ecn_mark,
+    tabledist,
+)
+from tapveth.core.netem import Netem, parse
+
+MS = 1_000_000
+
+
+def ip_checksum(header: bytes) -> int:
+    total: int = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def frame(length: int = 1000, tos: int = 0, seq: int = 0, flags: int = 0) -> bytes:
+    """A virtio header and an Ethernet/IPv4/UDP frame of `length` bytes (without the header);
+    seq is written into the payload so frames can be told apart."""
+    eth = b"\x02\0\0\0\0\x02" + b"\x02\0\0\0\0\x01" + b"\x08\x00"
+    payload = struct.pack("!I", seq) + bytes(length - 14 - 20 - 8 - 4)
+    ip = bytearray(
+        struct.pack(
+            "!BBHHHBBH4s4s",
+            0x45,
+            tos,
+            20 + 8 + len(payload),
+            0,
+            0,
+            64,
+            17,
+            0,
+            b"\x0a\0\0\x01",
+            b"\x0a\0\0\x02",
+        )
+    )
+    struct.pack_into("!H", ip, 10, ip_checksum(bytes(ip)))
+    udp = struct.pack("!HHHH", 1, 2, 8 + len(payload), 0)
+    hdr = vnet.pack(flags=flags, csum_start=34 if flags else 0, csum_offset=6 if flags else 0)
+    return hdr + eth + bytes(ip) + udp + payload
+
+
+def seq_of(data: bytes) -> int:
+    return int(struct.unpack_from("!I", data, vnet.HDR_LEN + 42)[0])
+
+
+def run(
+    imp: Impairment,
+    frames: list[bytes],
+    gap_ns: int,
+    until: int | None = None,
+    gso: tuple[int, int] = (0, 0),
+) -> list[tuple[int, bytes]]:
+    """Feed frames gap_ns apart and collect (time, frame) as they leave, with a fake clock."""
+    out: list[tuple[int, bytes]] = []
+    now = 0
+    for f in frames:
+        nxt = imp.next_time()
+        while nxt is not None and nxt <= now:
+            out += [(nxt, d) for d in imp.due(nxt)]
+            nxt = imp.next_time()
+        imp.enqueue(now, f, *gso)
+        now += gap_ns
+    while (nxt := imp.next_time()) is not None and (until is None or nxt <= until):
+        out += [(max(nxt, 0), d) for d in imp.due(max(nxt, 0))]
+    return out
+
+
+def binomial_ok(count: int, n: int, p: float, sds: float = 6.0) -> bool:
+    return abs(count - n * p) <= sds * math.sqrt(n * p * (1 - p))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_loss_is_binomial(seed: int) -> None:
+    imp = Impairment(parse("loss 10%".split()), random.Random(seed))
+    n = 20_000
+    out = run(imp, [frame(100)] * n, 1000)
+    lost = imp.stats.drops[ImpairDrop.LOSS]
+    assert lost + len(out) == n
+    assert binomial_ok(lost, n, 0.10)
+    assert imp.stats.sent_packets == len(out)
+
+
+def test_gilbert_elliott_mean_loss_and_burst_length() -> None:
+    # p = 1%, r = 30%: the bad state holds p / (p + r) of the time, a burst lasts 1 / r frames
+    imp = Impairment(parse("loss gemodel 1% 30%".split()), random.Random(5))
+    lost = [imp.enqueue(0, frame(64)) == 0 for _ in range(200_000)]
+    rate = sum(lost) / len(lost)
+    assert abs(rate - 0.01 / 0.31) < 0.004
+    bursts, run_len = [], 0
+    for x in lost:
+        if x:
+            run_len += 1
+        elif run_len:
+            bursts.append(run_len)
+            run_len = 0
+    assert abs(statistics.mean(bursts) - 1 / 0.30) < 0.3
+
+
+def test_four_state_loss() -> None:
+    # p13 = 5% with tc's defaults (p31 = 95%): a two-state chain losing 5% of frames
+    imp = Impairment(parse("loss state 5%".split()), random.Random(9))
+    n = 100_000
+    lost = sum(imp.enqueue(0, frame(64)) == 0 for _ in range(n))
+    assert binomial_ok(lost, n, 0.05, sds=10)
+    imp = Impairment(parse("loss state 0% 100% 0% 100% 2%".split()), random.Random(9))
+    lost = sum(imp.enqueue(0, frame(64)) == 0 for _ in range(n))  # isolated losses only: p14
+    assert binomial_ok(lost, n, 0.02 * 0.98 / (1 - 0.02 * 0.02) + 0.0004, sds=10)
+
+
+def test_rate_pacing_is_exact() -> None:
+    imp = Impairment(parse("rate 8mbit".split()))  # 1 MB/s: 1000 bytes take 1 ms
+    out = run(imp, [frame(1000, seq=i) for i in range(10)], 0)
+    assert [t for t, _ in out] == [(i + 1) * MS for i in range(10)]
+    assert [seq_of(d) for _, d in out] == list(range(10))
+
+
+def test_rate_with_delay_overhead_and_cells() -> None:
+    # 1000 + 20 overhead = 1020 bytes -> 22 cells of 48 (+5) = 1166 bytes at 1 MB/s
+    imp = Impairment(parse("delay 10ms rate 8mbit 20 48 5".split()))
+    out = run(imp, [frame(1000), frame(1000)], 0)
+    assert [t for t, _ in out] == [10 * MS + 1_166_000, 10 * MS + 2 * 1_166_000]
+
+
+def test_rate_counts_each_gso_segment_with_its_headers() -> None:
+    imp = Impairment(parse("rate 8mbit".split()))
+    hdr_len, mss = 54, 1448
+    big = vnet.pack(gso_type=vnet.GSO_TCPV4, gso_size=mss) + bytes(hdr_len + 3 * mss + 100)
+    out = run(imp, [big], 0, gso=(mss, hdr_len))
+    wire = 3 * (hdr_len + mss) + (hdr_len + 100)
+    assert [t for t, _ in out] == [wire * 1000]
+
+
+def test_gso_geometry_measures_the_headers() -> None:
+    tcp = bytearray(20)
+    tcp[12] = 8 << 4  # 32-byte TCP header (options)
+    buf = vnet.pack(gso_type=vnet.GSO_TCPV4, gso_size=1448, hdr_len=200, csum_start=34)
+    buf += bytes(34) + bytes(tcp) + bytes(12) + bytes(3000)
+    assert vnet.gso_geometry(buf, len(buf)) == (1448, 34 + 32)
+    assert vnet.gso_geometry(frame(100), len(frame(100))) == (0, 0)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_jitter_keeps_order_without_reorder(seed: int) -> None:
+    imp = Impairment(parse("delay 10ms 9ms".split()), random.Random(seed))
+    out = run(imp, [frame(200, seq=i) for i in range(2000)], 100_000)
+    assert [seq_of(d) for _, d in out] == list(range(2000))
+    times = [t for t, _ in out]
+    assert times == sorted(times)
+    assert min(times[i] - i * 100_000 for i in range(2000)) >= 1 * MS
+
+
+def test_jitter_reorders_when_reorder_is_asked_for() -> None:
+    imp = Impairment(parse("delay 10ms 9ms reorder 1% gap 1000".split()), random.Random(1))
+    out = run(imp, [frame(200, seq=i) for i in range(2000)], 100_000)
+    seqs = [seq_of(d) for _, d in out]
+    assert sorted(seqs) == list(range(2000))
+    assert seqs != list(range(2000))
+
+
+@pytest.mark.parametrize(("line", "share"), [("reorder 25%", 0.25), ("reorder 50% gap 4", 0.5)])
+def test_reorder_fraction(line: str, share: float) -> None:
+    imp = Impairment(parse(f"delay 10ms {line}".split()), random.Random(3))
+    n = 20_000
+    out = run(imp, [frame(100, seq=i) for i in range(n)], 1000)
+    assert len(out) == n
+    if "gap" in line:
+        # every 4th frame at the earliest is a candidate: gap - 1 frames in order, then a draw
+        expected = n / (3 + 1 / share)
+        assert abs(imp.stats.requeues - expected) < 0.05 * expected
+    else:
+        assert binomial_ok(imp.stats.requeues, n, share)
+    # a reordered frame leaves at once, ahead of frames sent before it
+    seqs = [seq_of(d) for _, d in out]
+    assert seqs != sorted(seqs)
+
+
+def test_duplicate() -> None:
+    imp = Impairment(parse("duplicate 10%".split()), random.Random(4))
+    n = 20_000
+    out = run(imp, [frame(100, seq=i) for i in range(n)], 1000)
+    assert binomial_ok(len(out) - n, n, 0.10)
+    assert imp.stats.duplicated == len(out) - n
+
+
+def test_corrupt_flips_one_bit_past_the_ethernet_header() -> None:
+    imp = Impairment(parse("corrupt 100%".split()), random.Random(6))
+    originals = [frame(300, seq=i) for i in range(500)]
+    out = run(imp, originals, 1000)
+    assert len(out) == 500
+    for original, (_, data) in zip(originals, out, strict=True):
+        diff = [i for i in range(len(data)) if data[i] != original[i]]
+        assert len(diff) == 1
+        assert diff[0] >= vnet.HDR_LEN + 14
+        assert bin(data[diff[0]] ^ original[diff[0]]).count("1") == 1
+
+
+def test_corrupt_completes_a_partial_checksum_first() -> None:
+    imp = Impairment(parse("corrupt 100%".split()), random.Random(6))
+    original = frame(300, flags=vnet.FLAG_NEEDS_CSUM)
+    (data,) = [d for _, d in run(imp, [original], 0)]
+    assert not data[0] & vnet.FLAG_NEEDS_CSUM
+    clean = bytearray(original)
+    assert vnet.complete_checksum(clean)
+    diff = [i for i in range(len(data)) if data[i] != clean[i]]
+    assert len(diff) == 1  # the checksum of the clean frame, then one bit
+
+
+def test_corrupt_drops_gso_super_frames() -> None:
+    imp = Impairment(parse("corrupt 100%".split()), random.Random(6))
+    big = vnet.pack(gso_type=vnet.GSO_TCPV4, gso_size=1448) + bytes(3000)
+    assert imp.enqueue(0, big, 1448, 54) == 0
+    assert imp.stats.drops == {ImpairDrop.CORRUPT: 1}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "delay 10ms 5ms 30% loss 5% 20% duplicate 5% corrupt 5% reorder 10% gap 3",
+        "delay 20ms 10ms distribution paretonormal loss gemodel 5% 20% rate 10mbit",
+        "slot 1ms 5ms packets 3 loss state 3% 30% 10% 50% 1%",
+    ],
+)
+def test_same_seed_same_decisions(line: str) -> None:
+    def once(seed: int) -> list[tuple[int, bytes]]:
+        imp = Impairment(parse(f"{line} seed {seed}".split()))
+        return run(imp, [frame(200, seq=i) for i in range(3000)], 50_000)
+
+    assert once(11) == once(11)
+    assert once(11) != once(12)
+
+
+def test_packet_limit_and_queue_drops() -> None:
+    imp = Impairment(parse("delay 1s limit 5".split()))
+    queued = sum(imp.enqueue(0, frame(100)) for _ in range(10))
+    assert queued == 5
+    assert imp.stats.drops == {ImpairDrop.QUEUE: 5}
+    assert (imp.stats.backlog_packets, imp.stats.backlog_bytes) == (5, 500)
+    assert imp.stats.overlimits == 5
+
+
+def test_default_limit_fits_rate_times_delay() -> None:
+    # 100 ms at 100 Mbit/s is 1.25 MB in flight: nothing may be dropped for the queue
+    imp = Impairment(parse("delay 100ms rate 100mbit".split()))
+    n = 1_250_000 // 1500
+    out = run(imp, [frame(1500)] * n, 120_000)  # 1500 B every 120 us = 100 Mbit/s
+    assert len(out) == n
+    assert imp.stats.dropped == 0
+    # a sender twice as fast as the rate overflows it eventually: drops counted as `queue`
+    imp = Impairment(parse("delay 10ms rate 1mbit".split()))
+    for i in range(20_000):
+        imp.enqueue(i * 6_000_000, frame(1500))  # due() never called: nothing leaves
+    assert imp.stats.drops.get(ImpairDrop.QUEUE, 0) > 0
+
+
+def test_slots_release_bursts() -> None:
+    imp = Impairment(parse("slot 10ms 10ms packets 2".split()))
+    out = run(imp, [frame(100, seq=i) for i in range(6)], 0)
+    times = [t for t, _ in out]
+    assert times[0] == times[1] < times[2] == times[3] < times[4] == times[5]
+    assert times[2] - times[0] == 10 * MS
+
+
+def test_ecn_marks_instead_of_dropping() -> None:
+    imp = Impairment(parse("loss 100% ecn".split()))
+    ect = frame(100, tos=0x02)
+    out = run(imp, [ect, frame(100, tos=0)], 0)
+    assert len(out) == 1
+    data = out[0][1]
+    ip = vnet.HDR_LEN + 14
+    assert data[ip + 1] & 3 == 3
+    assert ip_checksum(data[ip : ip + 20]) == 0
+    assert imp.stats.ecn_marked == 1 and imp.stats.drops == {ImpairDrop.LOSS: 1}
+    plain = bytearray(frame(100, tos=0))
+    assert not ecn_mark(plain, vnet.HDR_LEN)
+
+
+def test_change_keeps_queued_frames() -> None:
+    imp = Impairment(parse("delay 100ms".split()))
+    for i in range(3):
+        imp.enqueue(0, frame(100, seq=i))
+    imp.change(parse("delay 1ms".split()), now=0)
+    imp.enqueue(0, frame(100, seq=3))
+    out = run(imp, [], 0)
+    assert [seq_of(d) for _, d in out] == [0, 1, 2, 3]  # no overtaking the older frames
+    assert out[0][0] == 100 * MS
+
+
+@pytest.mark.parametrize("name", ["normal", "pareto", "paretonormal"])
+def test_distribution_tables(name: str) -> None:
+    table = dist_table(name)
+    assert len(table) == 4096
+    assert all(-32768 <= x <= 32767 for x in table)
+    rnd = CorrelatedRandom(random.Random(2), 0)
+    draws = [tabledist(50 * MS, 10 * MS, rnd, table) for _ in range(20_000)]
+    assert abs(statistics.mean(draws) - 50 * MS) < 1 * MS
+    assert 7 * MS < statistics.pstdev(draws) < 11 * MS
+
+
+def test_uniform_jitter_stays_in_range() -> None:
+    rnd = CorrelatedRandom(random.Random(2), 0)
+    draws = [tabledist(50 * MS, 10 * MS, rnd, None) for _ in range(5000)]
+    assert min(draws) >= 40 * MS and max(draws) < 60 * MS
+
+
+def test_correlation_makes_draws_follow_each_other() -> None:
+    def mean_step(corr: float) -> float:
+        rnd = CorrelatedRandom(random.Random(1), corr)
+        xs = [rnd.next() for _ in range(5000)]
+        return statistics.mean(abs(a - b) for a, b in itertools.pairwise(xs))
+
+    assert mean_step(90) < mean_step(0) / 3
+
+
+def test_queue_is_empty_without_frames() -> None:
+    imp = Impairment(Netem())
+    assert imp.next_time() is None
+    assert list(imp.due(10**12)) == []
+
+
+def test_complete_checksum_gives_a_checksum_the_receiver_accepts() -> None:
+    # a UDP frame as a socket hands it to a TAP with offloads: NEEDS_CSUM and only the
+    # pseudo-header sum in the field
+    original = bytearray(frame(301, flags=vnet.FLAG_NEEDS_CSUM))
+    ip = vnet.HDR_LEN + 14
+    udp_start = ip + 20
+    src, dst = bytes(original[ip + 12 : ip + 16]), bytes(original[ip + 16 : ip + 20])
+    udp_len = len(original) - udp_start
+    pseudo = src + dst + struct.pack("!BBH", 0, 17, udp_len)
+    partial = sum(struct.unpack("!6H", pseudo))
+    while partial >> 16:
+        partial = (partial & 0xFFFF) + (partial >> 16)
+    struct.pack_into("!H", original, udp_start + 6, partial)
+    assert vnet.complete_checksum(original)
+    assert not original[0] & vnet.FLAG_NEEDS_CSUM
+    segment = bytes(original[udp_start:]) + b"\0"
+    body = pseudo + segment[: udp_len + (udp_len % 2)]
+    assert ip_checksum(body) == 0  # the receiver's check: the whole sum comes to 0xFFFF
