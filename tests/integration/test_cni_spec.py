@@ -339,6 +339,26 @@ def test_after_a_restart_only_del_removes_the_pair(
     nothing_left(cni, daemon)
 
 
+def test_record_lost_the_pair_is_left_over_and_del_removes_it(
+    cni: CniLab, lab: Lab, daemon: PrivateDaemon
+) -> None:
+    """What a unit without RuntimeDirectoryPreserve= gets: the record beside the socket is gone
+    after the restart; the pair is a left-over one, shown without carrier; DEL removes it."""
+    ns = lab.netns("lost")
+    conf = cni.conf()
+    out = cni.add(conf, path_of(ns))
+    assert daemon.stop() == 0
+    os.unlink(daemon.socket + ".persist")
+    os.makedirs(daemon.dir, exist_ok=True)
+    daemon.start()
+    until(lambda: len(pairs(daemon)) == 2, "the left-over pair to be found")
+    assert all(e.get("orphaned") and not e["carrier"] for e in pairs(daemon))
+    assert "no carrier" in cni.call("CHECK", {**conf, "prevResult": out}, path_of(ns)).error(103)
+    cni.delete(conf, path_of(ns))
+    assert not ns.has_link("eth0") and host_link(out["interfaces"][1]["name"]) is None
+    nothing_left(cni, daemon)
+
+
 def test_del_while_the_daemon_is_down(cni: CniLab, lab: Lab, daemon: PrivateDaemon) -> None:
     ns = lab.netns("d")
     conf = cni.conf()
