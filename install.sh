@@ -11,6 +11,7 @@ cd "$(dirname "$0")"
 SRC=$(pwd)
 PREFIX=/opt/tapveth
 BIN=/usr/local/bin/tapveth
+CNI_BIN=/usr/local/bin/tapveth-cni  # the CNI plugin (see README, Containers)
 MAN=/usr/local/share/man/man8/tapveth.8
 COMPLETION=/usr/local/share/bash-completion/completions/tapveth
 UNITS="tapveth.service tapveth@.service tapveth-netns@.service"
@@ -61,6 +62,7 @@ uninstall_system() {
     for u in $UNITS; do rm -f "$UNITDIR/$u"; done
     systemd_running && systemctl daemon-reload
     [ -L "$BIN" ] && rm -f "$BIN"
+    [ -L "$CNI_BIN" ] && rm -f "$CNI_BIN"
     [ -L "$MAN" ] && rm -f "$MAN"
     [ -L "$COMPLETION" ] && rm -f "$COMPLETION"
     if [ -f "$CONFDIR/tapveth.toml" ] && cmp -s "$CONFDIR/tapveth.toml" systemd/tapveth.toml; then
@@ -82,6 +84,7 @@ install_system() {
         tar -C "$tmp" -xf -
     "$PREFIX/bin/python" -m pip install -q --upgrade "$tmp"
     ln -sfn "$PREFIX/bin/tapveth" "$BIN"
+    ln -sfn "$PREFIX/bin/tapveth-cni" "$CNI_BIN"
     mkdir -p "$(dirname "$MAN")" "$(dirname "$COMPLETION")"
     ln -sfn "$PREFIX/share/man/man8/tapveth.8" "$MAN"
     ln -sfn "$PREFIX/share/bash-completion/completions/tapveth" "$COMPLETION"

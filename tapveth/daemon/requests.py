@@ -1,5 +1,7 @@
 """Control requests: what each operation of the control socket does to the daemon."""
 
+import asyncio
+import logging
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -10,11 +12,15 @@ from tapveth.core.netem import Netem, NetemError
 from tapveth.core.orphans import Orphan
 from tapveth.daemon import capture, impaired
 from tapveth.daemon.pair import End
+from tapveth.daemon.persisted import PersistedPairs
 from tapveth.kernel import netns
 from tapveth.kernel.netns import NetnsError
 
 if TYPE_CHECKING:
+    from tapveth.daemon.pair import Pair
     from tapveth.daemon.service import Daemon
+
+log = logging.getLogger("tapveth")
 
 
 class ControlRequests:
@@ -24,6 +30,56 @@ class ControlRequests:
 
     def __init__(self, daemon: "Daemon") -> None:
         self._d = daemon
+        self._persisted = PersistedPairs(daemon.socket_path)
+        # Set once the persistent pairs are re-attached: until then requests other than ping
+        # wait, so that none sees (or takes names from) a daemon that has not found them yet.
+        self._reattached = asyncio.Event()
+
+    async def reattach_persisted(self) -> None:
+        """At start: re-attach the persistent pairs that requests made under an earlier daemon
+        on this socket; forget those that are no longer there whole."""
+        try:
+            await self._reattach_all()
+        finally:
+            self._reattached.set()
+
+    async def _reattach_all(self) -> None:
+        d = self._d
+        for spec in self._persisted.load():
+            try:
+                async with d.lock:
+                    await d.create(spec, None, persist=True, reattach=True, only_reattach=True)
+            except ControlError as exc:
+                log.info(
+                    "persistent pair %s <-> %s not re-attached: %s",
+                    spec.end.name,
+                    spec.peer.name,
+                    exc,
+                )
+                self._persisted.drop({spec.end.name, spec.peer.name})
+
+    def forget(self, pair: "Pair") -> None:
+        """A persistent pair is deleted (on request, with its namespace or an end): drop it
+        from the record."""
+        self._persisted.drop({pair.a.name, pair.b.name})
+
+    def _check_persistable(self, spec: PairSpec, caller_ns: int | None) -> None:
+        """A persistent pair is found again by its ends' namespaces: each must be an `ip netns`
+        name, or the daemon's own namespace (a PID or the caller's namespace would not last)."""
+        for want in (spec.end, spec.peer):
+            if want.netns is None:
+                own = self._d.registry.own_inode
+                inode = own if caller_ns is None else netns.inode_of_fd(caller_ns)
+                if inode != own:
+                    raise ControlError(
+                        f"persist: {want.name} would be in the caller's namespace, not the "
+                        "daemon's: name its namespace (netns NAME) to make it persistent"
+                    )
+            elif want.netns.isdigit():
+                raise ControlError(
+                    f"persist: {want.name}'s namespace is given by PID {want.netns}, which does "
+                    "not outlive the process: name it (ip netns) to make the pair persistent"
+                )
 
     def _not_stopping(self) -> None:
         if self._d.stopping:
@@ -32,16 +88,28 @@ class ControlRequests:
     async def handle(self, op: str, args: dict[str, Any], peer: Peer) -> Any:
         d, reg = self._d, self._d.registry
         self._not_stopping()
+        if op != "ping":
+            await self._reattached.wait()
         if op == "add":
             try:
                 spec = PairSpec.from_dict(args.get("spec"))
             except SpecError as exc:
                 raise ControlError(str(exc)) from None
+            persist = args.get("persist", False)
+            if not isinstance(persist, bool):
+                raise ControlError("persist must be true or false")
             caller_ns = await self._caller_netns(spec, peer)
             try:
                 async with d.lock:
                     self._not_stopping()
-                    pair = await d.create(spec, caller_ns)
+                    if persist:
+                        self._check_persistable(spec, caller_ns)
+                    pair = await d.create(spec, caller_ns, persist=persist)
+                    if persist:
+                        self._persisted.drop({spec.end.name, spec.peer.name})
+                        # Re-attached by the next daemon from the namespaces as named: the
+                        # caller's namespace (here the daemon's own) is written as None.
+                        self._persisted.add(spec)
             finally:
                 if caller_ns is not None:
                     os.close(caller_ns)

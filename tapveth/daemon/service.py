@@ -78,7 +78,8 @@ class Daemon:
         self._relay: Relay  # made in run(), where the loop is known
         self.impairments: Impairments  # likewise
         self._busy: BusyPoll
-        self._server = ControlServer(socket_path, ControlRequests(self).handle, group)
+        self.requests = ControlRequests(self)
+        self._server = ControlServer(socket_path, self.requests.handle, group)
 
     @property
     def pairs(self) -> list[Pair]:
@@ -111,6 +112,7 @@ class Daemon:
         log.info("listening on %s", self.socket_path)
         status = 0
         try:
+            await self.requests.reattach_persisted()
             if self.config_path is not None:
                 try:
                     applied = await self._reconcile(config.load(self.config_path))
@@ -197,10 +199,12 @@ class Daemon:
         caller_ns: int | None,
         persist: bool = False,
         reattach: bool = False,
+        only_reattach: bool = False,
     ) -> Pair:
         """Create a pair (or re-attach to a persistent one): both TAPs made here, configured,
         moved, then relayed. An end without netns goes to `caller_ns` (an fd of the client's
-        namespace; None: the daemon's own)."""
+        namespace; None: the daemon's own). only_reattach: a pair that is not there whole is
+        not made anew."""
         if not reattach:
             caller_inode = (
                 self.registry.own_inode if caller_ns is None else netns.inode_of_fd(caller_ns)
@@ -216,6 +220,8 @@ class Daemon:
                     provision.reattach_pair, spec, self.registry.own_inode
                 )
             reattached = made is not None
+            if made is None and only_reattach:
+                raise ControlError("it is gone")
             if made is None:
                 made = await self.worker.call(
                     provision.create_pair,
@@ -350,6 +356,8 @@ class Daemon:
                 end.tap.close()  # a persistent TAP stays, and loses carrier
             log.info("pair %s <-> %s left in place (persistent): %s", pair.a.name, pair.b.name, why)
             return
+        if pair.persist:
+            self.requests.forget(pair)  # gone for good: the next daemon must not look for it
         try:
             # Listed until its ends are gone: `show` never lists a pair whose peer remains.
             await self.worker.call(provision.delete_pair, *(e.tap for e in pair.taps()))

@@ -1,0 +1,1 @@
+"""A CNI plugin that gives containers tapveth pairs where runtimes would use a veth."""
