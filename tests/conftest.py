@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable, Iterator
 
 import pytest
-from netlab import Lab, is_root_with_tun
+from netlab import Lab, is_root_with_tun, private_daemon
 
 from tapveth.conformance.backends import Backend, KernelVeth, Pair, TapVeth, make_pair
 from tapveth.private import PrivateDaemon
@@ -36,14 +36,8 @@ def lab() -> Iterator[Lab]:
 
 @pytest.fixture
 def daemon() -> Iterator[PrivateDaemon]:
-    d = PrivateDaemon(log_level="debug")
-    d.start()
-    try:
+    with private_daemon() as d:
         yield d
-    finally:
-        rc = d.stop()
-        print("daemon log:\n" + d.final_log)
-        assert rc == 0, f"daemon exited with {rc}"
 
 
 @pytest.fixture(params=["veth", "tapveth"])
@@ -51,14 +45,8 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     if request.param == "veth":
         yield KernelVeth()
         return
-    d = PrivateDaemon(log_level="debug")
-    d.start()
-    try:
+    with private_daemon() as d:
         yield TapVeth(d)
-    finally:
-        rc = d.stop()
-        print("daemon log:\n" + d.final_log)
-        assert rc == 0, f"daemon exited with {rc}"
 
 
 @pytest.fixture(name="make_pair")

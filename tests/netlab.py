@@ -2,7 +2,9 @@
 (tapveth.conformance.lab, which `tapveth compare` uses too); this module names it for the tests
 and adds what only tests need."""
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 
 from tapveth.conformance.lab import (
     ENDPOINTS,
@@ -16,6 +18,7 @@ from tapveth.conformance.lab import (
     tag,
     wait_for,
 )
+from tapveth.private import PrivateDaemon
 
 __all__ = [
     "ENDPOINTS",
@@ -26,6 +29,7 @@ __all__ = [
     "finish",
     "is_root_with_tun",
     "last_json",
+    "private_daemon",
     "sh",
     "tag",
     "wait_for",
@@ -34,3 +38,20 @@ __all__ = [
 
 def is_root_with_tun() -> bool:
     return os.geteuid() == 0 and os.path.exists("/dev/net/tun")
+
+
+@contextlib.contextmanager
+def private_daemon(
+    label: str = "daemon", start_hook: Callable[[], None] | None = None
+) -> Iterator[PrivateDaemon]:
+    """A private daemon for one test: started, then stopped with its log printed, and a clean
+    exit asserted (the fixtures of the suites use it)."""
+    d = PrivateDaemon(log_level="debug")
+    d.start_hook = start_hook
+    d.start()
+    try:
+        yield d
+    finally:
+        rc = d.stop()
+        print(f"{label} log:\n" + d.final_log)
+        assert rc == 0, f"{label} exited with {rc}"

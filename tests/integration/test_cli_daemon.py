@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netlab import Lab, sh
+from netlab import Lab, private_daemon, sh
 
 from tapveth.private import PrivateDaemon
 
@@ -33,15 +33,8 @@ def _drop_ptrace() -> None:
 
 @pytest.fixture
 def bounded() -> Iterator[PrivateDaemon]:
-    d = PrivateDaemon(log_level="debug")
-    d.start_hook = _drop_ptrace
-    d.start()
-    try:
+    with private_daemon(start_hook=_drop_ptrace) as d:
         yield d
-    finally:
-        rc = d.stop()
-        print("daemon log:\n" + d.final_log)
-        assert rc == 0, f"daemon exited with {rc}"
 
 
 def wait_for_log(d: PrivateDaemon, text: str, timeout: float = 30) -> None:

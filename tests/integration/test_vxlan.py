@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netlab import Lab, Netns, Stream, finish, sh
+from netlab import Lab, Netns, Stream, finish, private_daemon, sh
 from underlay import (
     IP_A,
     IP_B,
@@ -39,14 +39,8 @@ OV_A, OV_B = "10.42.0.1", "10.42.0.2"
 
 @pytest.fixture
 def daemon_b() -> Iterator[PrivateDaemon]:
-    d = PrivateDaemon(log_level="debug")
-    d.start()
-    try:
+    with private_daemon("daemon B") as d:
         yield d
-    finally:
-        rc = d.stop()
-        print("daemon B log:\n" + d.final_log)
-        assert rc == 0, f"daemon B exited with {rc}"
 
 
 def ping_ok(ns: Netns, addr: str, count: int = 5, size: int = 56, *extra: str) -> bool:
