@@ -116,7 +116,7 @@ def test_out_of_fds_keeps_the_netlink_socket_and_every_pair(lab: Lab) -> None:
             time.sleep(2)  # the daemon hears it and looks the end up, and cannot
             got = ask(keep, "ping")
             assert got["ok"] and got["result"]["pairs"] == 1  # not given up for that
-            until("a lookup to fail", lambda: "trying again" in d.log(), 6)
+            until("a lookup to fail", lambda: "not located yet" in d.log(), 6)
             assert ask(keep, "ping")["result"]["pairs"] == 1
         for s in idle:
             s.close()
