@@ -501,13 +501,12 @@ def features_offloads(lab: Lab, backend: Backend) -> Observation:
         ]
     }
     obs["carrier after up"] = bring_up(p)
-    for side in ("a", "b"):
-        ns, name = p.end(side)
-        got = _features(ns, name)
-        for f in MATCHED_FEATURES:
-            obs[f"{side.upper()} {f}"] = got[f].split()[0] if f in got else None
-        for f in FIXED_OFF_FEATURES:
-            obs[f"{side.upper()} {f}"] = got.get(f)
+    got = [_features(p.ns_a, p.a), _features(p.ns_b, p.b)]
+    # One fact per feature, its value on A and on B.
+    for f in MATCHED_FEATURES:
+        obs[f"{f} (A, B)"] = [g[f].split()[0] if f in g else "(missing)" for g in got]
+    for f in FIXED_OFF_FEATURES:
+        obs[f"{f} (A, B)"] = [g.get(f, "(missing)") for g in got]
     return obs
 
 
@@ -871,12 +870,13 @@ BEHAVIOURS: tuple[Behaviour, ...] = (
         {
             "A other features not off [fixed]": [],
             "carrier after up": True,
-            **{f"{e} {f}": v for e in "AB" for f, v in MATCHED_FEATURES.items()},
-            **{f"{e} {f}": "on" for e in "AB" for f in FIXED_OFF_FEATURES},
+            **{f"{f} (A, B)": [v, v] for f, v in MATCHED_FEATURES.items()},
+            **{f"{f} (A, B)": ["on", "on"] for f in FIXED_OFF_FEATURES},
         },
         (
             Documented(
-                FIXED_OFF, {f"{e} {f}": "off [fixed]" for e in "AB" for f in FIXED_OFF_FEATURES}
+                FIXED_OFF,
+                {f"{f} (A, B)": ["off [fixed]", "off [fixed]"] for f in FIXED_OFF_FEATURES},
             ),
         ),
     ),
