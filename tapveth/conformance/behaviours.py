@@ -36,7 +36,8 @@ from tapveth.conformance.registry import (
 )
 
 MB = 1 << 20
-# veth allocates one queue per possible CPU; the machine's count, so a fact of this machine.
+# veth allocates one queue per possible CPU (os.cpu_count() on this VM, as the tests
+# assumed): a fact of the machine, so its expectation is computed here.
 CPUS = os.cpu_count() or 1
 # AF_PACKET packet types (linux/if_packet.h), by the number the receiver reports.
 PKTTYPES = {0: "host", 1: "broadcast", 2: "multicast", 3: "otherhost"}
@@ -461,7 +462,8 @@ MATCHED_FEATURES = {
     "rx-udp-gro-forwarding": "off",
     "tx-nocache-copy": "off",
 }
-# On for veth; fixed off on a TAP, since tun does not offer them (README's FIXED_OFF row).
+# On for veth; fixed off on a TAP, since tun does not offer them (registry.FIXED_OFF, a row of
+# README's table of differences).
 FIXED_OFF_FEATURES = (
     "rx-checksumming",
     "tx-checksum-sctp",
