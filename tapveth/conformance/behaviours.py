@@ -752,7 +752,7 @@ BEHAVIOURS: tuple[Behaviour, ...] = (
     ),
     Behaviour(
         "counters",
-        "right-after-peer-down",
+        "peer-just-down",
         "frames sent right after the peer went down are the sender's drops only",
         counters_right_after_peer_down,
         {
