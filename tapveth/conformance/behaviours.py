@@ -10,21 +10,35 @@ To add a behaviour: write a function (Lab, Backend) -> Observation here and add 
 BEHAVIOURS at the end of this file, with the facts veth's semantics predict."""
 
 import json
+import os
+import sys
 import tempfile
 
-from tapveth.conformance.backends import Backend, Pair, bring_up, make_pair, send_frames
-from tapveth.conformance.lab import Lab, Netns, Stream, sh, wait_until
+from tapveth.conformance.backends import (
+    Backend,
+    Pair,
+    bring_up,
+    make_pair,
+    quiet,
+    send_frames,
+)
+from tapveth.conformance.lab import Lab, Netns, Stream, finish, last_json, sh, wait_until
 from tapveth.conformance.registry import (
     DRIVER,
     ENOBUFS,
+    FIXED_OFF,
     LINK_NETNS,
     MAX_MTU,
+    QUEUES,
     Behaviour,
     Documented,
     Observation,
 )
 
 MB = 1 << 20
+# veth allocates one queue per possible CPU (os.cpu_count() on this VM, as the tests
+# assumed): a fact of the machine, so its expectation is computed here.
+CPUS = os.cpu_count() or 1
 # AF_PACKET packet types (linux/if_packet.h), by the number the receiver reports.
 PKTTYPES = {0: "host", 1: "broadcast", 2: "multicast", 3: "otherhost"}
 
@@ -224,6 +238,65 @@ def counters_peer_down(lab: Lab, backend: Backend) -> Observation:
     }
 
 
+# Run inside B's namespace: take A down, then at once send `n` raw frames from B, 1 ms apart.
+# Inline rather than a traffic endpoint: the frames must follow the `ip link set down` within
+# microseconds, not after an interpreter starts.
+_DOWN_THEN_SEND = """
+import json, socket, subprocess, sys, time
+ns_a, a, b = sys.argv[1:4]
+n = int(sys.argv[4])
+sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+sock.bind((b, 0))
+src = bytes.fromhex(open(f"/sys/class/net/{b}/address").read().strip().replace(":", ""))
+frame = (b"\\xff" * 6 + src + b"\\x88\\xb5").ljust(100, b"\\0")
+subprocess.run(["ip", "-n", ns_a, "link", "set", a, "down"], check=True)
+results = []
+for _ in range(n):
+    try:
+        sock.send(frame)
+        results.append("ok")
+    except OSError as exc:
+        results.append(str(exc.errno))
+    time.sleep(0.001)
+print(json.dumps({"results": results}))
+"""
+DROPPED_FRAMES = 20
+
+
+def counters_right_after_peer_down(lab: Lab, backend: Backend) -> Observation:
+    """A taken down, then at once 20 frames from B: every one is B's drop (tx_dropped) and A
+    counts nothing. veth takes B's carrier away at once; a TAP's own carrier change can take up
+    to a second to stop its queue (the kernel's linkwatch is rate-limited for it), so tapveth
+    must count the frames that still reach it the same way, from the first one.
+
+    The kernel's linkwatch treats a carrier change as urgent only on a device whose ifindex
+    differs from its link's (veth: its peer's): ends with the same ifindex number, one in each
+    namespace, stop the queue only when the rate-limited linkwatch runs, and meanwhile veth
+    counts such frames on both ends (README's table of differences). So the ends here get
+    different ifindexes, the usual case."""
+    ns_a, ns_b = lab.netns("a"), lab.netns("b")
+    quiet(ns_a)
+    quiet(ns_b)
+    # A spare pair in B's namespace first, so that B's ifindex differs from A's.
+    ns_b.ip("link", "add", lab.name("spx"), "type", "veth", "peer", "name", lab.name("spy"))
+    p = Pair(backend, ns_a, ns_b, lab.name("cfa"), lab.name("cfb"))
+    backend.add(p.a, ns_a, p.b, ns_b)
+    obs: Observation = {"ifindexes differ": ns_a.link(p.a)["ifindex"] != ns_b.link(p.b)["ifindex"]}
+    obs["carrier after up"] = bring_up(p)
+    before_a, before_b = p.counters("a"), p.counters("b")
+    out = ns_b.run(
+        sys.executable, "-c", _DOWN_THEN_SEND, ns_a.name, p.a, p.b, str(DROPPED_FRAMES), timeout=60
+    ).stdout
+    # What send() returns is not recorded: it depends on when the queue stops (see above).
+    obs["frames sent from B"] = len(last_json(out)["results"])
+    after_a, after_b = p.counters("a"), p.counters("b")
+    for k in ("tx_dropped", "tx_packets"):
+        obs[f"B {k}"] = after_b[k] - before_b[k]
+    for k in ("rx_dropped", "rx_packets"):
+        obs[f"A {k}"] = after_a[k] - before_a[k]
+    return obs
+
+
 # -- lifecycle --------------------------------------------------------------------------------
 
 
@@ -359,6 +432,148 @@ def attributes_mtu_range(lab: Lab, backend: Backend) -> Observation:
         r = p.ns_a.ip("link", "set", p.a, "mtu", mtu, check=False)
         obs[f"mtu {mtu}"] = "ok" if r.returncode == 0 else "refused"
     obs["mtu after"] = int(p.link("a")["mtu"])
+    return obs
+
+
+# -- features ---------------------------------------------------------------------------------
+
+# veth's defaults (`ethtool -k`) that tapveth matches: offloads through TUNSETOFFLOAD, the rest
+# set with the ethtool ioctl when the TAP is made. Only the on/off word: whether it is fixed is
+# the driver's business.
+MATCHED_FEATURES = {
+    "tx-checksumming": "on",
+    "tx-checksum-ip-generic": "on",
+    "scatter-gather": "on",
+    "tx-scatter-gather": "on",
+    "tx-scatter-gather-fraglist": "on",
+    "tcp-segmentation-offload": "on",
+    "tx-tcp-segmentation": "on",
+    "tx-tcp-ecn-segmentation": "on",
+    "tx-tcp-mangleid-segmentation": "on",
+    "tx-tcp6-segmentation": "on",
+    "generic-segmentation-offload": "on",
+    "generic-receive-offload": "off",
+    "tx-vlan-offload": "on",
+    "tx-vlan-stag-hw-insert": "on",
+    "tx-udp_tnl-segmentation": "on",
+    "tx-udp_tnl-csum-segmentation": "on",
+    "tx-udp-segmentation": "on",
+    "rx-gro-list": "off",
+    "rx-udp-gro-forwarding": "off",
+    "tx-nocache-copy": "off",
+}
+# On for veth; fixed off on a TAP, since tun does not offer them (registry.FIXED_OFF, a row of
+# README's table of differences).
+FIXED_OFF_FEATURES = (
+    "rx-checksumming",
+    "tx-checksum-sctp",
+    "tx-tcp-accecn-segmentation",
+    "rx-vlan-offload",
+    "rx-vlan-stag-hw-parse",
+    "highdma",
+    "tx-gre-segmentation",
+    "tx-gre-csum-segmentation",
+    "tx-ipxip4-segmentation",
+    "tx-ipxip6-segmentation",
+    "tx-sctp-segmentation",
+    "tx-gso-list",
+)
+
+
+def _features(ns: Netns, ifname: str) -> dict[str, str]:
+    """`ethtool -k`: feature name to "on", "off", "on [fixed]" or "off [fixed]"."""
+    got = {}
+    for line in ns.run("ethtool", "-k", ifname).stdout.splitlines()[1:]:
+        name, _, value = line.strip().partition(": ")
+        got[name] = value.strip()
+    return got
+
+
+def features_offloads(lab: Lab, backend: Backend) -> Observation:
+    """`ethtool -k` of both ends once up (when a TAP could reset anything): veth's value for
+    every matched feature, the documented ones fixed off on tapveth, and, on a new A, every
+    other feature fixed off, as on both drivers by nature."""
+    p = make_pair(lab, backend)
+    others = _features(p.ns_a, p.a)
+    obs: Observation = {
+        "A other features not off [fixed]": [
+            f"{f}: {v}"
+            for f, v in others.items()
+            if f not in MATCHED_FEATURES and f not in FIXED_OFF_FEATURES and v != "off [fixed]"
+        ]
+    }
+    obs["carrier after up"] = bring_up(p)
+    got = [_features(p.ns_a, p.a), _features(p.ns_b, p.b)]
+    # One fact per feature, its value on A and on B.
+    for f in MATCHED_FEATURES:
+        obs[f"{f} (A, B)"] = [g[f].split()[0] if f in g else "(missing)" for g in got]
+    for f in FIXED_OFF_FEATURES:
+        obs[f"{f} (A, B)"] = [g.get(f, "(missing)") for g in got]
+    return obs
+
+
+def _channels(ns: Netns, ifname: str) -> tuple[str, str]:
+    """`ethtool -l`: the maximum and current RX, TX and Combined channels, one line each."""
+    out = ns.run("ethtool", "-l", ifname, check=False).stdout
+    sections: list[dict[str, str]] = []
+    for line in out.splitlines():
+        if line.strip().endswith("maximums:") or line.strip().endswith("settings:"):
+            sections.append({})
+        elif sections and ":" in line:
+            k, _, v = line.partition(":")
+            sections[-1][k.strip()] = v.strip()
+    lines = [", ".join(f"{k} {s.get(k)}" for k in ("RX", "TX", "Combined")) for s in sections]
+    maximum, current = [*lines, "none", "none"][:2]  # "none" where ethtool -l answers nothing
+    return maximum, current
+
+
+def features_queues(lab: Lab, backend: Backend) -> Observation:
+    """Queues and link settings of both ends once up: one receive and one transmit queue in
+    use; veth allocates one per CPU (`ethtool -l` shows them as its maximum), a TAP one.
+    Speed 10000, full duplex, as veth reports."""
+    p = make_pair(lab, backend)
+    obs: Observation = {"carrier after up": bring_up(p)}
+    for side in ("a", "b"):
+        ns, name = p.end(side)
+        end = side.upper()
+        obs[f"{end} queues in use"] = sorted(
+            ns.run("ls", f"/sys/class/net/{name}/queues").stdout.split()
+        )
+        link = ns.link(name)
+        obs[f"{end} queues allocated (tx, rx)"] = [link["num_tx_queues"], link["num_rx_queues"]]
+        obs[f"{end} ethtool -l maximum"], obs[f"{end} ethtool -l current"] = _channels(ns, name)
+        settings = ns.run("ethtool", name).stdout
+        obs[f"{end} speed 10000Mb/s, full duplex"] = (
+            "Speed: 10000Mb/s" in settings and "Duplex: Full" in settings
+        )
+    return obs
+
+
+def features_vxlan_tcp(lab: Lab, backend: Backend) -> Observation:
+    """VXLAN over the pair: with UDP-tunnel segmentation on, the sender hands the pair whole
+    tunnelled TCP super-frames; they must cross with their tunnel offsets intact, both ways."""
+    p = make_pair(lab, backend)
+    p.ns_a.ip("addr", "add", "10.9.5.1/24", "dev", p.a)
+    p.ns_b.ip("addr", "add", "10.9.5.2/24", "dev", p.b)
+    obs: Observation = {"carrier after up": bring_up(p)}
+    for ns, end, local, remote, inner in (
+        (p.ns_a, p.a, "10.9.5.1", "10.9.5.2", "10.9.6.1/24"),
+        (p.ns_b, p.b, "10.9.5.2", "10.9.5.1", "10.9.6.2/24"),
+    ):
+        ns.ip(
+            "link", "add", "vx0", "type", "vxlan", "id", "42", "local", local, "remote", remote,
+            "dstport", "4789", "dev", end,
+        )  # fmt: skip
+        ns.ip("addr", "add", inner, "dev", "vx0")
+        ns.ip("link", "set", "vx0", "up")
+    sniffer = p.ns_b.spawn_traffic("sniff", "--ifname", p.b, "--timeout", "10", "--count", "100")
+    stream = Stream(p.ns_a, p.ns_b, "10.9.6.2", 20 * MB, port=5411, seed=5, timeout=60)
+    obs["TCP 20 MB A->B over VXLAN"] = stream.outcome()
+    lengths: list[int] = finish(sniffer)["lengths"]
+    # Frames longer than the MTU on the wire of the pair: tunnelled super-frames crossed whole.
+    obs["B saw frames over MTU + 18"] = max(lengths, default=0) > 1500 + 18
+    stream = Stream(p.ns_b, p.ns_a, "10.9.6.1", 20 * MB, port=5412, seed=6, timeout=60)
+    obs["TCP 20 MB B->A over VXLAN"] = stream.outcome()
     return obs
 
 
@@ -536,6 +751,21 @@ BEHAVIOURS: tuple[Behaviour, ...] = (
         {"received": [], "A tx_packets": 0, "A tx_dropped": 3},
     ),
     Behaviour(
+        "counters",
+        "peer-just-down",
+        "frames sent right after the peer went down are the sender's drops only",
+        counters_right_after_peer_down,
+        {
+            "ifindexes differ": True,
+            "carrier after up": True,
+            "frames sent from B": DROPPED_FRAMES,
+            "B tx_dropped": DROPPED_FRAMES,
+            "B tx_packets": 0,
+            "A rx_dropped": 0,
+            "A rx_packets": 0,
+        },
+    ),
+    Behaviour(
         "lifecycle",
         "del-a",
         "ip link del of A deletes both ends",
@@ -633,6 +863,71 @@ BEHAVIOURS: tuple[Behaviour, ...] = (
         "MTU 68..65521 accepted, 67 refused",
         attributes_mtu_range,
         {"mtu 65521": "ok", "mtu 68": "ok", "mtu 67": "refused", "mtu after": 68},
+    ),
+    Behaviour(
+        "features",
+        "offloads",
+        "ethtool -k: veth's features where a TAP can take them",
+        features_offloads,
+        {
+            "A other features not off [fixed]": [],
+            "carrier after up": True,
+            **{f"{f} (A, B)": [v, v] for f, v in MATCHED_FEATURES.items()},
+            **{f"{f} (A, B)": ["on", "on"] for f in FIXED_OFF_FEATURES},
+        },
+        (
+            Documented(
+                FIXED_OFF,
+                {f"{f} (A, B)": ["off [fixed]", "off [fixed]"] for f in FIXED_OFF_FEATURES},
+            ),
+        ),
+    ),
+    Behaviour(
+        "features",
+        "queues",
+        "queues in use and allocated, ethtool -l, speed and duplex",
+        features_queues,
+        {
+            "carrier after up": True,
+            **{
+                f"{e} {k}": v
+                for e in "AB"
+                for k, v in (
+                    ("queues in use", ["rx-0", "tx-0"]),
+                    ("queues allocated (tx, rx)", [CPUS, CPUS]),
+                    ("ethtool -l maximum", f"RX {CPUS}, TX {CPUS}, Combined n/a"),
+                    ("ethtool -l current", "RX 1, TX 1, Combined n/a"),
+                    ("speed 10000Mb/s, full duplex", True),
+                )
+            },
+        },
+        (
+            Documented(
+                QUEUES,
+                {
+                    f"{e} {k}": v
+                    for e in "AB"
+                    for k, v in (
+                        # with one CPU, veth too allocates one queue
+                        *((("queues allocated (tx, rx)", [1, 1]),) if CPUS > 1 else ()),
+                        ("ethtool -l maximum", "RX n/a, TX n/a, Combined 1"),
+                        ("ethtool -l current", "RX n/a, TX n/a, Combined 1"),
+                    )
+                },
+            ),
+        ),
+    ),
+    Behaviour(
+        "features",
+        "vxlan-tcp",
+        "TCP both ways through a VXLAN tunnel over the pair",
+        features_vxlan_tcp,
+        {
+            "carrier after up": True,
+            "TCP 20 MB A->B over VXLAN": "intact",
+            "B saw frames over MTU + 18": True,
+            "TCP 20 MB B->A over VXLAN": "intact",
+        },
     ),
     Behaviour(
         "traffic",

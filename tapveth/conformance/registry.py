@@ -37,7 +37,18 @@ DRIVER = Difference(
 )
 LINK_NETNS = Difference("`ip link` shows `veth1@if5` and `link-netns`", "plain `veth1`")
 MAX_MTU = Difference("maxmtu 65535, tso_max_size 512 KiB", "maxmtu 65521, tso_max_size 64 KiB")
-DIFFERENCES = (ENOBUFS, DRIVER, LINK_NETNS, MAX_MTU)
+FIXED_OFF = Difference(
+    "`ethtool -k`: rx-checksumming, tx-checksum-sctp, highdma, rx-vlan-offload,"
+    " rx-vlan-stag-hw-parse, GRE, IPIP/SIT (ipxip4/6), SCTP, fraglist (tx-gso-list) and AccECN"
+    " segmentation on",
+    "`off [fixed]`",
+)
+QUEUES = Difference(
+    "one queue per CPU allocated (`numtxqueues 2` here), one in use; `ethtool -l` shows RX/TX"
+    " maximum 2, current 1",
+    "one queue (`numtxqueues 1`); `ethtool -l` shows Combined 1",
+)
+DIFFERENCES = (ENOBUFS, DRIVER, LINK_NETNS, MAX_MTU, FIXED_OFF, QUEUES)
 
 
 @dataclass(frozen=True)

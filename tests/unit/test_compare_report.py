@@ -79,7 +79,7 @@ def test_exit_status() -> None:
 
 def test_registry_is_consistent() -> None:
     keys = [b.key for b in BEHAVIOURS]
-    assert len(keys) == len(set(keys)) == 20
+    assert len(keys) == len(set(keys)) == 24
     assert set(GROUPS) == {b.group for b in BEHAVIOURS}
     for b in BEHAVIOURS:
         for d in b.documented:
