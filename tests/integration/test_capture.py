@@ -323,3 +323,32 @@ def test_a_reader_that_stalls_loses_frames_and_is_told_how_many(
     assert counts["captured"] == sum(isinstance(r, pcapng.Packet) for r in recs)
     assert sum(s.dropped for s in stats) == counts["dropped by kernel"]
     assert sum(s.received for s in stats) == counts["captured"] + counts["dropped by kernel"]
+
+
+def test_frames_an_impairment_drops_are_recorded_with_their_reason(
+    lab: Lab, daemon: PrivateDaemon, tmp_path: Path
+) -> None:
+    a, _, x, y = quiet_pair(lab, daemon)
+    daemon.cli("qdisc", "add", "dev", x, "root", "netem", "loss", "50%", "seed", "3")
+    trace = tmp_path / "impaired.pcapng"
+    cap = start_capture(lab, daemon, x, "-w", str(trace))
+    a.run("ping", "-c", "40", "-i", "0.02", "-W", "2", "10.0.0.2", check=False, timeout=60)
+    time.sleep(0.3)
+    _, counts = stop_capture(cap)
+    stats = {e["ifname"]: e for e in daemon.request("stats")}
+    lost = stats[x]["drops"]["loss"]
+    assert 0 < lost < 40, stats[x]
+    assert stats[x]["drops"] == {"loss": lost}
+    fields = ("frame.interface_name", "frame.comment")
+    requests = tshark(trace, "icmp.type == 8", *fields)
+    assert len(requests) == 40
+    assert {r[0] for r in requests} == {x}
+    assert sorted(r[1] for r in requests) == [""] * (40 - lost) + ["dropped: loss"] * lost
+    assert len(tshark(trace, 'frame.comment == "dropped: loss"', "frame.number")) == lost
+    replies = tshark(trace, "icmp.type == 0", *fields)
+    assert replies == [[y, ""]] * (40 - lost)  # the other direction is not impaired
+    assert counts == {
+        "captured": 80 - lost,
+        "received by filter": 80 - lost,
+        "dropped by kernel": 0,
+    }
