@@ -29,6 +29,7 @@ from tapveth.daemon.pair import End, Pair
 
 if TYPE_CHECKING:
     from tapveth.daemon.service import Daemon
+    from tapveth.daemon.vxlan_end import VxlanEnd
 
 log = logging.getLogger("tapveth")
 
@@ -39,7 +40,9 @@ FINISH_TIMEOUT = 5.0  # to hand the last frames and the statistics to a client t
 
 
 class Capture:
-    """One client's capture of one pair. Interface 0 is the end it named, 1 its peer.
+    """One client's capture of one pair. Interface 0 is the end it named, 1 its peer. Only
+    what TAP ends send is recorded: on a pair over VXLAN, what the tunnel delivers to the TAP
+    end is counted in the tunnel end's statistics but not recorded.
 
     When the buffer is full the capture steps out of the relay's way altogether (the relay
     takes its fast path again) until the client has read half of it; the frames sent in the
@@ -49,7 +52,7 @@ class Capture:
     def __init__(
         self,
         pair: Pair,
-        first: End,
+        first: "End | VxlanEnd",
         writer: asyncio.StreamWriter,
         snaplen: int,
         count: int,
@@ -152,6 +155,9 @@ class Capture:
         out = []
         for i in range(2):
             received = final[i][0] - self._base[i][0]
+            if not isinstance(self.ends[i], End):  # the tunnel's side: nothing recorded
+                out.append((received, 0, 0, 0))
+                continue
             accepted = final[i][1] - self._base[i][1] if self._drops_only else received
             out.append(
                 (received, accepted, max(0, accepted - self.delivered[i]), self.delivered[i])
@@ -163,7 +169,10 @@ class Capture:
         blocks = [pcapng.section_header(f"tapveth {__version__}", os.uname().sysname)]
         for end in self.ends:
             ns = ns_name(end) or "-"
-            desc = f"tapveth end {end.name} of pair {a}/{b}, netns {ns}, mtu {end.mtu}"
+            if isinstance(end, End):
+                desc = f"tapveth end {end.name} of pair {a}/{b}, netns {ns}, mtu {end.mtu}"
+            else:  # what it sends (the tunnel's frames to the TAP end) is not recorded
+                desc = f"tapveth end {end.name} of pair {a}/{b}, underlay netns {ns}, not recorded"
             blocks.append(pcapng.interface_description(end.name, desc, self._snaplen))
         return b"".join(blocks)
 
@@ -185,11 +194,9 @@ def _int_arg(args: dict[str, Any], key: str, default: int, low: int, high: int) 
 def start(d: "Daemon", args: dict[str, Any]) -> Stream:
     """The `capture` request: find the pair, check the options, return the stream."""
     pair = d.registry.find(args.get("name"), args.get("netns"))
-    if not isinstance(pair.b, End):
-        raise ControlError("capture of a pair stretched over VXLAN is not supported")
     first = next(
         e
-        for e in pair.taps()
+        for e in pair.ends()
         if e.name == args["name"] and args.get("netns") in (None, d.registry.ns_name(e))
     )
     snaplen = _int_arg(args, "snaplen", pcapng.DEFAULT_SNAPLEN, 1, pcapng.DEFAULT_SNAPLEN)

@@ -329,6 +329,9 @@ class VxlanEnd:
         hdr_buf, view = self._bufs[0], self._view
         bufs, vxhdr, fds, n_fds = self._bufs, self._vxhdr, self._tx_fds, self._n_tx
         readv, writev, flow_hash = os.readv, os.writev, vxlan.flow_hash
+        if tap.captures:  # checked once a batch: without a capture, nothing else changes
+            self._from_tap_captured(tap)
+            return
         flow = tap.out
         fd = tap.fd
         session = self.session
@@ -370,8 +373,9 @@ class VxlanEnd:
                     flow.forwarded(length)
                     break
 
-    def _send_one(self, fd: int, datagram: memoryview, length: int) -> None:
-        """Send one datagram; count the frame it carries as forwarded or dropped."""
+    def _send_one(self, fd: int, datagram: memoryview, length: int) -> DropReason | None:
+        """Send one datagram; count the frame it carries as forwarded or dropped (the reason,
+        or None when sent)."""
         flow = self.local.out if self.local is not None else Flow()
         for attempt in range(2):
             try:
@@ -379,13 +383,51 @@ class VxlanEnd:
             except OSError as exc:
                 if exc.errno == errno.ECONNREFUSED and attempt == 0:
                     continue  # an ICMP error from an earlier datagram: send this one again
-                if exc.errno == errno.EMSGSIZE:
-                    flow.refused(DropReason.MTU)  # does not fit the underlay; DF is set
-                else:  # EAGAIN/ENOBUFS (socket buffer full), unreachable, ...
-                    flow.refused(DropReason.WRITE_ERROR)
-                return
+                # EMSGSIZE: does not fit the underlay (DF is set); anything else (EAGAIN or
+                # ENOBUFS with the socket buffer full, unreachable...) is a write error
+                reason = DropReason.MTU if exc.errno == errno.EMSGSIZE else DropReason.WRITE_ERROR
+                flow.refused(reason)
+                return reason
             flow.forwarded(length)
-            return
+            return None
+        return None  # not reached: the second attempt returns
+
+    def _from_tap_captured(self, tap: End) -> None:
+        """As from_tap while a capture watches the TAP end: one datagram a frame, each frame
+        shown to the captures with what became of it (sent into the tunnel, or the reason)."""
+        caps = tap.captures
+        hdr_buf, seg_view = self._bufs[0], self._seg_view
+        seg_view[: vxlan.HLEN] = self._vxhdr
+        body = seg_view[vxlan.HLEN : vxlan.HLEN + BUF_LEN]
+        flow = tap.out
+        session = self.session
+        for _ in range(BATCH):
+            try:
+                n = os.readv(tap.fd, [hdr_buf, body])
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                self._on_gone(tap, exc)
+                break
+            length = n - _HDR
+            reason: DropReason | None = None
+            if length < vxlan.ETH_HLEN:
+                reason = DropReason.RUNT
+            elif session is not None and not session.up:
+                reason = DropReason.PEER_DOWN
+            elif hdr_buf[1] & 0x7F:
+                reason = DropReason.MTU  # a super-frame: see from_tap
+            if reason is not None:
+                flow.refused(reason)
+            else:
+                i = ((vxlan.flow_hash(body[:length]) & 0xFFFFFFFF) * self._n_tx) >> 32
+                reason = self._send_one(self._tx_fds[i], seg_view[: vxlan.HLEN + length], length)
+            for cap in caps:
+                cap.frame(tap, body[:length], reason)
+        for cap in caps:
+            cap.flush()
 
     def _flush(self, i: int, data: memoryview, seg: int, lengths: list[int]) -> None:
         """Send datagrams laid end to end in data, all seg bytes long but the last, in one
@@ -417,6 +459,9 @@ class VxlanEnd:
         hdr_buf, seg_view = self._bufs[0], self._seg_view
         vxhdr, n_fds, flow_hash = self._vxhdr, self._n_tx, vxlan.flow_hash
         readv = os.readv
+        if tap.captures:  # checked once a batch: without a capture, nothing else changes
+            self._from_tap_captured(tap)
+            return
         flow = tap.out
         fd = tap.fd
         session = self.session

@@ -9,9 +9,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from netlab import Lab, Netns, sh
+from underlay import IP_A, IP_B, has_carrier, kernel_vxlan, tapveth_end, two_hosts, wait_for
 
 from tapveth import control
 from tapveth.conformance.backends import quiet
@@ -352,3 +354,53 @@ def test_frames_an_impairment_drops_are_recorded_with_their_reason(
         "received by filter": 80 - lost,
         "dropped by kernel": 0,
     }
+
+
+def test_capture_over_vxlan_records_what_the_tap_end_sends(
+    lab: Lab, daemon: PrivateDaemon, tmp_path: Path
+) -> None:
+    hosts = two_hosts(lab)
+    o1 = lab.netns("o1")
+    quiet(o1)
+    v1 = lab.name("capv")
+    tapveth_end(daemon, o1, v1, hosts.a, IP_B)
+    kernel_vxlan(hosts.b, hosts.ub, "vx42", IP_A, "10.42.0.2/24")
+    o1.configure(v1, "10.42.0.1/24")
+    o1.ip("link", "set", v1, "mtu", "1500")  # the tunnel's 50 bytes no longer fit below 1500
+    wait_for("carrier", lambda: has_carrier(o1, v1))
+    mac_b, mac_1 = hosts.b.link("vx42")["address"], o1.link(v1)["address"]
+    o1.ip("neigh", "add", "10.42.0.2", "lladdr", mac_b, "dev", v1, "nud", "permanent")
+    hosts.b.ip("neigh", "add", "10.42.0.1", "lladdr", mac_1, "dev", "vx42", "nud", "permanent")
+    trace = tmp_path / "vxlan.pcapng"
+    cap = start_capture(lab, daemon, v1, "-w", str(trace))
+    before = stats_of(daemon, v1)
+    assert " 0% packet loss" in o1.ping("10.42.0.2", count=5, extra=REPLIES).stdout
+    # 1514-byte frames: 1564 bytes on the 1500-byte underlay, refused (DF set), reason mtu
+    o1.ping("10.42.0.2", count=2, size=1500 - 28, extra=("-M", "do", "-W", "1"))
+    time.sleep(0.3)
+    _, counts = stop_capture(cap)
+    after = stats_of(daemon, v1)
+    assert after["drops"].get("mtu", 0) - before["drops"].get("mtu", 0) == 2
+    sent = after["tx_packets"] - before["tx_packets"] + 2
+    fields = ("frame.interface_name", "frame.comment", "frame.len")
+    requests = tshark(trace, "icmp.type == 8", *fields)
+    assert requests == [[v1, "", "98"]] * 5 + [[v1, "dropped: mtu", "1514"]] * 2
+    assert tshark(trace, "icmp.type == 0", *fields) == []  # the tunnel's side: not recorded
+    assert len(tshark(trace, "frame", "frame.number")) == sent == 7
+    names = sh("tshark", "-r", str(trace), "-T", "fields", "-e", "frame.interface_description")
+    assert f"netns {o1.name}, mtu 1500" in names.stdout
+    # interface 1 (the tunnel) sent the 5 replies: counted, nothing recorded or left out
+    assert counts == {"captured": 7, "received by filter": 7, "dropped by kernel": 0}
+    recs = list(pcapng.read(trace.read_bytes()))
+    isb = [r for r in recs if isinstance(r, pcapng.Statistics)]
+    assert isb[0].received == 7, isb
+    # the tunnel's side: the 5 replies (and whatever else the far host sent) counted as
+    # received, none accepted, left out or recorded
+    assert isb[1].received >= 5, isb
+    assert (isb[1].accepted, isb[1].dropped, isb[1].delivered) == (0, 0, 0), isb
+
+
+def stats_of(d: PrivateDaemon, name: str) -> dict[str, Any]:
+    (mine,) = [e for e in d.request("stats") if e["ifname"] == name]
+    assert isinstance(mine, dict)
+    return mine
