@@ -40,9 +40,8 @@ FINISH_TIMEOUT = 5.0  # to hand the last frames and the statistics to a client t
 
 
 class Capture:
-    """One client's capture of one pair. Interface 0 is the end it named, 1 its peer. Only
-    what TAP ends send is recorded: on a pair over VXLAN, what the tunnel delivers to the TAP
-    end is counted in the tunnel end's statistics but not recorded.
+    """One client's capture of one pair. Interface 0 is the end it named, 1 its peer (on a
+    pair over VXLAN, the tunnel end "sends" what it delivers to the TAP end).
 
     When the buffer is full the capture steps out of the relay's way altogether (the relay
     takes its fast path again) until the client has read half of it; the frames sent in the
@@ -95,16 +94,16 @@ class Capture:
     def _attach(self) -> None:
         if not self._attached:
             self._attached = True
-            for end in self.pair.taps():
+            for end in self.ends:
                 end.captures = (*end.captures, self)
 
     def _detach(self) -> None:
         if self._attached:
             self._attached = False
-            for end in self.pair.taps():
+            for end in self.ends:
                 end.captures = tuple(c for c in end.captures if c is not self)
 
-    def frame(self, sender: End, frame: memoryview, reason: str | None) -> None:
+    def frame(self, sender: "End | VxlanEnd", frame: memoryview, reason: str | None) -> None:
         """A frame `sender` sent, and what became of it (None: delivered). Called by the relay
         for every frame while the capture is attached: never blocks, never raises."""
         if (self._drops_only and reason is None) or not self._attached:
@@ -155,9 +154,6 @@ class Capture:
         out = []
         for i in range(2):
             received = final[i][0] - self._base[i][0]
-            if not isinstance(self.ends[i], End):  # the tunnel's side: nothing recorded
-                out.append((received, 0, 0, 0))
-                continue
             accepted = final[i][1] - self._base[i][1] if self._drops_only else received
             out.append(
                 (received, accepted, max(0, accepted - self.delivered[i]), self.delivered[i])
@@ -171,8 +167,8 @@ class Capture:
             ns = ns_name(end) or "-"
             if isinstance(end, End):
                 desc = f"tapveth end {end.name} of pair {a}/{b}, netns {ns}, mtu {end.mtu}"
-            else:  # what it sends (the tunnel's frames to the TAP end) is not recorded
-                desc = f"tapveth end {end.name} of pair {a}/{b}, underlay netns {ns}, not recorded"
+            else:  # the tunnel: its frames are those it delivers to the TAP end
+                desc = f"tapveth end {end.name} of pair {a}/{b}, underlay netns {ns}"
             blocks.append(pcapng.interface_description(end.name, desc, self._snaplen))
         return b"".join(blocks)
 

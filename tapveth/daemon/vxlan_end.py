@@ -24,7 +24,7 @@ import socket
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tapveth.core import bfd, vnet, vxlan
 from tapveth.core.rules import DropReason, Flow, admit
@@ -32,6 +32,9 @@ from tapveth.core.vxlanspec import VxlanSpec
 from tapveth.daemon.pair import End
 from tapveth.kernel import netns
 from tapveth.kernel.netlink import Netlink
+
+if TYPE_CHECKING:
+    from tapveth.daemon.capture import Capture
 
 log = logging.getLogger("tapveth")
 
@@ -187,6 +190,7 @@ class VxlanEnd:
         self.rx_drops: dict[str, int] = {}  # datagrams refused before decapsulation, by reason
         self.udp_rx = 0  # datagrams received
         self.udp_reads = 0  # reads that got them (fewer when UDP_GRO merged some)
+        self.captures: tuple[Capture, ...] = ()  # captures watching what the tunnel delivers
         self.local: End | None = None
         self._u = underlay
         self._on_change = on_change
@@ -513,6 +517,12 @@ class VxlanEnd:
         assert tap is not None
         self._before_batch()
         self._on_traffic()
+        caps = self.captures  # once a batch; each frame is shown to them in _decap
+        self._from_tunnel(tap, caps)
+        for cap in caps:
+            cap.flush()
+
+    def _from_tunnel(self, tap: End, caps: "tuple[Capture, ...]") -> None:
         buf, view = self._buf, self._view
         recv = self._u.rx.recvmsg_into if GRO else None
         recvfrom = self._u.rx.recvfrom_into
@@ -540,7 +550,7 @@ class VxlanEnd:
                 self.udp_rx += 1
                 if addr[0] != remote:
                     self._count(vxlan.RxDrop.SOURCE)
-                elif not decap(tap, view[:n], n):
+                elif not decap(tap, view[:n], n, caps):
                     return
                 continue
             for off in range(0, n, seg):  # coalesced by UDP_GRO: one sender, one size
@@ -548,12 +558,13 @@ class VxlanEnd:
                 self.udp_rx += 1
                 if addr[0] != remote:
                     self._count(vxlan.RxDrop.SOURCE)
-                elif not decap(tap, view[off : off + size], size):
+                elif not decap(tap, view[off : off + size], size, caps):
                     return
 
-    def _decap(self, tap: End, dgram: memoryview, n: int) -> bool:
-        """Check one datagram from the remote and give its frame to the TAP (or to BFD).
-        False when the TAP is gone."""
+    def _decap(self, tap: End, dgram: memoryview, n: int, caps: "tuple[Capture, ...]") -> bool:
+        """Check one datagram from the remote and give its frame to the TAP (or to BFD),
+        showing the frame to the captures with what became of it. False when the TAP is
+        gone."""
         reason = vxlan.check(dgram, n, self._vni_field)
         if reason is not None:
             self._count(reason)
@@ -567,23 +578,25 @@ class VxlanEnd:
             return True
         flow = self.out
         length = n - vxlan.HLEN
-        refused = admit(length, False, tap.up, tap.mtu)
-        if refused is not None:
-            flow.refused(refused)
-            return True
-        try:
-            os.writev(tap.fd, [_NO_VNET, frame])
-        except OSError as exc:
-            if exc.errno == errno.EIO:
-                flow.refused(DropReason.PEER_DOWN)
-                flow.peer_counted += 1
-            elif exc.errno in (errno.EBADFD, errno.EBADF, errno.EFAULT, errno.ENODEV):
-                self._on_gone(tap, exc)
-                return False
+        fate = admit(length, False, tap.up, tap.mtu)
+        if fate is None:
+            try:
+                os.writev(tap.fd, [_NO_VNET, frame])
+            except OSError as exc:
+                if exc.errno == errno.EIO:
+                    fate = DropReason.PEER_DOWN
+                    flow.peer_counted += 1
+                elif exc.errno in (errno.EBADFD, errno.EBADF, errno.EFAULT, errno.ENODEV):
+                    self._on_gone(tap, exc)
+                    return False
+                else:
+                    fate = DropReason.WRITE_ERROR
             else:
-                flow.refused(DropReason.WRITE_ERROR)
-        else:
-            flow.forwarded(length)
+                flow.forwarded(length)
+        if fate is not None:
+            flow.refused(fate)
+        for cap in caps:
+            cap.frame(self, frame, fate)
         return True
 
     # -- what show and stats say -------------------------------------------------------------
