@@ -373,8 +373,14 @@ def test_capture_over_vxlan_records_both_directions(
     hosts.b.ip("neigh", "add", "10.42.0.1", "lladdr", mac_1, "dev", "vx42", "nud", "permanent")
     trace = tmp_path / "vxlan.pcapng"
     cap = start_capture(lab, daemon, v1, "-w", str(trace))
+    lines = start_capture(lab, daemon, v1, "-c", "2")  # one line a frame
     before = stats_of(daemon, v1)
     assert " 0% packet loss" in o1.ping("10.42.0.2", count=5, extra=REPLIES).stdout
+    out, err = lines.communicate(timeout=30)
+    assert lines.returncode == 0, err
+    printed = out.splitlines()
+    assert f"{v1} Out IP 10.42.0.1 > 10.42.0.2 ICMP echo-request" in printed[0], out
+    assert "vxlan:42 Out IP 10.42.0.2 > 10.42.0.1 ICMP echo-reply" in printed[1], out
     # 1514-byte frames: 1564 bytes on the 1500-byte underlay, refused (DF set), reason mtu
     o1.ping("10.42.0.2", count=2, size=1500 - 28, extra=("-M", "do", "-W", "1"))
     # the far host sends 2 frames longer than v1's MTU: refused on the way to the TAP end
