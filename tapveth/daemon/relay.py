@@ -18,10 +18,14 @@ import os
 import time
 from collections.abc import Callable
 from itertools import islice
+from typing import TYPE_CHECKING
 
 from tapveth.core import vnet
 from tapveth.core.rules import DropReason, admit
 from tapveth.daemon.pair import End
+
+if TYPE_CHECKING:
+    from tapveth.daemon.impaired import ImpairedLink
 
 # Largest frame a TAP can hand us: a 64 KiB GSO super-frame or a 65535-byte frame at MTU 65521,
 # plus the virtio header. A shorter buffer would truncate silently.
@@ -123,26 +127,10 @@ class Relay:
         """Frames through src's impairments: each copied into a buffer of its own and queued
         by the model; what is due already goes out at once, the rest at its timer."""
         link = src.impair
-        caps = src.captures
-        if caps and link is not None:
-            # The frames the model drops are shown to the captures too. Hooked once a batch,
-            # only while a capture runs: without one, the loop tests one empty list a frame.
-            dropped: list[DropReason] = []
-            stats = link.model.stats
-            counted = stats.on_drop
-
-            def drop(reason: DropReason) -> None:
-                dropped.append(reason)
-                if counted is not None:
-                    counted(reason)
-
-            stats.on_drop = drop
-            try:
-                now = self._enqueue(src, dropped)
-            finally:
-                stats.on_drop = counted
+        if src.captures and link is not None:
+            now = self._enqueue_shown(src, link)
         else:
-            now = self._enqueue(src, [])
+            now = self._enqueue(src)
         if now is None:
             return
         # Busy-poll only for a frame due very soon. For one due later the timer wakes the loop:
@@ -156,11 +144,9 @@ class Relay:
                 self._on_traffic()
         self.deliver(src, dst)
 
-    def _enqueue(self, src: End, dropped: list[DropReason]) -> int | None:
-        """Read a batch from src into its impairments (or refuse it, carrier cut); the time
-        of its arrival, None if src is gone. Frames dropped before the queue are shown to
-        src's captures with their reason, which the model appends to `dropped` while a
-        capture runs."""
+    def _enqueue(self, src: End) -> int | None:
+        """Read a batch from src into its impairments (or refuse it: carrier cut); the time
+        of its arrival, None if src is gone. Captures of a cut link see each frame refused."""
         link = src.impair
         caps = src.captures
         buf, bufs, view = self._buf, self._bufs, self._view
@@ -187,15 +173,54 @@ class Relay:
             else:
                 gso_size = hdr_len = 0
             link.model.enqueue(now, bytes(view[:n]), gso_size, hdr_len)
-            if dropped:
-                frame = view[_HDR:n]  # as it arrived (a corrupted copy is never queued)
-                for reason in dropped:
-                    for cap in caps:
-                        cap.frame(src, frame, reason)
-                dropped.clear()
-        if link is None:
-            for cap in caps:
-                cap.flush()
+        for cap in caps:  # deliver() flushes the rest; with no impairments it is not called
+            cap.flush()
+        return now
+
+    def _enqueue_shown(self, src: End, link: "ImpairedLink") -> int | None:
+        """As _enqueue while a capture watches src: the frames the model drops (loss, a full
+        queue, a super-frame picked for corruption) are shown with their reason, as they
+        arrived. The model reports each drop through its callback, wrapped for this batch.
+        A loop of its own, so that without a capture _enqueue's loop is as it was."""
+        caps = src.captures
+        stats = link.model.stats
+        counted = stats.on_drop
+        dropped: list[DropReason] = []
+
+        def drop(reason: DropReason) -> None:
+            dropped.append(reason)
+            if counted is not None:
+                counted(reason)
+
+        buf, bufs, view = self._buf, self._bufs, self._view
+        enqueue = link.model.enqueue
+        src_fd = src.fd
+        now = time.monotonic_ns()
+        stats.on_drop = drop
+        try:
+            for _ in range(BATCH):
+                try:
+                    n = os.readv(src_fd, bufs)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if exc.errno == errno.EINTR:
+                        continue
+                    self._on_gone(src, exc)
+                    return None
+                if buf[_GSO_OFF] & _GSO_MASK:
+                    gso_size, hdr_len = vnet.gso_geometry(buf, n)
+                else:
+                    gso_size = hdr_len = 0
+                enqueue(now, bytes(view[:n]), gso_size, hdr_len)
+                if dropped:
+                    frame = view[_HDR:n]  # as it arrived (a corrupted copy is never queued)
+                    for reason in dropped:
+                        for cap in caps:
+                            cap.frame(src, frame, reason)
+                    dropped.clear()
+        finally:
+            stats.on_drop = counted
         return now
 
     def fire(self, src: End, dst: End) -> None:
