@@ -29,6 +29,7 @@ from tapveth.daemon.pair import End, Pair
 
 if TYPE_CHECKING:
     from tapveth.daemon.service import Daemon
+    from tapveth.daemon.vxlan_end import VxlanEnd
 
 log = logging.getLogger("tapveth")
 
@@ -39,7 +40,8 @@ FINISH_TIMEOUT = 5.0  # to hand the last frames and the statistics to a client t
 
 
 class Capture:
-    """One client's capture of one pair. Interface 0 is the end it named, 1 its peer.
+    """One client's capture of one pair. Interface 0 is the end it named, 1 its peer (on a
+    pair over VXLAN, the tunnel end "sends" what it delivers to the TAP end).
 
     When the buffer is full the capture steps out of the relay's way altogether (the relay
     takes its fast path again) until the client has read half of it; the frames sent in the
@@ -49,7 +51,7 @@ class Capture:
     def __init__(
         self,
         pair: Pair,
-        first: End,
+        first: "End | VxlanEnd",
         writer: asyncio.StreamWriter,
         snaplen: int,
         count: int,
@@ -92,16 +94,16 @@ class Capture:
     def _attach(self) -> None:
         if not self._attached:
             self._attached = True
-            for end in self.pair.taps():
+            for end in self.ends:
                 end.captures = (*end.captures, self)
 
     def _detach(self) -> None:
         if self._attached:
             self._attached = False
-            for end in self.pair.taps():
+            for end in self.ends:
                 end.captures = tuple(c for c in end.captures if c is not self)
 
-    def frame(self, sender: End, frame: memoryview, reason: str | None) -> None:
+    def frame(self, sender: "End | VxlanEnd", frame: memoryview, reason: str | None) -> None:
         """A frame `sender` sent, and what became of it (None: delivered). Called by the relay
         for every frame while the capture is attached: never blocks, never raises."""
         if (self._drops_only and reason is None) or not self._attached:
@@ -163,7 +165,10 @@ class Capture:
         blocks = [pcapng.section_header(f"tapveth {__version__}", os.uname().sysname)]
         for end in self.ends:
             ns = ns_name(end) or "-"
-            desc = f"tapveth end {end.name} of pair {a}/{b}, netns {ns}, mtu {end.mtu}"
+            if isinstance(end, End):
+                desc = f"tapveth end {end.name} of pair {a}/{b}, netns {ns}, mtu {end.mtu}"
+            else:  # the tunnel: its frames are those it delivers to the TAP end
+                desc = f"tapveth end {end.name} of pair {a}/{b}, underlay netns {ns}"
             blocks.append(pcapng.interface_description(end.name, desc, self._snaplen))
         return b"".join(blocks)
 
@@ -185,11 +190,9 @@ def _int_arg(args: dict[str, Any], key: str, default: int, low: int, high: int) 
 def start(d: "Daemon", args: dict[str, Any]) -> Stream:
     """The `capture` request: find the pair, check the options, return the stream."""
     pair = d.registry.find(args.get("name"), args.get("netns"))
-    if not isinstance(pair.b, End):
-        raise ControlError("capture of a pair stretched over VXLAN is not supported")
     first = next(
         e
-        for e in pair.taps()
+        for e in pair.ends()
         if e.name == args["name"] and args.get("netns") in (None, d.registry.ns_name(e))
     )
     snaplen = _int_arg(args, "snaplen", pcapng.DEFAULT_SNAPLEN, 1, pcapng.DEFAULT_SNAPLEN)

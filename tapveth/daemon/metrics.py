@@ -1,5 +1,6 @@
 """Prometheus metrics (`tapveth daemon --metrics HOST:PORT`): per-end counters named as
-node_exporter's netdev metrics, drops by reason, carrier and MTU, and the relay's wake-ups.
+node_exporter's netdev metrics, drops by reason, carrier and MTU, the relay's wake-ups, and
+the settings and queue backlog of each impaired direction.
 
 prometheus-client serves them from its own thread. A scrape reads the counters the relay keeps
 anyway (plain integers, see core/rules.py) in one pass on the event loop, so it sees one
@@ -15,23 +16,41 @@ from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from tapveth.control import ControlError
 from tapveth.core.address import parse_listen
+from tapveth.core.netem import Netem, describe
 from tapveth.core.rules import EndCounters, Flow
 from tapveth.daemon import provision
 from tapveth.daemon.events import Event
+from tapveth.daemon.pair import End
 from tapveth.daemon.relay import Relay
 
 if TYPE_CHECKING:
     from tapveth.daemon.service import Daemon
+    from tapveth.daemon.vxlan_end import VxlanEnd
 
 log = logging.getLogger("tapveth")
 
 SCRAPE_TIMEOUT = 5.0  # the loop must answer within this; a stuck daemon fails the scrape
 LABELS = ["pair", "end", "netns"]
+
+
+@dataclass(frozen=True, slots=True)
+class NetemSample:
+    """One impaired direction at the scrape: its settings and what its queue holds."""
+
+    settings: Netem
+    limit_bytes: int  # the queue's byte bound when no packet limit is set, else 0
+    backlog_packets: int
+    backlog_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +63,7 @@ class EndSample:
     carrier_down: int
     mtu: int
     up: bool
+    netem: NetemSample | None = None  # the frames this end sends go through netem
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +136,7 @@ class Metrics(Collector):
                     carrier_down=pair.carrier.down_count,
                     mtu=end.mtu,
                     up=end.up,
+                    netem=_netem(end),
                 )
             )
         return Sample(ends, len(reg.pairs), self._relay.wakeups, frames)
@@ -129,6 +150,18 @@ class Metrics(Collector):
 
 def _frames(flow: Flow) -> int:
     return flow.packets + flow.dropped
+
+
+def _netem(end: "End | VxlanEnd") -> NetemSample | None:
+    """The impairments of the frames `end` sends (a VXLAN end has none)."""
+    link = end.impair if isinstance(end, End) else None
+    if link is None:
+        return None
+    model = link.model
+    stats = model.stats
+    return NetemSample(
+        model.settings, model.limit_bytes, stats.backlog_packets, stats.backlog_bytes
+    )
 
 
 def families(s: Sample) -> Iterator[Metric]:
@@ -225,4 +258,89 @@ def families(s: Sample) -> Iterator[Metric]:
         "MTU of this end.",
         lambda e: e.mtu,
         gauge=True,
+    )
+
+    yield from netem_families(s.ends)
+
+
+_NS_PER_S = 1e9
+
+
+def netem_families(ends: list[EndSample]) -> Iterator[Metric]:
+    """Impaired directions only: one gauge per numeric setting, in base units (seconds, ratios,
+    bytes), so each can be graphed and alerted on; the whole setting line as an info metric's
+    label, for what has no number (distribution, loss model, seed)."""
+    impaired = [(e.labels, e.netem) for e in ends if e.netem is not None]
+
+    def gauge(name: str, doc: str, value: Any, when: Any = lambda n: True) -> Metric:
+        family = GaugeMetricFamily(name, doc, labels=LABELS)
+        for labels, n in impaired:
+            if when(n):
+                family.add_metric(labels, float(value(n)))
+        return family
+
+    info = InfoMetricFamily(
+        "tapveth_netem",
+        "The netem settings of this end's direction, as tapveth qdisc show prints them.",
+        labels=LABELS,
+    )
+    for labels, n in impaired:
+        info.add_metric(labels, {"options": describe(n.settings)})
+    yield info
+    yield gauge(
+        "tapveth_netem_backlog_packets",
+        "Frames waiting in this direction's impairment queue.",
+        lambda n: n.backlog_packets,
+    )
+    yield gauge(
+        "tapveth_netem_backlog_bytes",
+        "Bytes waiting in this direction's impairment queue (L2 frames, no virtio header).",
+        lambda n: n.backlog_bytes,
+    )
+    yield gauge(
+        "tapveth_netem_limit_packets",
+        "Packet limit of the impairment queue (limit N); absent when bounded in bytes.",
+        lambda n: n.settings.limit,
+        lambda n: n.settings.limit is not None,
+    )
+    yield gauge(
+        "tapveth_netem_limit_bytes",
+        "Byte bound of the impairment queue when no packet limit is set.",
+        lambda n: n.limit_bytes,
+        lambda n: n.settings.limit is None,
+    )
+    yield gauge(
+        "tapveth_netem_delay_seconds",
+        "Added delay (netem delay TIME).",
+        lambda n: n.settings.latency / _NS_PER_S,
+    )
+    yield gauge(
+        "tapveth_netem_jitter_seconds",
+        "Delay jitter (netem delay TIME JITTER).",
+        lambda n: n.settings.jitter / _NS_PER_S,
+    )
+    yield gauge(
+        "tapveth_netem_loss_ratio",
+        "Random loss probability (netem loss PERCENT / 100); 0 with a Markov loss model.",
+        lambda n: n.settings.loss / 100,
+    )
+    yield gauge(
+        "tapveth_netem_duplicate_ratio",
+        "Duplication probability (netem duplicate PERCENT / 100).",
+        lambda n: n.settings.duplicate / 100,
+    )
+    yield gauge(
+        "tapveth_netem_corrupt_ratio",
+        "Corruption probability (netem corrupt PERCENT / 100).",
+        lambda n: n.settings.corrupt / 100,
+    )
+    yield gauge(
+        "tapveth_netem_reorder_ratio",
+        "Reordering probability (netem reorder PERCENT / 100).",
+        lambda n: n.settings.reorder / 100,
+    )
+    yield gauge(
+        "tapveth_netem_rate_bytes_per_second",
+        "Rate limit in bytes per second (netem rate); 0 when the rate is not limited.",
+        lambda n: n.settings.rate,
     )

@@ -5,10 +5,12 @@ pytun.read() does) and written to the peer unchanged, virtio header included, so
 super-frames and partial checksums cross as they do on the kernel veth. A TAP write never
 blocks: tun injects the frame into the receiving stack at once, so there is no output queue.
 
-Captures hook in at one place: pump() checks once per batch whether any capture watches the
-sending end (End.captures, empty unless `tapveth capture` runs) and only then takes the slower
-path, which relays one frame at a time and shows each to the captures with what became of it
-(delivered, or the reason it was refused). Without a capture the fast path is unchanged.
+Captures hook in once per batch: pump() checks whether any capture watches the sending end
+(End.captures, empty unless `tapveth capture` runs) and only then takes the slower path, which
+relays one frame at a time and shows each to the captures with what became of it (delivered,
+or the reason it was refused). Without a capture the fast path is unchanged. On an impaired
+direction, frames are shown when they leave the queue, and those the model drops (loss, a
+full queue, corruption of a super-frame) when they arrive.
 """
 
 import errno
@@ -16,10 +18,14 @@ import os
 import time
 from collections.abc import Callable
 from itertools import islice
+from typing import TYPE_CHECKING
 
 from tapveth.core import vnet
 from tapveth.core.rules import DropReason, admit
 from tapveth.daemon.pair import End
+
+if TYPE_CHECKING:
+    from tapveth.daemon.impaired import ImpairedLink
 
 # Largest frame a TAP can hand us: a 64 KiB GSO super-frame or a 65535-byte frame at MTU 65521,
 # plus the virtio header. A shorter buffer would truncate silently.
@@ -121,6 +127,28 @@ class Relay:
         """Frames through src's impairments: each copied into a buffer of its own and queued
         by the model; what is due already goes out at once, the rest at its timer."""
         link = src.impair
+        if src.captures and link is not None:
+            now = self._enqueue_shown(src, link)
+        else:
+            now = self._enqueue(src)
+        if now is None:
+            return
+        # Busy-poll only for a frame due very soon. For one due later the timer wakes the loop:
+        # a loop spinning meanwhile is an ordinary runnable task when the timer fires and waits
+        # for its turn (measured on the loaded 2-vCPU VM with delay 1ms: the timer ran 2.2 ms
+        # late at p50 while polling, 53 us late without; with delay 300us polling gave 0.31 ms,
+        # sleeping 0.52 ms).
+        if link is not None:
+            head = link.model.next_time()
+            if head is not None and head - now <= SPIN_AHEAD_NS:
+                self._on_traffic()
+        self.deliver(src, dst)
+
+    def _enqueue(self, src: End) -> int | None:
+        """Read a batch from src into its impairments (or refuse it: carrier cut); the time
+        of its arrival, None if src is gone. Captures of a cut link see each frame refused."""
+        link = src.impair
+        caps = src.captures
         buf, bufs, view = self._buf, self._bufs, self._view
         readv = os.readv
         src_fd = src.fd
@@ -134,25 +162,66 @@ class Relay:
                 if exc.errno == errno.EINTR:
                     continue
                 self._on_gone(src, exc)
-                return
+                return None
             if link is None:  # carrier cut, no impairments
                 src.out.refused(DropReason.CARRIER)
+                for cap in caps:
+                    cap.frame(src, view[_HDR:n], DropReason.CARRIER)
                 continue
             if buf[_GSO_OFF] & _GSO_MASK:
                 gso_size, hdr_len = vnet.gso_geometry(buf, n)
             else:
                 gso_size = hdr_len = 0
             link.model.enqueue(now, bytes(view[:n]), gso_size, hdr_len)
-        # Busy-poll only for a frame due very soon. For one due later the timer wakes the loop:
-        # a loop spinning meanwhile is an ordinary runnable task when the timer fires and waits
-        # for its turn (measured on the loaded 2-vCPU VM with delay 1ms: the timer ran 2.2 ms
-        # late at p50 while polling, 53 us late without; with delay 300us polling gave 0.31 ms,
-        # sleeping 0.52 ms).
-        if link is not None:
-            head = link.model.next_time()
-            if head is not None and head - now <= SPIN_AHEAD_NS:
-                self._on_traffic()
-        self.deliver(src, dst)
+        for cap in caps:  # deliver() flushes the rest; with no impairments it is not called
+            cap.flush()
+        return now
+
+    def _enqueue_shown(self, src: End, link: "ImpairedLink") -> int | None:
+        """As _enqueue while a capture watches src: the frames the model drops (loss, a full
+        queue, a super-frame picked for corruption) are shown with their reason, as they
+        arrived. The model reports each drop through its callback, wrapped for this batch.
+        A loop of its own, so that without a capture _enqueue's loop is as it was."""
+        caps = src.captures
+        stats = link.model.stats
+        counted = stats.on_drop
+        dropped: list[DropReason] = []
+
+        def drop(reason: DropReason) -> None:
+            dropped.append(reason)
+            if counted is not None:
+                counted(reason)
+
+        buf, bufs, view = self._buf, self._bufs, self._view
+        enqueue = link.model.enqueue
+        src_fd = src.fd
+        now = time.monotonic_ns()
+        stats.on_drop = drop
+        try:
+            for _ in range(BATCH):
+                try:
+                    n = os.readv(src_fd, bufs)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if exc.errno == errno.EINTR:
+                        continue
+                    self._on_gone(src, exc)
+                    return None
+                if buf[_GSO_OFF] & _GSO_MASK:
+                    gso_size, hdr_len = vnet.gso_geometry(buf, n)
+                else:
+                    gso_size = hdr_len = 0
+                enqueue(now, bytes(view[:n]), gso_size, hdr_len)
+                if dropped:
+                    frame = view[_HDR:n]  # as it arrived (a corrupted copy is never queued)
+                    for reason in dropped:
+                        for cap in caps:
+                            cap.frame(src, frame, reason)
+                    dropped.clear()
+        finally:
+            stats.on_drop = counted
+        return now
 
     def fire(self, src: End, dst: End) -> None:
         """src's impairment timer expired: apply pending link events (the veth rules are judged
@@ -195,8 +264,8 @@ class Relay:
                     flow.forwarded(length)
             if reason is not None:
                 flow.refused(reason)
-            # Captures see what leaves the impairments (frames the model itself dropped, for
-            # loss or a full queue, are counted in stats but not shown to captures).
+            # Captures see what leaves the impairments here; what the model itself dropped
+            # (loss, a full queue, corrupt) they saw when it arrived (_enqueue).
             for cap in caps:
                 cap.frame(src, memoryview(data)[_HDR:], reason)
         for cap in caps:

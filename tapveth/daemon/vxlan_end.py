@@ -24,7 +24,7 @@ import socket
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tapveth.core import bfd, vnet, vxlan
 from tapveth.core.rules import DropReason, Flow, admit
@@ -32,6 +32,9 @@ from tapveth.core.vxlanspec import VxlanSpec
 from tapveth.daemon.pair import End
 from tapveth.kernel import netns
 from tapveth.kernel.netlink import Netlink
+
+if TYPE_CHECKING:
+    from tapveth.daemon.capture import Capture
 
 log = logging.getLogger("tapveth")
 
@@ -187,6 +190,7 @@ class VxlanEnd:
         self.rx_drops: dict[str, int] = {}  # datagrams refused before decapsulation, by reason
         self.udp_rx = 0  # datagrams received
         self.udp_reads = 0  # reads that got them (fewer when UDP_GRO merged some)
+        self.captures: tuple[Capture, ...] = ()  # captures watching what the tunnel delivers
         self.local: End | None = None
         self._u = underlay
         self._on_change = on_change
@@ -329,6 +333,9 @@ class VxlanEnd:
         hdr_buf, view = self._bufs[0], self._view
         bufs, vxhdr, fds, n_fds = self._bufs, self._vxhdr, self._tx_fds, self._n_tx
         readv, writev, flow_hash = os.readv, os.writev, vxlan.flow_hash
+        if tap.captures:  # checked once a batch: without a capture, nothing else changes
+            self._from_tap_captured(tap)
+            return
         flow = tap.out
         fd = tap.fd
         session = self.session
@@ -370,8 +377,9 @@ class VxlanEnd:
                     flow.forwarded(length)
                     break
 
-    def _send_one(self, fd: int, datagram: memoryview, length: int) -> None:
-        """Send one datagram; count the frame it carries as forwarded or dropped."""
+    def _send_one(self, fd: int, datagram: memoryview, length: int) -> DropReason | None:
+        """Send one datagram; count the frame it carries as forwarded or dropped (the reason,
+        or None when sent)."""
         flow = self.local.out if self.local is not None else Flow()
         for attempt in range(2):
             try:
@@ -379,13 +387,51 @@ class VxlanEnd:
             except OSError as exc:
                 if exc.errno == errno.ECONNREFUSED and attempt == 0:
                     continue  # an ICMP error from an earlier datagram: send this one again
-                if exc.errno == errno.EMSGSIZE:
-                    flow.refused(DropReason.MTU)  # does not fit the underlay; DF is set
-                else:  # EAGAIN/ENOBUFS (socket buffer full), unreachable, ...
-                    flow.refused(DropReason.WRITE_ERROR)
-                return
+                # EMSGSIZE: does not fit the underlay (DF is set); anything else (EAGAIN or
+                # ENOBUFS with the socket buffer full, unreachable...) is a write error
+                reason = DropReason.MTU if exc.errno == errno.EMSGSIZE else DropReason.WRITE_ERROR
+                flow.refused(reason)
+                return reason
             flow.forwarded(length)
-            return
+            return None
+        return None  # not reached: the second attempt returns
+
+    def _from_tap_captured(self, tap: End) -> None:
+        """As from_tap while a capture watches the TAP end: one datagram a frame, each frame
+        shown to the captures with what became of it (sent into the tunnel, or the reason)."""
+        caps = tap.captures
+        hdr_buf, seg_view = self._bufs[0], self._seg_view
+        seg_view[: vxlan.HLEN] = self._vxhdr
+        body = seg_view[vxlan.HLEN : vxlan.HLEN + BUF_LEN]
+        flow = tap.out
+        session = self.session
+        for _ in range(BATCH):
+            try:
+                n = os.readv(tap.fd, [hdr_buf, body])
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                self._on_gone(tap, exc)
+                break
+            length = n - _HDR
+            reason: DropReason | None = None
+            if length < vxlan.ETH_HLEN:
+                reason = DropReason.RUNT
+            elif session is not None and not session.up:
+                reason = DropReason.PEER_DOWN
+            elif hdr_buf[1] & 0x7F:
+                reason = DropReason.MTU  # a super-frame: see from_tap
+            if reason is not None:
+                flow.refused(reason)
+            else:
+                i = ((vxlan.flow_hash(body[:length]) & 0xFFFFFFFF) * self._n_tx) >> 32
+                reason = self._send_one(self._tx_fds[i], seg_view[: vxlan.HLEN + length], length)
+            for cap in caps:
+                cap.frame(tap, body[:length], reason)
+        for cap in caps:
+            cap.flush()
 
     def _flush(self, i: int, data: memoryview, seg: int, lengths: list[int]) -> None:
         """Send datagrams laid end to end in data, all seg bytes long but the last, in one
@@ -417,6 +463,9 @@ class VxlanEnd:
         hdr_buf, seg_view = self._bufs[0], self._seg_view
         vxhdr, n_fds, flow_hash = self._vxhdr, self._n_tx, vxlan.flow_hash
         readv = os.readv
+        if tap.captures:  # checked once a batch: without a capture, nothing else changes
+            self._from_tap_captured(tap)
+            return
         flow = tap.out
         fd = tap.fd
         session = self.session
@@ -468,6 +517,12 @@ class VxlanEnd:
         assert tap is not None
         self._before_batch()
         self._on_traffic()
+        caps = self.captures  # once a batch; each frame is shown to them in _decap
+        self._from_tunnel(tap, caps)
+        for cap in caps:
+            cap.flush()
+
+    def _from_tunnel(self, tap: End, caps: "tuple[Capture, ...]") -> None:
         buf, view = self._buf, self._view
         recv = self._u.rx.recvmsg_into if GRO else None
         recvfrom = self._u.rx.recvfrom_into
@@ -495,7 +550,7 @@ class VxlanEnd:
                 self.udp_rx += 1
                 if addr[0] != remote:
                     self._count(vxlan.RxDrop.SOURCE)
-                elif not decap(tap, view[:n], n):
+                elif not decap(tap, view[:n], n, caps):
                     return
                 continue
             for off in range(0, n, seg):  # coalesced by UDP_GRO: one sender, one size
@@ -503,12 +558,13 @@ class VxlanEnd:
                 self.udp_rx += 1
                 if addr[0] != remote:
                     self._count(vxlan.RxDrop.SOURCE)
-                elif not decap(tap, view[off : off + size], size):
+                elif not decap(tap, view[off : off + size], size, caps):
                     return
 
-    def _decap(self, tap: End, dgram: memoryview, n: int) -> bool:
-        """Check one datagram from the remote and give its frame to the TAP (or to BFD).
-        False when the TAP is gone."""
+    def _decap(self, tap: End, dgram: memoryview, n: int, caps: "tuple[Capture, ...]") -> bool:
+        """Check one datagram from the remote and give its frame to the TAP (or to BFD),
+        showing the frame to the captures with what became of it. False when the TAP is
+        gone."""
         reason = vxlan.check(dgram, n, self._vni_field)
         if reason is not None:
             self._count(reason)
@@ -522,23 +578,25 @@ class VxlanEnd:
             return True
         flow = self.out
         length = n - vxlan.HLEN
-        refused = admit(length, False, tap.up, tap.mtu)
-        if refused is not None:
-            flow.refused(refused)
-            return True
-        try:
-            os.writev(tap.fd, [_NO_VNET, frame])
-        except OSError as exc:
-            if exc.errno == errno.EIO:
-                flow.refused(DropReason.PEER_DOWN)
-                flow.peer_counted += 1
-            elif exc.errno in (errno.EBADFD, errno.EBADF, errno.EFAULT, errno.ENODEV):
-                self._on_gone(tap, exc)
-                return False
+        fate = admit(length, False, tap.up, tap.mtu)
+        if fate is None:
+            try:
+                os.writev(tap.fd, [_NO_VNET, frame])
+            except OSError as exc:
+                if exc.errno == errno.EIO:
+                    fate = DropReason.PEER_DOWN
+                    flow.peer_counted += 1
+                elif exc.errno in (errno.EBADFD, errno.EBADF, errno.EFAULT, errno.ENODEV):
+                    self._on_gone(tap, exc)
+                    return False
+                else:
+                    fate = DropReason.WRITE_ERROR
             else:
-                flow.refused(DropReason.WRITE_ERROR)
-        else:
-            flow.forwarded(length)
+                flow.forwarded(length)
+        if fate is not None:
+            flow.refused(fate)
+        for cap in caps:
+            cap.frame(self, frame, fate)
         return True
 
     # -- what show and stats say -------------------------------------------------------------

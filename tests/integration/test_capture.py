@@ -9,9 +9,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from netlab import Lab, Netns, sh
+from underlay import IP_A, IP_B, has_carrier, kernel_vxlan, tapveth_end, two_hosts, wait_for
 
 from tapveth import control
 from tapveth.conformance.backends import quiet
@@ -323,3 +325,93 @@ def test_a_reader_that_stalls_loses_frames_and_is_told_how_many(
     assert counts["captured"] == sum(isinstance(r, pcapng.Packet) for r in recs)
     assert sum(s.dropped for s in stats) == counts["dropped by kernel"]
     assert sum(s.received for s in stats) == counts["captured"] + counts["dropped by kernel"]
+
+
+def test_frames_an_impairment_drops_are_recorded_with_their_reason(
+    lab: Lab, daemon: PrivateDaemon, tmp_path: Path
+) -> None:
+    a, _, x, y = quiet_pair(lab, daemon)
+    daemon.cli("qdisc", "add", "dev", x, "root", "netem", "loss", "50%", "seed", "3")
+    trace = tmp_path / "impaired.pcapng"
+    cap = start_capture(lab, daemon, x, "-w", str(trace))
+    a.run("ping", "-c", "40", "-i", "0.02", "-W", "2", "10.0.0.2", check=False, timeout=60)
+    time.sleep(0.3)
+    _, counts = stop_capture(cap)
+    stats = {e["ifname"]: e for e in daemon.request("stats")}
+    lost = stats[x]["drops"]["loss"]
+    assert 0 < lost < 40, stats[x]
+    assert stats[x]["drops"] == {"loss": lost}
+    fields = ("frame.interface_name", "frame.comment")
+    requests = tshark(trace, "icmp.type == 8", *fields)
+    assert len(requests) == 40
+    assert {r[0] for r in requests} == {x}
+    assert sorted(r[1] for r in requests) == [""] * (40 - lost) + ["dropped: loss"] * lost
+    assert len(tshark(trace, 'frame.comment == "dropped: loss"', "frame.number")) == lost
+    replies = tshark(trace, "icmp.type == 0", *fields)
+    assert replies == [[y, ""]] * (40 - lost)  # the other direction is not impaired
+    assert counts == {
+        "captured": 80 - lost,
+        "received by filter": 80 - lost,
+        "dropped by kernel": 0,
+    }
+
+
+def test_capture_over_vxlan_records_both_directions(
+    lab: Lab, daemon: PrivateDaemon, tmp_path: Path
+) -> None:
+    hosts = two_hosts(lab)
+    o1 = lab.netns("o1")
+    quiet(o1)
+    v1 = lab.name("capv")
+    tapveth_end(daemon, o1, v1, hosts.a, IP_B)
+    kernel_vxlan(hosts.b, hosts.ub, "vx42", IP_A, "10.42.0.2/24")
+    o1.configure(v1, "10.42.0.1/24")
+    o1.ip("link", "set", v1, "mtu", "1500")  # the tunnel's 50 bytes no longer fit below 1500
+    wait_for("carrier", lambda: has_carrier(o1, v1))
+    mac_b, mac_1 = hosts.b.link("vx42")["address"], o1.link(v1)["address"]
+    o1.ip("neigh", "add", "10.42.0.2", "lladdr", mac_b, "dev", v1, "nud", "permanent")
+    hosts.b.ip("neigh", "add", "10.42.0.1", "lladdr", mac_1, "dev", "vx42", "nud", "permanent")
+    trace = tmp_path / "vxlan.pcapng"
+    cap = start_capture(lab, daemon, v1, "-w", str(trace))
+    lines = start_capture(lab, daemon, v1, "-c", "2")  # one line a frame
+    before = stats_of(daemon, v1)
+    assert " 0% packet loss" in o1.ping("10.42.0.2", count=5, extra=REPLIES).stdout
+    out, err = lines.communicate(timeout=30)
+    assert lines.returncode == 0, err
+    printed = out.splitlines()
+    assert f"{v1} Out IP 10.42.0.1 > 10.42.0.2 ICMP echo-request" in printed[0], out
+    assert "vxlan:42 Out IP 10.42.0.2 > 10.42.0.1 ICMP echo-reply" in printed[1], out
+    # 1514-byte frames: 1564 bytes on the 1500-byte underlay, refused (DF set), reason mtu
+    o1.ping("10.42.0.2", count=2, size=1500 - 28, extra=("-M", "do", "-W", "1"))
+    # the far host sends 2 frames longer than v1's MTU: refused on the way to the TAP end
+    o1.ip("link", "set", v1, "mtu", "1000")
+    hosts.b.ping("10.42.0.1", count=2, size=1200, extra=("-M", "dont", "-W", "1"))
+    time.sleep(0.3)
+    _, counts = stop_capture(cap)
+    after = stats_of(daemon, v1)
+    assert after["drops"].get("mtu", 0) - before["drops"].get("mtu", 0) == 2
+    fields = ("frame.interface_name", "frame.comment", "frame.len")
+    requests = tshark(trace, f'icmp.type == 8 && frame.interface_name == "{v1}"', *fields)
+    assert requests == [[v1, "", "98"]] * 5 + [[v1, "dropped: mtu", "1514"]] * 2
+    # what the tunnel delivered to v1 is recorded on interface 1, the tunnel end
+    replies = tshark(trace, "icmp.type == 0", *fields)
+    assert replies == [["vxlan:42", "", "98"]] * 5
+    refused = tshark(trace, 'icmp.type == 8 && frame.interface_name == "vxlan:42"', *fields)
+    assert refused == [["vxlan:42", "dropped: mtu", str(14 + 20 + 8 + 1200)]] * 2
+    names = sh("tshark", "-r", str(trace), "-T", "fields", "-e", "frame.interface_description")
+    assert f"netns {o1.name}, mtu 1500" in names.stdout
+    assert f"tapveth end vxlan:42 of pair {v1}/vxlan:42, underlay netns" in names.stdout
+    recs = list(pcapng.read(trace.read_bytes()))
+    isb = [r for r in recs if isinstance(r, pcapng.Statistics)]
+    packets = [r for r in recs if isinstance(r, pcapng.Packet)]
+    assert isb[0].received == isb[0].delivered == 7, isb
+    # the far host may send more than the pings (its own IPv6 chatter): all of it recorded
+    assert isb[1].received == isb[1].delivered >= 7, isb
+    assert counts["captured"] == len(packets) == 7 + isb[1].delivered
+    assert counts["dropped by kernel"] == 0
+
+
+def stats_of(d: PrivateDaemon, name: str) -> dict[str, Any]:
+    (mine,) = [e for e in d.request("stats") if e["ifname"] == name]
+    assert isinstance(mine, dict)
+    return mine

@@ -9,6 +9,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from netlab import Lab, Netns
@@ -206,3 +207,78 @@ def test_metrics_from_the_configuration_file_and_a_bare_port(tmp_path: Path) -> 
             scrape(f"127.0.0.1:{port}")
     finally:
         assert d.stop() == 0
+
+
+def qdisc_show(d: PrivateDaemon, dev: str) -> dict[str, Any]:
+    (q,) = json.loads(d.cli("-s", "-j", "qdisc", "show", "dev", dev).stdout)
+    assert isinstance(q, dict)
+    return q
+
+
+def test_impaired_directions(lab: Lab, metered: tuple[PrivateDaemon, str]) -> None:
+    d, listen = metered
+    a, b, x, y = make_pair(lab, d)
+    # static neighbours: only the pings cross, so the queue's content is known to the byte
+    a.ip(
+        "neigh", "replace", "10.0.0.2", "lladdr", b.link(y)["address"], "dev", x, "nud", "permanent"
+    )
+    b.ip(
+        "neigh", "replace", "10.0.0.1", "lladdr", a.link(x)["address"], "dev", y, "nud", "permanent"
+    )
+    assert " 0% packet loss" in a.ping("10.0.0.2", count=2, extra=REPLIES).stdout
+    # y -> x: loss and the numeric settings; x -> y: a queue that holds 3 frames for 30 s
+    d.cli(
+        "qdisc", "add", "dev", y, "root", "netem", "delay", "1ms", "500us", "distribution",
+        "normal", "loss", "30%", "duplicate", "1%", "corrupt", "2%", "reorder", "5%",
+        "rate", "10mbit", "seed", "5",
+    )  # fmt: skip
+    b.run("ping", "-c", "20", "-i", "0.02", "-W", "2", "10.0.0.1", check=False, timeout=60)
+    d.cli("qdisc", "add", "dev", x, "root", "netem", "delay", "30s", "limit", "3")
+    a.run("ping", "-c", "6", "-i", "0.02", "-W", "1", "10.0.0.2", check=False, timeout=60)
+    text = scrape(listen)
+    got = samples(text)
+    shown = {dev: qdisc_show(d, dev) for dev in (x, y)}
+    stats = {e["ifname"]: e for e in d.request("stats")}
+    pair = f"{x}/{y}"
+
+    def end(name: str, ns: Netns, **extra: str) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted({"pair": pair, "end": name, "netns": ns.name, **extra}.items()))
+
+    for dev, ns in ((x, a), (y, b)):
+        q = shown[dev]
+        qstats, netem = q["stats"], q["netem"]
+        assert got[("tapveth_netem_info", end(dev, ns, options=q["options"]))] == 1
+        assert got[("tapveth_netem_backlog_packets", end(dev, ns))] == qstats["backlog_packets"]
+        assert got[("tapveth_netem_backlog_bytes", end(dev, ns))] == qstats["backlog_bytes"]
+        assert got[("tapveth_netem_delay_seconds", end(dev, ns))] == netem["latency"] / 1e9
+        assert got[("tapveth_netem_jitter_seconds", end(dev, ns))] == netem["jitter"] / 1e9
+        for setting in ("loss", "duplicate", "corrupt", "reorder"):
+            ratio = got[(f"tapveth_netem_{setting}_ratio", end(dev, ns))]
+            assert ratio == pytest.approx(netem[setting] / 100)
+        assert got[("tapveth_netem_rate_bytes_per_second", end(dev, ns))] == netem["rate"]
+        for reason, count in qstats["drops"].items():  # the qdisc's drops, in the relay's
+            assert got[("tapveth_relay_drops_total", end(dev, ns, reason=reason))] == count
+            assert stats[dev]["drops"][reason] == count
+    # the queue: 3 echo requests held, 3 refused as overflow
+    assert shown[x]["stats"]["backlog_packets"] == 3
+    assert shown[x]["stats"]["backlog_bytes"] == 3 * 98
+    assert shown[x]["stats"]["drops"] == {"queue": 3}
+    assert got[("tapveth_netem_limit_packets", end(x, a))] == 3
+    assert ("tapveth_netem_limit_bytes", end(x, a)) not in got
+    assert got[("tapveth_netem_limit_bytes", end(y, b))] > 0
+    assert got[("tapveth_netem_delay_seconds", end(x, a))] == 30
+    assert got[("tapveth_netem_rate_bytes_per_second", end(y, b))] == 10_000_000 / 8
+    assert got[("tapveth_netem_loss_ratio", end(y, b))] == pytest.approx(0.3)
+    assert shown[y]["stats"]["drops"].get("loss", 0) > 0  # 30% of 20+ frames (seed 5)
+    check = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.strip() == "" and check.stderr.strip() == "", check  # no lint warnings
+
+    # without its impairments a direction has no netem series; what was queued is sent
+    d.cli("qdisc", "del", "dev", x, "root")
+    after = samples(scrape(listen))
+    assert not any(k[0].startswith("tapveth_netem") and ("end", x) in k[1] for k in after)
+    assert ("tapveth_netem_backlog_packets", end(y, b)) in after
+    assert after[("tapveth_network_transmit_packets_total", end(x, a))] >= 3 + 2
