@@ -11,6 +11,7 @@ import socket
 import time
 from typing import Any
 
+from tapveth.core import vnet
 from tapveth.daemon.capture import Capture
 from tapveth.daemon.pair import End, Pair
 from tapveth.daemon.relay import BATCH, Relay
@@ -63,7 +64,7 @@ async def measure(size: int, rounds: int) -> None:
     src.up = dst.up = True
     pair = Pair(src, dst)
     relay = Relay(lambda: None, lambda end, exc: None)
-    frame = bytes(10) + bytes(size)  # a zero virtio header, then the frame
+    frame = bytes(vnet.HDR_LEN) + bytes(size)  # a zero virtio header, then the frame
     cases = (("no capture", None), ("capture recording", False), ("capture behind", True))
     for label, behind in cases:
         src.captures = dst.captures = ()
