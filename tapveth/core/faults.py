@@ -15,7 +15,8 @@ goes on until the schedule is removed.
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from tapveth.core.netem import Netem, NetemError, format_time, parse_time
+from tapveth.core.netem import Netem, NetemError, parse_time
+from tapveth.core.netem import format_time as _netem_time
 from tapveth.core.netem import parse as parse_netem
 
 MAX_STEPS = 1000  # timeline steps in one schedule
@@ -23,6 +24,11 @@ MAX_OFFSET_NS = 7 * 86400 * 10**9  # a week: far enough for any test, bounded fo
 MAX_COUNT = 10**6
 
 ACTIONS = ("cut", "restore", "netem", "clear")
+
+
+def format_time(ns: int) -> str:
+    """A time as tc prints it; zero as 0s (an offset, not a delay)."""
+    return _netem_time(ns) if ns else "0s"
 
 
 class FaultError(ValueError):

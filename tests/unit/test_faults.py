@@ -127,3 +127,9 @@ def test_too_many_steps() -> None:
         words += ["at", f"+{k}s", "restore"]
     with pytest.raises(FaultError, match="at most 1000 steps"):
         parse(words)
+
+
+def test_offset_zero_reads_0s() -> None:
+    sched = parse("at +0 cut for 1500ms".split())
+    assert str(sched) == "at +0s cut at +1.5s restore"
+    assert sched.timeline[0].origin == "at +0s"
