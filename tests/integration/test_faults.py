@@ -199,6 +199,9 @@ def test_bad_schedules_exit_2_and_change_nothing(lab: Lab, daemon: PrivateDaemon
         assert len(r.stderr.strip().splitlines()) == 1, (words, r.stderr)
     assert [s["schedule"] for s in schedules(daemon)] == [s["schedule"] for s in before]
     assert [s["fired"] for s in schedules(daemon)] == [0]
+    text = daemon.cli("fault", "show", "dev", if1).stdout.strip()
+    assert text.startswith(f"dev {if1} netns ") and "at +3600s cut (fired 0, next in " in text
+    assert daemon.cli("fault", "show", "dev", if2).stdout.strip() == ""
     q = json.loads(daemon.cli("-j", "qdisc", "show", "dev", if1).stdout)[0]
     assert q["kind"] == "noqueue"
     daemon.cli("fault", "del", "dev", if1)
