@@ -11,10 +11,10 @@ carrier_changes moves. `link set dev NAME flap every T for D [count N]` cuts it 
     ITEM     := flap every T for D [count N]    cuts at +T, +2T... each lasting D (D < T);
                                                 without count, until the schedule is removed
               | at +T ACTION                    at offset T from when the schedule is set
-    ACTION   := cut [for D] | restore | netem OPTIONS | clear
+    ACTION   := cut [[for] D] | restore | [netem] OPTIONS | clear
 
-`netem OPTIONS` (as `tapveth qdisc`) sets the impairments of the frames NAME sends, up to the
-next `at`; `clear` removes them. Example:
+`netem OPTIONS` (as `tapveth qdisc`; the word netem may be left out) sets the impairments of
+the frames NAME sends, up to the next `at`; `clear` removes them. Example:
 
     tapveth fault add dev veth1 at +10s netem loss 5% at +30s cut for 2s at +40s clear
 """

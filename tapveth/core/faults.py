@@ -5,11 +5,11 @@ then a Plan answers, given `now`, which steps are due and when the next one is.
     SCHEDULE := ITEM...
     ITEM     := flap every T for D [count N]      cuts at +T, +2T... each lasting D (D < T)
               | at [+]T ACTION                     one step at offset T from the start
-    ACTION   := cut [for D] | restore | netem OPTIONS | clear
+    ACTION   := cut [[for] D] | restore | [netem] OPTIONS | clear
 
-`netem OPTIONS` (tc-netem's) runs up to the next `at` or `flap`; `clear` removes the
-impairments; `cut for D` cuts the carrier and restores it D later. Without `count`, a flap
-goes on until the schedule is removed.
+`netem OPTIONS` (tc-netem's; the word netem may be left out) runs up to the next `at` or
+`flap`; `clear` removes the impairments; `cut for D` cuts the carrier and restores it D later.
+Without `count`, a flap goes on until the schedule is removed.
 """
 
 from collections.abc import Iterator
@@ -24,6 +24,11 @@ MAX_OFFSET_NS = 7 * 86400 * 10**9  # a week: far enough for any test, bounded fo
 MAX_COUNT = 10**6
 
 ACTIONS = ("cut", "restore", "netem", "clear")
+# tc-netem options that may start a netem action without the word `netem` (in full only: an
+# abbreviation such as `r` would be ambiguous with `restore`).
+NETEM_FIRST = frozenset(
+    "limit delay latency loss drop ecn reorder corrupt duplicate distribution rate slot seed".split()
+)
 
 
 def format_time(ns: int) -> str:
@@ -165,11 +170,15 @@ def _parse_at(words: list[str], i: int) -> tuple[list[Step], int]:
     i += 1
     if action == "cut":
         if i < len(words) and words[i] == "for":
-            d = _time(words, i + 1, "cut for")
-            return [Step(at, "cut", origin=origin), Step(at + d, "restore", origin=origin)], i + 2
-        return [Step(at, "cut", origin=origin)], i
+            i += 1
+        elif i >= len(words) or not words[i][:1].isdigit():
+            return [Step(at, "cut", origin=origin)], i
+        d = _time(words, i, "cut for")
+        return [Step(at, "cut", origin=origin), Step(at + d, "restore", origin=origin)], i + 1
     if action in ("restore", "clear"):
         return [Step(at, action, origin=origin)], i
+    if action in NETEM_FIRST:  # netem's options without the word netem
+        action, i = "netem", i - 1
     if action == "netem":
         stop = i
         while stop < len(words) and words[stop] not in ("at", "flap"):

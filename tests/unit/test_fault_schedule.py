@@ -109,6 +109,8 @@ def test_netem_options_end_at_the_next_at() -> None:
         ("at +10s netem loss 200%", "at +10s netem:"),
         ("at +10s cut for 0s", "must be more than zero"),
         ("at +10s cut for", "needs a time"),
+        ("at +10s cut 2x", 'cut for "2x" is not a time'),
+        ("at +10s r 5%", '"r" is not an action'),
         ("at +30d cut", "is not a time"),
         ("at +1000000s cut", "more than a week"),
         ("every 5s", '"every" is not understood'),
@@ -133,3 +135,14 @@ def test_offset_zero_reads_0s() -> None:
     sched = parse("at +0 cut for 1500ms".split())
     assert str(sched) == "at +0s cut at +1.5s restore"
     assert sched.timeline[0].origin == "at +0s"
+
+
+def test_short_forms_cut_d_and_bare_netem_options() -> None:
+    short = parse("at +10s loss 5% at +30s cut 2s at +40s delay 10ms at +50s cut".split())
+    long = parse(
+        "at +10s netem loss 5% at +30s cut for 2s at +40s netem delay 10ms at +50s cut".split()
+    )
+    assert short == long
+    assert str(short) == (
+        "at +10s netem loss 5% at +30s cut at +32s restore at +40s netem delay 10ms at +50s cut"
+    )
