@@ -27,7 +27,21 @@ ACTIONS = ("cut", "restore", "netem", "clear")
 # tc-netem options that may start a netem action without the word `netem` (in full only: an
 # abbreviation such as `r` would be ambiguous with `restore`).
 NETEM_FIRST = frozenset(
-    "limit delay latency loss drop ecn reorder corrupt duplicate distribution rate slot seed".split()
+    {
+        "limit",
+        "delay",
+        "latency",
+        "loss",
+        "drop",
+        "ecn",
+        "reorder",
+        "corrupt",
+        "duplicate",
+        "distribution",
+        "rate",
+        "slot",
+        "seed",
+    }
 )
 
 
