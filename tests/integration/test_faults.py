@@ -212,8 +212,9 @@ def test_config_faults_and_reload_replace_them(lab: Lab, tmp_path: Path) -> None
     ns1, ns2 = lab.netns("fc"), lab.netns("fd")
     a, b = lab.name("fcfa"), lab.name("fcfb")
 
-    def toml(faults: str | None) -> str:
+    def toml(faults: str | None, netem: str | None = None) -> str:
         line = f'faults = "{faults}"\n' if faults else ""
+        line += f'netem = "{netem}"\n' if netem else ""
         return (
             f'[[pair]]\n[pair.end]\nname = "{a}"\nnetns = "{ns1.name}"\n'
             f'addresses = ["10.0.45.1/24"]\nup = true\n{line}'
@@ -230,6 +231,12 @@ def test_config_faults_and_reload_replace_them(lab: Lab, tmp_path: Path) -> None
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert [(s["dev"], s["schedule"]) for s in shown] == [(a, "at +3600s cut")]
+        # a reload that changes the pair but not the line leaves the schedule running
+        time.sleep(0.5)
+        cfg.write_text(toml("at +3600s cut", netem="delay 1ms"))
+        assert "1 changed" in d.cli("reload").stdout
+        (kept,) = schedules(d)
+        assert kept["next_in"] < shown[0]["next_in"]  # not started again from zero
         k = kernel_changes(ns2, b)
         cfg.write_text(toml("flap every 1s for 300ms count 2"))
         assert "0 added, 0 removed, 1 changed, 0 unchanged" in d.cli("reload").stdout
