@@ -65,6 +65,9 @@ in short:
   [-s] qdisc show [dev NAME] the impairments, with counters as tc -s
   link set dev NAME carrier on|off
                              cut the pair's carrier (both ends NO-CARRIER) and restore it
+  link set dev NAME flap every T for D [count N]
+  fault {add|replace|del|show} dev NAME SCHEDULE
+                             fault schedules: flaps, timelines (at +10s netem loss 5% ...)
   bench [--quick] [--peers] [--json FILE] [--plot FILE.png]
                              measure tapveth and the kernel veth side by side
   compare [--only GROUP] [-j] [--report FILE.md|FILE.html]
@@ -422,9 +425,10 @@ def _cmd_link(sub: Any) -> None:
 
     x = sub.add_parser(
         "link",
-        help="faults: cut a pair's carrier and restore it",
+        help="faults: cut a pair's carrier and restore it, or flap it",
         usage=fault.USAGE,
         description=fault.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     x.add_argument("words", nargs=argparse.REMAINDER)
     x.set_defaults(run=_run_link)
@@ -436,7 +440,33 @@ def _run_link(opts: argparse.Namespace, out: Output) -> int:
     args = fault.request_args(opts.words)
     if opts.netns is not None and args.get("netns") is None:
         args["netns"] = opts.netns
-    control.request(_path(opts), "carrier", args)
+    control.request(_path(opts), "fault" if "schedule" in args else "carrier", args)
+    return 0
+
+
+def _cmd_fault(sub: Any) -> None:
+    from tapveth.cli import fault
+
+    x = sub.add_parser(
+        "fault",
+        help="fault schedules: carrier flaps and timelines of cuts and impairments",
+        usage=fault.FAULT_USAGE,
+        description=fault.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    x.add_argument("words", nargs=argparse.REMAINDER)
+    x.set_defaults(run=_run_fault)
+
+
+def _run_fault(opts: argparse.Namespace, out: Output) -> int:
+    from tapveth.cli import fault
+
+    args = fault.fault_args(opts.words)
+    if opts.netns is not None and args.get("netns") is None:
+        args["netns"] = opts.netns
+    result = control.request(_path(opts), "fault", args)
+    if args["action"] == "show":
+        out.emit(result, fault.show_text)
     return 0
 
 
@@ -544,6 +574,7 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     _cmd_show,
     _cmd_qdisc,
     _cmd_link,
+    _cmd_fault,
     _cmd_capture,
     _cmd_monitor,
     _cmd_reload,

@@ -56,6 +56,12 @@ def event_line(ev: dict[str, Any], timestamps: bool = False) -> str:
         text = f"carrier {'up' if ev.get('carrier') else 'down'} {end} peer {peer}"
     elif kind == "mtu":
         text = f"mtu {ev.get('mtu')} {end}"
+    elif kind == "fault":
+        what = ev.get("detail") or ev.get("fault")
+        text = f"fault {what} {end} ({ev.get('step')})" if ev.get("step") else f"fault {what} {end}"
+    elif kind == "qdisc":
+        netem = ev.get("netem")
+        text = f"qdisc {ev.get('action')} {end}" + (f" netem {netem}" if netem else "")
     elif kind == "lost":
         text = f"lost {ev.get('count')} events: the monitor fell behind"
     else:

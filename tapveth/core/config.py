@@ -12,6 +12,7 @@ I/O beyond reading the file; errors name the file, the line, the key and what is
     addresses = ["10.0.0.1/24", "fd00::1/64"]
     up = true
     netem = "delay 40ms loss 1%"      # impairments of the frames this end sends (tc-netem)
+    faults = "flap every 5s for 1s count 3"   # a fault schedule (README, Impairments)
     [pair.peer]
     name = "veth2"
     netns = "ns2"
@@ -29,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from tapveth.core.address import AddressError, parse_listen
+from tapveth.core.faults import FaultError, Schedule
+from tapveth.core.faults import parse as parse_faults
 from tapveth.core.linkspec import (
     EndSpec,
     PairSpec,
@@ -54,6 +57,7 @@ class EndConfig:
     addresses: tuple[str, ...] = ()
     up: bool = False
     netem: Netem | None = None  # impairments of the frames this end sends
+    faults: Schedule | None = None  # a fault schedule (flap, timeline) started with the pair
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +97,17 @@ class Config:
 
 
 _PAIR_KEYS = {"persist", "end", "peer"}
-_END_KEYS = {"name", "netns", "create_netns", "mtu", "address", "addresses", "up", "netem"}
+_END_KEYS = {
+    "name",
+    "netns",
+    "create_netns",
+    "mtu",
+    "address",
+    "addresses",
+    "up",
+    "netem",
+    "faults",
+}
 
 
 def load(path: str) -> Config:
@@ -223,12 +237,21 @@ def _end(raw: Any, i: int, side: str, where: "_Locator") -> EndConfig:
             netem = parse_netem(raw["netem"].split())
         except NetemError as exc:
             raise fail("netem", str(exc)) from None
+    faults = None
+    if "faults" in raw:
+        if not isinstance(raw["faults"], str):
+            raise fail("faults", 'must be a string, like "flap every 5s for 1s count 3"')
+        try:
+            faults = parse_faults(raw["faults"].split())
+        except FaultError as exc:
+            raise fail("faults", str(exc)) from None
     return EndConfig(
         spec=EndSpec(checks["name"], checks.get("netns"), checks.get("mtu"), checks.get("address")),
         create_netns=bool(raw.get("create_netns", False)),
         addresses=tuple(addresses),
         up=bool(raw.get("up", False)),
         netem=netem,
+        faults=faults,
     )
 
 

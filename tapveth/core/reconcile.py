@@ -1,11 +1,12 @@
 """What a reload must do: compare the pairs a daemon runs from its configuration with the file's
 pairs. Pure: the daemon carries the plan out. A pair whose devices can stay (only MTU,
-addresses, admin state or impairments differ) is changed in place; one whose name, namespace, MAC or
-persistence differs is made anew; an unchanged pair is not touched at all."""
+addresses, admin state, impairments or fault schedules differ) is changed in place; one whose
+name, namespace, MAC or persistence differs is made anew; an unchanged pair is not touched."""
 
 from dataclasses import dataclass, field
 
 from tapveth.core.config import Config, PairConfig
+from tapveth.core.faults import Schedule
 from tapveth.core.netem import Netem
 
 Ident = tuple[str, str | None]
@@ -41,6 +42,18 @@ def plan(running: dict[Ident, PairConfig], wanted: Config) -> Plan:
             p.create.append(new)
     p.create += [pc for ident, pc in want.items() if ident not in running]
     return p
+
+
+def fault_changes(old: PairConfig | None, new: PairConfig) -> list[tuple[int, Schedule | None]]:
+    """Which ends' fault schedules a change or creation must set (as netem_changes): a
+    schedule whose line did not change keeps running, one that did starts again."""
+    out: list[tuple[int, Schedule | None]] = []
+    for index, side in enumerate(("end", "peer")):
+        before = getattr(old, side).faults if old is not None else None
+        after = getattr(new, side).faults
+        if before != after:
+            out.append((index, after))
+    return out
 
 
 def netem_changes(old: PairConfig | None, new: PairConfig) -> list[tuple[int, Netem | None]]:

@@ -7,10 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 from tapveth.control import STOPPING, ControlError, Peer, shorten
 from tapveth.core import orphans
+from tapveth.core.faults import FaultError
+from tapveth.core.faults import parse as parse_faults
 from tapveth.core.linkspec import PairSpec, SpecError
 from tapveth.core.netem import Netem, NetemError
 from tapveth.core.orphans import Orphan
 from tapveth.daemon import capture, impaired
+from tapveth.daemon.faults import set_cut
 from tapveth.daemon.pair import End
 from tapveth.daemon.persisted import PersistedPairs
 from tapveth.kernel import netns
@@ -19,6 +22,7 @@ from tapveth.kernel.netns import NetnsError
 if TYPE_CHECKING:
     from tapveth.daemon.pair import Pair
     from tapveth.daemon.service import Daemon
+    from tapveth.daemon.vxlan_end import VxlanEnd
 
 log = logging.getLogger("tapveth")
 
@@ -159,15 +163,13 @@ class ControlRequests:
             on = args.get("on")
             if not isinstance(on, bool):
                 raise ControlError("carrier must be on or off")
-            if not isinstance(pair.b, End):
-                raise ControlError(
-                    "carrier faults on a pair stretched over VXLAN are not supported"
-                )
-            pair.carrier.cut = not on
-            for end in (pair.a, pair.b):
-                end.cut = not on
-            d.tracker.update_carrier(pair)
+            set_cut(d, pair, not on)
+            end = self._end(pair, args)
+            log.info("carrier of %s %s by request", end.name, "restored" if on else "cut")
+            d.events.publish("fault", pair, end, fault="restore" if on else "cut", step="manual")
             return reg.describe(pair, pair.ends()[0])
+        if op == "fault":
+            return self._fault(args)
         if op == "capture":
             return capture.start(d, args)
         if op == "monitor":
@@ -236,7 +238,56 @@ class ControlRequests:
             except NetemError as exc:
                 raise ControlError(str(exc)) from None
         d.impairments.set(pair, end, settings, action)
+        log.info(
+            "impairments of %s %s", end.name, "removed" if settings is None else f"set: {settings}"
+        )
+        d.events.publish(
+            "qdisc", pair, end, action=action, netem=None if settings is None else str(settings)
+        )
         return impaired.show(end, reg.ns_name(end))
+
+    def _end(self, pair: "Pair", args: dict[str, Any]) -> "End | VxlanEnd":
+        """The end of pair a request names with name (and netns)."""
+        name, ns = args.get("name"), args.get("netns")
+        reg = self._d.registry
+        return next(
+            e for e in pair.ends() if e.name == name and (ns is None or reg.ns_name(e) == ns)
+        )
+
+    def _fault(self, args: dict[str, Any]) -> Any:
+        """Fault schedules: add|replace|del an end's, show them."""
+        d, reg = self._d, self._d.registry
+        action = args.get("action")
+        if action == "show":
+            name, ns = args.get("name"), args.get("netns")
+            out = []
+            for _, e in reg.select(args):
+                if not isinstance(e, End) or (
+                    name is not None
+                    and (e.name != name or (ns is not None and reg.ns_name(e) != ns))
+                ):
+                    continue
+                shown = d.faults.show(e)
+                if shown is not None:
+                    out.append({"dev": e.name, "netns": reg.ns_name(e), **shown})
+            return out
+        if action not in ("add", "replace", "del"):
+            raise ControlError(f"unknown fault action {shorten(action)}")
+        pair = reg.find(args.get("name"), args.get("netns"))
+        end = self._end(pair, args)
+        if not isinstance(end, End):
+            raise ControlError("faults on a pair stretched over VXLAN are not supported")
+        schedule = None
+        if action != "del":
+            words = args.get("schedule")
+            if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+                raise ControlError("schedule must be a list of words")
+            try:
+                schedule = parse_faults(words)
+            except FaultError as exc:
+                raise ControlError(str(exc)) from None
+        d.faults.set(pair, end, schedule, action)
+        return d.faults.show(end) or {}
 
 
 def _open_fds() -> int | None:

@@ -20,12 +20,13 @@ from tapveth.core import config, orphans, vxlan
 from tapveth.core.config import ConfigError, PairConfig
 from tapveth.core.linkspec import EndSpec, PairSpec, SpecError
 from tapveth.core.orphans import Orphan
-from tapveth.core.reconcile import Ident, Plan, netem_changes, plan
+from tapveth.core.reconcile import Ident, Plan, fault_changes, netem_changes, plan
 from tapveth.core.rules import DEFAULT_MTU, Carrier
 from tapveth.core.vxlanspec import VxlanSpec
 from tapveth.daemon import provision, vxlan_end
 from tapveth.daemon.busypoll import BusyPoll
 from tapveth.daemon.events import EventBus
+from tapveth.daemon.faults import Faults
 from tapveth.daemon.impaired import Impairments
 from tapveth.daemon.notify import Notifier
 from tapveth.daemon.pair import End, Pair
@@ -77,6 +78,7 @@ class Daemon:
         self._busy_poll_us = busy_poll_us
         self._relay: Relay  # made in run(), where the loop is known
         self.impairments: Impairments  # likewise
+        self.faults = Faults(self)
         self._busy: BusyPoll
         self.requests = ControlRequests(self)
         self._server = ControlServer(socket_path, self.requests.handle, group)
@@ -333,6 +335,7 @@ class Daemon:
         for end in pair.taps():
             if not end.tap.closed:
                 loop.remove_reader(end.fd)
+            self.faults.stop(end)
             self.impairments.close(end)
 
     async def destroy(self, pair: Pair, why: str, keep: bool = False) -> None:
@@ -435,6 +438,7 @@ class Daemon:
                     new, provision.configure_pair, pair.a.tap, pair.b.tap, old, new
                 )
                 self._set_netem(pair, old, new)
+                self._set_faults(pair, old, new)
                 self._managed[new.ident] = (new, pair)
                 waiting.append((new, pair))
             for pc in todo.create:
@@ -446,6 +450,7 @@ class Daemon:
                 assert isinstance(pair.b, End)
                 await self._for_pair(pc, provision.configure_pair, pair.a.tap, pair.b.tap, None, pc)
                 self._set_netem(pair, None, pc)
+                self._set_faults(pair, None, pc)
                 waiting.append((pc, pair))
         await self._until_carrier(waiting)
         return todo
@@ -459,6 +464,16 @@ class Daemon:
                 self.impairments.set(pair, end, settings, "replace")
             elif end.impair is not None:
                 self.impairments.set(pair, end, None, "del")
+
+    def _set_faults(self, pair: Pair, old: PairConfig | None, new: PairConfig) -> None:
+        """Fault schedules from the file: a changed line starts its schedule again."""
+        for index, schedule in fault_changes(old, new):
+            end = pair.ends()[index]
+            assert isinstance(end, End), "the configuration file makes TAP ends only"
+            if schedule is not None:
+                self.faults.set(pair, end, schedule, "replace")
+            elif self.faults.get(end) is not None:
+                self.faults.set(pair, end, None, "del")
 
     async def _for_pair(self, pc: PairConfig, fn: Callable[..., Any], *args: Any) -> None:
         """Run a worker function for a configured pair; a failure names the pair."""

@@ -150,3 +150,26 @@ def test_metrics_table() -> None:
 def test_metrics_mistakes(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse(text, "/t.toml")
+
+
+def test_faults_per_end() -> None:
+    text = GOOD.replace("up = true", 'up = true\nfaults = "flap every 5s for 1s count 3"')
+    p = parse(text).pairs[0]
+    assert p.end.faults is not None and str(p.end.faults) == "flap every 5s for 1s count 3"
+    assert p.peer.faults is None
+    changed = parse(text.replace("count 3", "count 4")).pairs[0]
+    assert p.same_devices(changed) and p != changed  # a schedule change is made in place
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('"flap every 1s"', ":12: pair[0].end.faults: flap needs 'every T for D'"),
+        ('"at +1s netem loss 200%"', ":12: pair[0].end.faults: at +1s netem:"),
+        ("3", ":12: pair[0].end.faults: must be a string"),
+    ],
+)
+def test_bad_faults(value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(GOOD.replace("up = true", f"up = true\nfaults = {value}"), "t.toml")
+    assert message in str(err.value)

@@ -31,3 +31,52 @@ def test_mistakes(line: str, message: str) -> None:
     with pytest.raises(SpecError) as err:
         request_args(line.split())
     assert message in str(err.value)
+
+
+def test_flap_gives_a_fault_request() -> None:
+    assert request_args("set dev veth1 flap every 5s for 1s count 3".split()) == {
+        "name": "veth1",
+        "action": "replace",
+        "schedule": "flap every 5s for 1s count 3".split(),
+    }
+
+
+def test_fault_lines() -> None:
+    from tapveth.cli.fault import fault_args
+
+    line = "add dev v1 netns ns1 at +10s netem loss 5% at +30s cut for 2s"
+    assert fault_args(line.split()) == {
+        "action": "add",
+        "name": "v1",
+        "netns": "ns1",
+        "schedule": "at +10s netem loss 5% at +30s cut for 2s".split(),
+    }
+    assert fault_args("del dev v1".split()) == {"action": "del", "name": "v1"}
+    assert fault_args(["show"]) == {"action": "show"}
+    assert fault_args("ls dev v1".split()) == {"action": "show", "name": "v1"}
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("", "give add, replace, del or show"),
+        ("start dev v1", "give add, replace, del or show"),
+        ("add flap every 5s for 1s", "which end?"),
+        ("add dev v1", "fault: empty schedule"),
+        ("add dev v1 flap every 1s for 2s", "fault: flap: the cut"),
+        ("del", "which end?"),
+        ("del dev v1 now", '"now" is not understood'),
+        ("add dev", "'dev' needs a value"),
+    ],
+)
+def test_fault_mistakes(line: str, message: str) -> None:
+    from tapveth.cli.fault import fault_args
+
+    with pytest.raises(SpecError) as exc:
+        fault_args(line.split())
+    assert message in str(exc.value)
+
+
+def test_link_set_flap_mistakes() -> None:
+    with pytest.raises(SpecError, match="flap needs 'every T for D'"):
+        request_args("set dev v1 flap every 5s".split())

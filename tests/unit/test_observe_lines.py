@@ -74,7 +74,17 @@ EV = {"time": 1.5, "ifname": "veth1", "netns": "ns1", "peer": "veth2", "peer_net
         ({"event": "carrier", "carrier": False}, "carrier down veth1 netns ns1 peer veth2"),
         ({"event": "mtu", "mtu": 9000}, "mtu 9000 veth1 netns ns1"),
         ({"event": "lost", "count": 3}, "lost 3 events: the monitor fell behind"),
-        ({"event": "fault", "what": "flap"}, "fault veth1 netns ns1 peer veth2 what flap"),
+        (
+            {"event": "fault", "fault": "cut", "detail": "cut", "step": "flap 2/3"},
+            "fault cut veth1 netns ns1 (flap 2/3)",
+        ),
+        ({"event": "fault", "fault": "done"}, "fault done veth1 netns ns1"),
+        (
+            {"event": "qdisc", "action": "add", "netem": "delay 10ms"},
+            "qdisc add veth1 netns ns1 netem delay 10ms",
+        ),
+        ({"event": "qdisc", "action": "del", "netem": None}, "qdisc del veth1 netns ns1"),
+        ({"event": "other", "what": "x"}, "other veth1 netns ns1 peer veth2 what x"),
     ],
 )
 def test_event_lines(extra: dict[str, object], line: str) -> None:

@@ -62,3 +62,17 @@ def test_netem_changes_in_place_and_only_where_it_changed() -> None:
     assert netem_changes(new, new) == []
     assert netem_changes(new, old) == [(0, None)]  # removed from the file: removed
     assert netem_changes(None, old) == []  # a new pair without netem: nothing to set
+
+
+def test_fault_changes_only_where_the_line_changed() -> None:
+    from tapveth.core.reconcile import fault_changes
+
+    with_faults = BASE.replace("up = true", 'up = true\nfaults = "at +1s cut for 1s"')
+    old, new = parse(BASE).pairs[0], parse(with_faults).pairs[0]
+    p = plan(running(BASE), parse(with_faults))  # type: ignore[arg-type]
+    assert [o.ident for o, _ in p.change] == [("a1", "n1")] and p.create == []
+    ((index, schedule),) = fault_changes(old, new)
+    assert index == 0 and str(schedule) == "at +1s cut at +2s restore"
+    assert fault_changes(new, new) == []
+    assert fault_changes(new, old) == [(0, None)]
+    assert fault_changes(None, old) == []
