@@ -4,7 +4,10 @@ and adds what only tests need."""
 
 import contextlib
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from tapveth.conformance.lab import (
     ENDPOINTS,
@@ -31,6 +34,7 @@ __all__ = [
     "last_json",
     "private_daemon",
     "sh",
+    "start_stream",
     "tag",
     "wait_for",
 ]
@@ -55,3 +59,20 @@ def private_daemon(
         rc = d.stop()
         print(f"{label} log:\n" + d.final_log)
         assert rc == 0, f"{label} exited with {rc}"
+
+
+def start_stream(lab: Lab, d: PrivateDaemon, words: tuple[str, ...], banner: str) -> Any:
+    """Start `tapveth WORDS` against d for a streaming command (capture, monitor); returns the
+    process (a Popen with text pipes) once it says `banner` on stderr, i.e. the daemon has the
+    stream attached. The lab stops it at cleanup."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tapveth", "--socket", d.socket, *words],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lab.procs.append(proc)
+    assert proc.stderr is not None
+    first = proc.stderr.readline()
+    assert first.startswith(banner), first + proc.stderr.read()
+    return proc

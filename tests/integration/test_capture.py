@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netlab import Lab, Netns, sh
+from netlab import Lab, Netns, sh, start_stream
 from underlay import IP_A, IP_B, has_carrier, kernel_vxlan, tapveth_end, two_hosts, wait_for
 
 from tapveth import control
@@ -46,16 +46,7 @@ def quiet_pair(lab: Lab, d: PrivateDaemon) -> tuple[Netns, Netns, str, str]:
 
 def start_capture(lab: Lab, d: PrivateDaemon, *words: str) -> subprocess.Popen[str]:
     """Start `tapveth capture WORDS`; returns once the daemon has it attached."""
-    proc = subprocess.Popen(
-        tapveth(d, "capture", *words),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lab.procs.append(proc)
-    assert proc.stderr is not None
-    first = proc.stderr.readline()
-    assert first.startswith("tapveth: capturing"), first + proc.stderr.read()
+    proc: subprocess.Popen[str] = start_stream(lab, d, ("capture", *words), "tapveth: capturing")
     return proc
 
 

@@ -6,13 +6,12 @@ assertions: every wait has a generous deadline and only order and counts are che
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from netlab import Lab, Netns
+from netlab import Lab, Netns, start_stream
 
 from tapveth.private import PrivateDaemon
 
@@ -37,16 +36,7 @@ def wait_ping(ns: Netns, addr: str) -> None:
 
 
 def monitor(lab: Lab, d: PrivateDaemon) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tapveth", "--socket", d.socket, "-j", "monitor"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lab.procs.append(proc)
-    assert proc.stderr is not None
-    first = proc.stderr.readline()
-    assert first.startswith("tapveth: monitoring"), first + proc.stderr.read()
+    proc: subprocess.Popen[str] = start_stream(lab, d, ("-j", "monitor"), "tapveth: monitoring")
     return proc
 
 

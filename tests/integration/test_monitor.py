@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from netlab import Lab
+from netlab import Lab, start_stream
 
 from tapveth.private import PrivateDaemon
 
@@ -17,16 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 def start_monitor(lab: Lab, d: PrivateDaemon, *opts: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tapveth", "--socket", d.socket, "monitor", *opts],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lab.procs.append(proc)
-    assert proc.stderr is not None
-    first = proc.stderr.readline()
-    assert first.startswith("tapveth: monitoring"), first + proc.stderr.read()
+    proc: subprocess.Popen[str] = start_stream(lab, d, ("monitor", *opts), "tapveth: monitoring")
     return proc
 
 
