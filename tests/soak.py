@@ -7,34 +7,13 @@ per sample and a JSON summary; exits 1 if anything grew after warm-up or traffic
 
 import argparse
 import json
-import secrets
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tapveth.private import PrivateDaemon
-
-# Growth is judged after the first third of the run: the allocator's arenas settle within a
-# few hundred pair add/delete cycles (measured: +4.7 MiB, then flat), which is not a leak.
-WARMUP_FRACTION = 1 / 3
-RSS_SLACK_MIB = 4.0
-
-
-def sh(*cmd: str, check: bool = True) -> str:
-    return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=60).stdout
-
-
-def proc_status(pid: int) -> dict[str, float]:
-    out: dict[str, float] = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                out["rss_mib"] = int(line.split()[1]) / 1024
-            elif line.startswith("Threads:"):
-                out["threads"] = int(line.split()[1])
-    return out
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from soakrig import SoakRig, after_warmup, proc_status, rss_grew, sh
 
 
 def main() -> int:
@@ -42,15 +21,9 @@ def main() -> int:
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--interval", type=float, default=10.0)
     a = p.parse_args()
-    tag = secrets.token_hex(2)
-    spaces = [f"tvsoak-{tag}-{x}" for x in ("a", "b", "c", "d")]
-    for ns in spaces:
-        sh("ip", "netns", "add", ns)
-    d = PrivateDaemon(log_level="warning").start()
-    procs: list[subprocess.Popen[bytes]] = []
     samples: list[dict[str, float]] = []
-    ok = True
-    try:
+    with SoakRig("tvsoak", "abcd") as rig:
+        d, spaces = rig.daemon, rig.spaces
         d.request(
             "add",
             {
@@ -64,13 +37,7 @@ def main() -> int:
             sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", ifname)
             sh("ip", "-n", ns, "link", "set", ifname, "up")
         pid = d.request("ping")["pid"]
-        procs.append(
-            subprocess.Popen(
-                ["ip", "netns", "exec", spaces[1], "iperf3", "-s", "-B", "10.99.0.2"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
+        rig.spawn(spaces[1], "iperf3", "-s", "-B", "10.99.0.2")
         time.sleep(0.5)
         end = time.monotonic() + a.minutes * 60
         next_sample = time.monotonic()
@@ -78,24 +45,7 @@ def main() -> int:
         cycle = 0
         while time.monotonic() < end:
             if client is None or client.poll() is not None:
-                client = subprocess.Popen(
-                    [
-                        "ip",
-                        "netns",
-                        "exec",
-                        spaces[0],
-                        "iperf3",
-                        "-c",
-                        "10.99.0.2",
-                        "-t",
-                        "20",
-                        "-b",
-                        "2G",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                procs.append(client)
+                client = rig.spawn(spaces[0], "iperf3", "-c", "10.99.0.2", "-t", "20", "-b", "2G")
             cycle += 1
             if cycle % 3 == 0:  # a flap of the receiving end
                 sh("ip", "-n", spaces[1], "link", "set", "sk2", "down")
@@ -128,18 +78,11 @@ def main() -> int:
                 print(json.dumps(sample), flush=True)
                 next_sample += a.interval
             time.sleep(0.5)
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(10)
-        rc = d.stop()
-        for ns in spaces:
-            sh("ip", "netns", "del", ns, check=False)
-    base = samples[min(max(2, int(len(samples) * WARMUP_FRACTION)), len(samples) - 1)]
+    rc = rig.daemon_exit
+    base = after_warmup(samples, 2)
     last = samples[-1]
     grew = {
-        "rss": last["rss_mib"] - base["rss_mib"] > RSS_SLACK_MIB,
+        "rss": rss_grew(base, last),
         "fds": last["fds"] > base["fds"],
         "threads": last["threads"] > base["threads"],
         "tasks": last["tasks"] > base["tasks"],

@@ -10,18 +10,17 @@ the queue was not empty at the end.
 
 import argparse
 import json
-import secrets
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from soakrig import SoakRig, after_warmup, proc_status, rss_grew, sh
+
 from tapveth.private import PrivateDaemon
 
-WARMUP_FRACTION = 1 / 3
-RSS_SLACK_MIB = 4.0  # allocator arenas settling is not a leak (as in tests/soak.py)
 FD_SLACK = 2  # the control connection the sample itself is served on comes and goes
 CHANGE_EVERY_S = 3.0
 
@@ -34,16 +33,8 @@ SETTINGS = (
 )
 
 
-def sh(*cmd: str, check: bool = True) -> str:
-    return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=60).stdout
-
-
 def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+    return proc_status(pid)["rss_mib"]
 
 
 def qdisc(d: PrivateDaemon, dev: str) -> dict[str, Any]:
@@ -57,18 +48,12 @@ def main() -> int:
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--interval", type=float, default=10.0)
     a = p.parse_args()
-    tag = secrets.token_hex(2)
-    spaces = [f"tvsoakq-{tag}-{x}" for x in ("a", "b")]
-    a1, a2 = f"sq1{tag}", f"sq2{tag}"
-    for ns in spaces:
-        sh("ip", "netns", "add", ns)
-    d = PrivateDaemon(log_level="warning").start()
-    procs: list[subprocess.Popen[bytes]] = []
     samples: list[dict[str, Any]] = []
     changes = 0
     drained: dict[str, Any] = {}
-    rc: int | None = None
-    try:
+    with SoakRig("tvsoakq", "ab") as rig:
+        d, spaces = rig.daemon, rig.spaces
+        a1, a2 = f"sq1{rig.tag}", f"sq2{rig.tag}"
         d.cli("add", a1, "netns", spaces[0], "peer", "name", a2, "netns", spaces[1])
         for ns, ifname, ip in ((spaces[0], a1, "10.98.0.1"), (spaces[1], a2, "10.98.0.2")):
             sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", ifname)
@@ -81,12 +66,7 @@ def main() -> int:
         d.cli("qdisc", "add", "dev", a1, "root", "netem", *SETTINGS[0].split())
         d.cli("qdisc", "add", "dev", a2, "root", "netem", "delay", "5ms", "1ms")
         pid = d.request("ping")["pid"]
-        server = subprocess.Popen(
-            ["ip", "netns", "exec", spaces[1], "iperf3", "-s", "-B", "10.98.0.2"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        procs.append(server)
+        rig.spawn(spaces[1], "iperf3", "-s", "-B", "10.98.0.2")
         time.sleep(0.5)
         start = time.monotonic()
         end = start + a.minutes * 60
@@ -95,12 +75,7 @@ def main() -> int:
         client: subprocess.Popen[bytes] | None = None
         while time.monotonic() < end:
             if client is None or client.poll() is not None:
-                client = subprocess.Popen(
-                    ["ip", "netns", "exec", spaces[0], "iperf3", "-c", "10.98.0.2", "-t", "20"],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                procs.append(client)
+                client = rig.spawn(spaces[0], "iperf3", "-c", "10.98.0.2", "-t", "20")
             if time.monotonic() >= next_change:
                 changes += 1
                 words = SETTINGS[changes % len(SETTINGS)].split()
@@ -122,10 +97,7 @@ def main() -> int:
                 print(json.dumps(sample), flush=True)
                 next_sample += a.interval
             time.sleep(0.25)
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(10)
+        rig.kill_all()
         # the longest delay is 40 ms + jitter; rate-limited backlog drains within a second or two
         deadline = time.monotonic() + 30
         while (q := qdisc(d, a1))["stats"]["backlog_packets"] and time.monotonic() < deadline:
@@ -133,18 +105,11 @@ def main() -> int:
         drained = {k: q["stats"][k] for k in ("backlog_packets", "backlog_bytes")}
         drained["rss_mib"] = round(rss_mib(pid), 1)
         drained["fds"] = d.request("ping")["fds"]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(10)
-        rc = d.stop()
-        for ns in spaces:
-            sh("ip", "netns", "del", ns, check=False)
-    base = samples[min(max(1, int(len(samples) * WARMUP_FRACTION)), len(samples) - 1)]
+    rc = rig.daemon_exit
+    base = after_warmup(samples, 1)
     last = samples[-1]
     grew = {
-        "rss": last["rss_mib"] - base["rss_mib"] > RSS_SLACK_MIB,
+        "rss": rss_grew(base, last),
         "fds": last["fds"] > base["fds"] + FD_SLACK,
     }
     moving = last["sent_mb"] > samples[0]["sent_mb"]
