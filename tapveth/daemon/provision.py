@@ -7,8 +7,6 @@ import os
 import secrets
 import subprocess
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from tapveth.core import orphans
 from tapveth.core.config import EndConfig, PairConfig
 from tapveth.core.linkspec import EndSpec, PairSpec
@@ -16,6 +14,7 @@ from tapveth.core.orphans import OrphanEnd
 from tapveth.kernel import netns
 from tapveth.kernel.netlink import Location, Netlink, PlaceError, Unsettled
 from tapveth.kernel.netns import NetnsError
+from tapveth.kernel.rtnl import NetlinkError
 from tapveth.kernel.tap import Tap
 
 log = logging.getLogger("tapveth")
