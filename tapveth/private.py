@@ -105,7 +105,7 @@ class PrivateDaemon:
                     self.proc.wait(5)
             rc = self.proc.returncode
         self.final_log = self.log()
-        for name in ("tapveth.sock", "daemon.log"):
+        for name in ("tapveth.sock", "tapveth.sock.places", "daemon.log"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.dir, name))
         with contextlib.suppress(OSError):

@@ -128,16 +128,20 @@ def reattach_pair(
     return None
 
 
-def find_orphans(nl: Netlink, held: set[tuple[int, str]], owner: str) -> list[OrphanEnd]:
-    """Persistent TAPs this daemon (`owner`: its socket) made, in its namespace and every named
-    one, that none of its pairs holds (`held`: (namespace inode, name) of its ends)."""
+def find_orphans(
+    nl: Netlink, held: set[tuple[int, str]], owner: str, recorded: list[str] | None
+) -> list[OrphanEnd]:
+    """Persistent TAPs this daemon (`owner`: its socket) made, in its namespace and the named
+    ones `recorded` says its persistent ends were in (None: every named one), that none of
+    its pairs holds (`held`: (namespace inode, name) of its ends). One link dump a namespace,
+    of its TUN/TAP devices only."""
     try:
         names = sorted(os.listdir(netns.NETNS_DIR))
     except OSError:
         names = []
     found = []
     seen: set[int] = set()
-    for name in [None, *names]:
+    for name in [None, *orphans.to_scan(recorded, names)]:
         try:
             with netns.inside(name or str(os.getpid())):
                 inode = os.stat("/proc/thread-self/ns/net").st_ino
