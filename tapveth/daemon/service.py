@@ -240,8 +240,8 @@ class Daemon:
                 )
         except (SpecError, NetnsError, TapError, PlaceError) as exc:
             raise ControlError(one_line(exc)) from None
-        # Any other kernel refusal arrives as an OSError (the worker turns pyroute2's
-        # NetlinkError into one): e.g. EINVAL when a namespace dies during the add.
+        # Any other kernel refusal arrives as an OSError (the worker turns a NetlinkError
+        # into a plain one): e.g. EINVAL when a namespace dies during the add.
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE):
                 raise ControlError(
