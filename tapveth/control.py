@@ -7,9 +7,14 @@ fd of /proc/self/ns/net (SCM_RIGHTS), since a sandboxed daemon may not open anot
 process's namespace by its PID. The server refuses peers that are not root,
 bounds request size and the time a half-sent request may take, and never lets one client's
 mistake affect another.
+
+The clients (the CLI, the CNI plugin) use only `request` and the stream client: asyncio,
+which only the daemon's side needs, is imported where that side runs, so that a client's
+start-up does not pay for it (~10 MiB and tens of ms).
 """
 
-import asyncio
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import functools
@@ -23,7 +28,10 @@ import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger("tapveth")
 
@@ -53,11 +61,11 @@ class Peer:
     gid: int
     # Asks the client for an fd of its network namespace (see ask_netns_fd); None outside a
     # connection (tests, a daemon's own requests).
-    netns_fd: "Callable[[], Awaitable[int]] | None" = None
+    netns_fd: Callable[[], Awaitable[int]] | None = None
 
 
 Handler = Callable[[str, dict[str, Any], Peer], Awaitable[Any]]
-StreamRun = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+StreamRun = Callable[["asyncio.StreamReader", "asyncio.StreamWriter"], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +110,8 @@ class ControlServer:
         self._accepted = 0
 
     async def start(self) -> None:
+        import asyncio
+
         _claim_socket_path(self.path)
         old = os.umask(0o177)  # the socket is created 0600: only root may talk to the daemon
         try:
@@ -122,6 +132,8 @@ class ControlServer:
         """Stop taking connections and requests, let the requests under way finish for up to
         `grace` seconds (they see the daemon stopping and say so), answer every other client
         "the daemon is stopping", and close every connection."""
+        import asyncio
+
         self._stopping = True
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)  # a new client finds no daemon, and says so
@@ -160,6 +172,8 @@ class ControlServer:
     async def close_streams(self, grace: float = 2.0) -> None:
         """After close() and once the streams' sources have ended them (the event bus closed):
         wait for the capture and monitor connections to finish, then cut what is left."""
+        import asyncio
+
         tasks = [c.task for c in self._conns if c.streaming]
         if not tasks:
             return
@@ -169,6 +183,8 @@ class ControlServer:
         await asyncio.wait(tasks, timeout=REPLY_TIMEOUT)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import asyncio
+
         conn = _Conn(writer)
         self._conns.add(conn)
         self._accepted += 1
@@ -252,12 +268,14 @@ class _Conn:
     """One client connection: its handler task, and whether a request of it is being answered."""
 
     writer: asyncio.StreamWriter
-    task: "asyncio.Task[Any]" = field(init=False)
+    task: asyncio.Task[Any] = field(init=False)
     busy: bool = False
     streaming: bool = False  # a capture or monitor: ended by close_streams()
     answered_stop: bool = False  # told "stopping" at shutdown; what it sends next is not read
 
     def __post_init__(self) -> None:
+        import asyncio
+
         task = asyncio.current_task()
         assert task is not None, "a connection is served by a task"
         self.task = task
@@ -282,6 +300,8 @@ def _send(writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
 
 async def _reply(writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
     """Write one answer; a client that does not take it within REPLY_TIMEOUT is cut off."""
+    import asyncio
+
     writer.write(_encode(reply))
     try:
         await asyncio.wait_for(writer.drain(), REPLY_TIMEOUT)
@@ -300,6 +320,8 @@ async def ask_netns_fd(writer: asyncio.StreamWriter) -> int:
     """The client's network namespace as an fd (the caller closes it), asked for in the middle
     of a request. The transport stops reading first: a stream read would take the byte and let
     the kernel drop the fd it carries."""
+    import asyncio
+
     transport = writer.transport
     transport.pause_reading()  # type: ignore[attr-defined]
     try:

@@ -102,10 +102,12 @@ class PrivateDaemon:
                     self.proc.wait(timeout)
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
-                    self.proc.wait(5)
+                    # Its TAPs go as its fds close, one kernel unregistration each: with
+                    # hundreds of pairs that takes seconds.
+                    self.proc.wait(60)
             rc = self.proc.returncode
         self.final_log = self.log()
-        for name in ("tapveth.sock", "daemon.log"):
+        for name in ("tapveth.sock", "tapveth.sock.places", "daemon.log"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.dir, name))
         with contextlib.suppress(OSError):

@@ -138,8 +138,14 @@ class Scale:
                 s.wait(5)
 
     def cleanup(self) -> None:
-        if self.daemon is not None:
-            self.daemon.stop()
+        try:
+            if self.daemon is not None:
+                # Each pair's removal waits in the kernel (~30 ms a pair on a loaded host).
+                self.daemon.stop(timeout=10.0 + 0.1 * self.n)
+        finally:
+            self._delete_namespaces()
+
+    def _delete_namespaces(self) -> None:
         if self.namespaces:
             subprocess.run(
                 ["ip", "-batch", "-"],

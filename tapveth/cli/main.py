@@ -8,7 +8,6 @@ anywhere.
 """
 
 import argparse
-import asyncio
 import importlib.util
 import io
 import os
@@ -774,6 +773,8 @@ def run_daemon(
 
         cfg = config.load(config_path)  # a bad file: one line on stderr, exit 2, nothing made
         metrics = metrics or cfg.metrics
+    import asyncio  # the daemon's only: other commands start faster without it
+
     import uvloop
 
     from tapveth.daemon.service import Daemon
@@ -787,7 +788,6 @@ def run_daemon(
             raise ControlError(f"cannot start: {exc}") from None
         return await daemon.run()
 
-    # A loop factory, not uvloop.install(): the netlink worker thread must keep getting plain
-    # asyncio loops, which pyroute2 needs.
+    # A loop factory, not uvloop.install(): the loop is the main thread's only.
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(amain())

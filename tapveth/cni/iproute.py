@@ -1,7 +1,7 @@
 """iproute2's `ip`, run by the plugin on the host or inside a container's namespace (through
 nsenter, which takes the namespace as a path, as CNI gives it).
 
-Why not pyroute2 as the daemon does: every CNI command is a new process, and importing
+Why not pyroute2: every CNI command is a new process, and importing
 pyroute2 costs ~150 ms of it (measured here), several times what all of an ADD's `ip` calls
 take together."""
 

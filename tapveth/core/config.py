@@ -23,7 +23,6 @@ I/O beyond reading the file; errors name the file, the line, the key and what is
 
 import ipaddress
 import re
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +120,8 @@ def load(path: str) -> Config:
 
 
 def parse(text: str, path: str = "<config>") -> Config:
+    import tomllib  # only a daemon with a file reads one: the others start without it
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

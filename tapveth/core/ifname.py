@@ -8,7 +8,7 @@ CLI writes the very bytes `ip link` writes.
 
 
 def decode(raw: bytes | str) -> str:
-    """A name from the kernel (pyroute2 hands over bytes when they are not UTF-8)."""
+    """A name from the kernel, as bytes or as text already decoded."""
     if isinstance(raw, str):
         return raw
     return raw.decode("utf-8", "surrogateescape")

@@ -2,10 +2,17 @@
 daemon did not re-attach, e.g. a pair removed from the configuration while it was stopped. Pure:
 how such a TAP is marked, how its two ends are matched, and how they are shown.
 
+Where to look for them at start: in the daemon's own namespace, and in the named namespaces
+where its persistent ends were, as its record says (kept beside the control socket, written
+whenever a persistent end is made, moves, or is left behind at stop). Only without a record (a
+first start, or one lost) does it look in every named namespace: entering thousands of
+namespaces to find nothing is what the record spares.
+
 A persistent TAP carries an interface alias naming its peer and the daemon that made it, by its
 control socket (`ip -d link` shows it): a later daemon on that socket can tell its own leftovers
 from other persistent TAPs (a VM's, `ip tuntap add`'s, another tapveth daemon's)."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,3 +102,19 @@ def describe(o: Orphan) -> list[dict[str, Any]]:
         }
         for e in o.ends()
     ]
+
+
+def places(netns_of_ends: Iterable[str | None]) -> list[str]:
+    """The record of where persistent ends are: the `ip netns` names among their namespaces
+    (the daemon's own, None, is always looked in; a namespace without a name, shown as
+    `inode:N`, cannot be found again by name)."""
+    return sorted({n for n in netns_of_ends if n and not n.startswith("inode:")})
+
+
+def to_scan(recorded: list[str] | None, named: list[str]) -> list[str]:
+    """The named namespaces the start-up search looks in, besides the daemon's own: those of
+    the record that still exist, or every one (`named`) when there is no record."""
+    if recorded is None:
+        return list(named)
+    have = set(named)
+    return [n for n in recorded if n in have]

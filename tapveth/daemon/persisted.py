@@ -52,3 +52,44 @@ class PersistedPairs:
         with os.fdopen(fd, "w") as f:
             json.dump([s.to_dict() for s in self._specs], f)
         os.replace(tmp, self.path)
+
+
+class PersistentPlaces:
+    """Where this daemon's persistent ends are, in a file beside the control socket
+    (SOCKET.places): the namespaces the next daemon on this socket searches for left-over
+    pairs (see core/orphans.py). Written whole and atomically, only when it changes."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.path = socket_path + ".places"
+        self._last: list[str] | None = None
+
+    def load(self) -> list[str] | None:
+        """The recorded namespace names; None when there is no usable record (the caller
+        then searches every namespace)."""
+        try:
+            with open(self.path) as f:
+                raw = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring %s: %s", self.path, exc)
+            return None
+        if not isinstance(raw, list) or not all(isinstance(n, str) for n in raw):
+            log.warning("ignoring %s: not a list of namespace names", self.path)
+            return None
+        self._last = list(raw)
+        return list(raw)
+
+    def save(self, names: list[str]) -> None:
+        if names == self._last:
+            return
+        tmp = self.path + ".tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(names, f)
+            os.replace(tmp, self.path)
+        except OSError as exc:  # the next start searches every namespace instead
+            log.warning("cannot record where persistent ends are (%s): %s", self.path, exc)
+            return
+        self._last = list(names)

@@ -7,8 +7,6 @@ import os
 import secrets
 import subprocess
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from tapveth.core import orphans
 from tapveth.core.config import EndConfig, PairConfig
 from tapveth.core.linkspec import EndSpec, PairSpec
@@ -16,6 +14,7 @@ from tapveth.core.orphans import OrphanEnd
 from tapveth.kernel import netns
 from tapveth.kernel.netlink import Location, Netlink, PlaceError, Unsettled
 from tapveth.kernel.netns import NetnsError
+from tapveth.kernel.rtnl import NetlinkError
 from tapveth.kernel.tap import Tap
 
 log = logging.getLogger("tapveth")
@@ -129,16 +128,20 @@ def reattach_pair(
     return None
 
 
-def find_orphans(nl: Netlink, held: set[tuple[int, str]], owner: str) -> list[OrphanEnd]:
-    """Persistent TAPs this daemon (`owner`: its socket) made, in its namespace and every named
-    one, that none of its pairs holds (`held`: (namespace inode, name) of its ends)."""
+def find_orphans(
+    nl: Netlink, held: set[tuple[int, str]], owner: str, recorded: list[str] | None
+) -> list[OrphanEnd]:
+    """Persistent TAPs this daemon (`owner`: its socket) made, in its namespace and the named
+    ones `recorded` says its persistent ends were in (None: every named one), that none of
+    its pairs holds (`held`: (namespace inode, name) of its ends). One link dump a namespace,
+    of its TUN/TAP devices only."""
     try:
         names = sorted(os.listdir(netns.NETNS_DIR))
     except OSError:
         names = []
     found = []
     seen: set[int] = set()
-    for name in [None, *names]:
+    for name in [None, *orphans.to_scan(recorded, names)]:
         try:
             with netns.inside(name or str(os.getpid())):
                 inode = os.stat("/proc/thread-self/ns/net").st_ino

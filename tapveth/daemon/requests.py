@@ -12,7 +12,7 @@ from tapveth.core.faults import parse as parse_faults
 from tapveth.core.linkspec import PairSpec, SpecError
 from tapveth.core.netem import Netem, NetemError
 from tapveth.core.orphans import Orphan
-from tapveth.daemon import capture, impaired
+from tapveth.daemon import impaired
 from tapveth.daemon.faults import set_cut
 from tapveth.daemon.pair import End
 from tapveth.daemon.persisted import PersistedPairs
@@ -171,6 +171,8 @@ class ControlRequests:
         if op == "fault":
             return self._fault(args)
         if op == "capture":
+            from tapveth.daemon import capture  # pcapng and all: loaded at the first capture
+
             return capture.start(d, args)
         if op == "monitor":
             return d.events.stream()

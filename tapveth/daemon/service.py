@@ -25,11 +25,12 @@ from tapveth.core.rules import DEFAULT_MTU, Carrier
 from tapveth.core.vxlanspec import VxlanSpec
 from tapveth.daemon import provision, vxlan_end
 from tapveth.daemon.busypoll import BusyPoll
-from tapveth.daemon.events import EventBus
+from tapveth.daemon.events import Event, EventBus
 from tapveth.daemon.faults import Faults
 from tapveth.daemon.impaired import Impairments
 from tapveth.daemon.notify import Notifier
 from tapveth.daemon.pair import End, Pair
+from tapveth.daemon.persisted import PersistentPlaces
 from tapveth.daemon.registry import Registry
 from tapveth.daemon.relay import Relay
 from tapveth.daemon.requests import ControlRequests
@@ -75,6 +76,8 @@ class Daemon:
         self._started = False
         self._hup_pending = False
         self.orphans: list[Orphan] = []  # persistent pairs left by an earlier daemon, unowned
+        self._places = PersistentPlaces(socket_path)
+        self._places_ready = False  # the record is rewritten only once the search used it
         self._busy_poll_us = busy_poll_us
         self._relay: Relay  # made in run(), where the loop is known
         self.impairments: Impairments  # likewise
@@ -112,6 +115,7 @@ class Daemon:
         # From the start: a SIGHUP's default action would kill the daemon.
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         log.info("listening on %s", self.socket_path)
+        self.events.listen(self._on_event)
         status = 0
         try:
             await self.requests.reattach_persisted()
@@ -145,6 +149,7 @@ class Daemon:
         loop.remove_reader(self.tracker.fileno())
         await self._settle_tasks()
         kept = [p for p in self.pairs if p.persist]
+        self._record_places()  # where the persistent ends stay, for the next daemon's search
         log.info(
             "stopping: removing %d pair(s), keeping %d persistent",
             len(self.pairs) - len(kept),
@@ -235,8 +240,8 @@ class Daemon:
                 )
         except (SpecError, NetnsError, TapError, PlaceError) as exc:
             raise ControlError(one_line(exc)) from None
-        # Any other kernel refusal arrives as an OSError (the worker turns pyroute2's
-        # NetlinkError into one): e.g. EINVAL when a namespace dies during the add.
+        # Any other kernel refusal arrives as an OSError (the worker turns a NetlinkError
+        # into a plain one): e.g. EINVAL when a namespace dies during the add.
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE):
                 raise ControlError(
@@ -373,8 +378,12 @@ class Daemon:
         (gone from the configuration while the daemon was stopped) are reported, shown by
         `show`, and removed by `tapveth del`."""
         held = {(e.ns_inode, e.name) for p in self.pairs for e in p.ends()}
-        found = await self.worker.call(provision.find_orphans, held, self.socket_path)
+        found = await self.worker.call(
+            provision.find_orphans, held, self.socket_path, self._places.load()
+        )
         self.orphans = orphans.match(found)
+        self._places_ready = True
+        self._record_places()
         for o in self.orphans:
             log.warning(
                 "persistent pair %s is not in the configuration and has no relay: remove it "
@@ -382,6 +391,19 @@ class Daemon:
                 o.label(),
                 o.a.name,
             )
+
+    def _record_places(self) -> None:
+        """Record the namespaces of the persistent ends, this daemon's and the left-over ones,
+        for the next daemon's search (see core/orphans.py)."""
+        if not self._places_ready:
+            return
+        names = [self.registry.ns_name(e) for p in self.pairs if p.persist for e in p.ends()]
+        names += [e.netns for o in self.orphans for e in o.ends()]
+        self._places.save(orphans.places(names))
+
+    def _on_event(self, ev: Event) -> None:
+        if ev.pair.persist and ev.kind in ("created", "moved"):
+            self._record_places()
 
     async def delete_orphan(self, orphan: Orphan) -> None:
         for end in orphan.ends():

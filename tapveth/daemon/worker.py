@@ -1,7 +1,8 @@
 """The netlink worker: one thread that runs blocking rtnetlink requests for the event loop.
 
-pyroute2's asyncio transport does not run on uvloop, so its synchronous IPRoute is used from a
-thread of its own (see kernel/netlink.py). One thread keeps the requests in order.
+rtnetlink requests block (a namespace move waits in the kernel for milliseconds), so they run
+in a thread of their own, off the event loop (see kernel/netlink.py). One thread keeps the
+requests in order.
 """
 
 import asyncio
@@ -11,10 +12,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from tapveth.kernel.counters import LinkCounters
 from tapveth.kernel.netlink import Netlink
+from tapveth.kernel.rtnl import NetlinkError
 
 T = TypeVar("T")
 
@@ -22,8 +22,8 @@ T = TypeVar("T")
 class NetlinkWorker:
     """Runs fn(netlink, *args) in the worker thread, which owns one Netlink instance.
 
-    A kernel refusal reaches the caller as an OSError with its errno, never as pyroute2's
-    NetlinkError (which is not an OSError), so callers handle one kind of failure."""
+    A kernel refusal reaches the caller as a plain OSError with its errno, so callers handle
+    one kind of failure."""
 
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tapveth-netlink")
@@ -42,8 +42,6 @@ class NetlinkWorker:
             return fn(nl, *args)
         except NetlinkError as exc:
             raise OSError(exc.code, os.strerror(exc.code)) from None
-        finally:
-            nl.tick()  # never raises: a failed recycling keeps the socket that works
 
     async def close(self) -> None:
         """Close the worker's netlink socket, then the thread."""

@@ -12,9 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 
-from pyroute2.netlink.rtnl.marshal import MarshalRtnl
-
-from tapveth.core import ifname
+from tapveth.kernel import rtnl
 
 SOL_NETLINK = 270
 NETLINK_ADD_MEMBERSHIP = 1
@@ -24,7 +22,6 @@ RTNLGRP_NSID = 28
 RTM_NEWLINK = 16
 RTM_DELLINK = 17
 RTM_DELNSID = 89
-IFF_UP = 0x1
 SO_RCVBUFFORCE = 33
 HEADER = struct.Struct("=IH")  # nlmsghdr's length and type
 IFINDEX_AT = 16 + 4  # after nlmsghdr, ifinfomsg's family, pad and type come first
@@ -75,7 +72,6 @@ class LinkWatch:
             ) from None
         self.sock.bind((0, 1 << (RTNLGRP_LINK - 1)))
         self.sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, RTNLGRP_NSID)
-        self._marshal = MarshalRtnl()
         self._cmsg_space = socket.CMSG_SPACE(4)
 
     def fileno(self) -> int:
@@ -104,20 +100,20 @@ class LinkWatch:
             data = self._only_wanted(data, nsid)
             if not data:
                 return
-        for msg in self._marshal.parse(data):
-            mtype = msg["header"]["type"]
-            if mtype in (RTM_NEWLINK, RTM_DELLINK):
+        for mtype, body in rtnl.messages(data):
+            if mtype in (RTM_NEWLINK, RTM_DELLINK) and len(body) >= rtnl.IFINFO.size:
+                link = rtnl.link_of(body)
                 yield LinkEvent(
                     Kind.NEWLINK if mtype == RTM_NEWLINK else Kind.DELLINK,
                     nsid,
-                    index=msg["index"],
-                    name=ifname.decode(msg.get_attr("IFLA_IFNAME") or ""),
-                    up=bool(msg["flags"] & IFF_UP),
-                    mtu=msg.get_attr("IFLA_MTU") or 0,
-                    address=msg.get_attr("IFLA_ADDRESS") or "",
+                    index=link.index,
+                    name=link.name,
+                    up=link.up,
+                    mtu=link.mtu,
+                    address=link.address,
                 )
-            elif mtype == RTM_DELNSID:
-                yield LinkEvent(Kind.DELNSID, msg.get_attr("NETNSA_NSID"))
+            elif mtype == RTM_DELNSID and len(body) >= rtnl.RTGEN.size:
+                yield LinkEvent(Kind.DELNSID, rtnl.nsid_of(body))
 
     def _only_wanted(self, data: bytes, nsid: int | None) -> bytes:
         """The messages of a datagram minus the link events of links not wanted."""

@@ -1,9 +1,9 @@
-"""Control requests to the kernel's rtnetlink (create, move, look up, delete), through pyroute2.
+"""Control requests to the kernel's rtnetlink (create, move, look up, delete).
 
-pyroute2's asyncio transport does not run on uvloop, so these calls are blocking and the daemon
-runs them in one worker thread of its own, which gets a plain asyncio loop for pyroute2 (the
-daemon never calls uvloop.install(), which would hand uvloop to that thread too). Every lookup
-of another namespace goes through its nsid from here: no socket is opened inside it.
+These calls are blocking: the daemon runs them in one worker thread of its own (see
+daemon/worker.py). Every lookup of another namespace goes through its nsid from here: no
+socket is opened inside it. Requests that rtnetlink cannot target at another namespace
+(qdiscs, addresses) are made from inside it, for that moment only.
 """
 
 import contextlib
@@ -14,19 +14,14 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
-from tapveth.core import ifname
 from tapveth.kernel import netns
+from tapveth.kernel.rtnl import Link, NetlinkError, Rtnl
 from tapveth.kernel.tap import Tap
 
 log = logging.getLogger("tapveth")
 
-IFF_UP = 0x1
-NSID_NOT_ASSIGNED = -1
+TUN_TYPE_TAP = 2  # IFLA_TUN_TYPE of a TAP (IFF_TAP)
 
 
 class PlaceError(OSError):
@@ -72,45 +67,12 @@ class Location:
 class Netlink:
     """Blocking rtnetlink calls; one instance per worker thread."""
 
-    # pyroute2 0.9.x keeps state of every finished request in the IPRoute instance (about
-    # 1.7 KiB a request here; upstream issue svinota/pyroute2#1385): a long-lived daemon
-    # would grow without end. A fresh instance every so often releases it.
-    RECYCLE_EVERY = 64
-
     def __init__(self) -> None:
-        self.ipr = IPRoute()
+        self.rtnl = Rtnl()
         self.own_inode = netns.own_inode()
-        self._calls = 0
-
-    def tick(self) -> None:
-        """Count one unit of work; every RECYCLE_EVERY, replace the IPRoute instance. The new
-        one is opened before the old one is closed, and if it cannot be (EMFILE, ENOBUFS...)
-        the old one stays in use and the next call tries again: the worker is never left
-        without a working socket, and this never raises."""
-        self._calls += 1
-        if self._calls < self.RECYCLE_EVERY:
-            return
-        # An IPRoute that fails half-way (EMFILE on its event loop's self-pipe) leaves a
-        # half-made loop whose finaliser prints a traceback: try only with fds to spare.
-        if not _fds_to_spare(8):
-            self._calls = self.RECYCLE_EVERY - 8  # try again a few calls later
-            log.debug("keeping the netlink socket for now: no file descriptors to spare")
-            return
-        try:
-            fresh = IPRoute()
-        except Exception as exc:  # pyroute2 raises OSError, or its own errors, on any failure
-            self._calls = self.RECYCLE_EVERY - 8
-            log.debug("keeping the netlink socket for now: %s", exc)
-            return
-        old, self.ipr = self.ipr, fresh
-        self._calls = 0
-        try:
-            old.close()
-        except Exception as exc:
-            log.warning("closing a replaced netlink socket: %s", exc)
 
     def close(self) -> None:
-        self.ipr.close()
+        self.rtnl.close()
 
     def place(
         self,
@@ -130,22 +92,18 @@ class Netlink:
         except OSError:
             raise PlaceError(errno.ENODEV, "a new TAP vanished while being set up") from None
         # One request: the kernel moves the device first, then applies the rest there.
-        attrs: dict[str, object] = {}
-        if mtu is not None:
-            attrs["mtu"] = mtu
-        if address is not None:
-            attrs["address"] = address
-        if txqueuelen is not None:
-            attrs["txqlen"] = txqueuelen
-        if alias is not None:
-            attrs["ifalias"] = alias
-        if ns_fd is not None:
-            attrs["net_ns_fd"] = ns_fd
-        if ns_fd is not None or tap.ifname() != name:
-            attrs["ifname"] = name
+        rename = ns_fd is not None or tap.ifname() != name
         try:
-            if attrs:
-                self.ipr.link("set", index=index, **attrs)
+            if (mtu, address, txqueuelen, alias, ns_fd) != (None,) * 5 or rename:
+                self.rtnl.link_set(
+                    index,
+                    mtu=mtu,
+                    address=address,
+                    txqlen=txqueuelen,
+                    alias=alias,
+                    net_ns_fd=ns_fd,
+                    name=name if rename else None,
+                )
         except NetlinkError as exc:
             if exc.code == errno.EEXIST:
                 raise PlaceError(exc.code, f"interface name {name!r} is already taken") from None
@@ -171,8 +129,8 @@ class Netlink:
                     return None
                 name, inode, nsid = where
                 try:
-                    # As bytes: a name need not be UTF-8 (the fd's is kept with surrogates).
-                    msg = self._link("get", nsid, ifname=name.encode(errors="surrogateescape"))[0]
+                    # A name need not be UTF-8: it goes back as the bytes the fd gave.
+                    msg = self.rtnl.link_get(name=name, nsid=nsid, stats=False)
                 except NetlinkError as exc:
                     # ENODEV: moved or renamed since the fd was asked. EINVAL/ENOENT: the nsid
                     # went with a dying namespace. Ask the fd again either way.
@@ -191,14 +149,14 @@ class Netlink:
                 log.debug("%s located after %d attempts (last miss: %s)", name, attempt + 1, last)
             return Location(
                 nsid=nsid,
-                index=msg["index"],
+                index=msg.index,
                 name=name,
-                up=bool(msg["flags"] & IFF_UP),
-                mtu=msg.get_attr("IFLA_MTU"),
-                address=msg.get_attr("IFLA_ADDRESS") or "",
+                up=msg.up,
+                mtu=msg.mtu,
+                address=msg.address,
                 ns_inode=inode,
-                carrier_changes=msg.get_attr("IFLA_CARRIER_CHANGES") or 1,
-                qdisc=msg.get_attr("IFLA_QDISC") or "",
+                carrier_changes=msg.carrier_changes or 1,
+                qdisc=msg.qdisc,
             )
         raise Unsettled(errno.EAGAIN, f"the end kept moving while it was looked up ({last})")
 
@@ -229,16 +187,14 @@ class Netlink:
     def nsid_of(self, ns_fd: int) -> int:
         """The nsid of a namespace as seen from here, assigning one if it has none yet (without
         it, the event socket would not hear that namespace's link events)."""
-        got = self.ipr.get_netnsid(fd=ns_fd)
-        nsid = got["nsid"] if got else None
-        if nsid is None or nsid == NSID_NOT_ASSIGNED or nsid >= 0xFFFFFFFF:
+        nsid = self.rtnl.get_nsid(ns_fd)
+        if nsid is None:
             try:
-                self.ipr.set_netnsid(fd=ns_fd)
+                self.rtnl.set_nsid(ns_fd)
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:  # someone assigned one meanwhile
                     raise
-            got = self.ipr.get_netnsid(fd=ns_fd)
-            nsid = got["nsid"] if got else None
+            nsid = self.rtnl.get_nsid(ns_fd)
         if nsid is None:
             raise PlaceError(errno.ENOENT, "cannot get an nsid for a namespace")
         return int(nsid)
@@ -250,7 +206,7 @@ class Netlink:
         try:
             with _inside(tap) as (there, index):
                 if index is not None:
-                    there.tc("replace", "noqueue", index)
+                    there.qdisc_replace_root(index, "noqueue")
         except NetlinkError as exc:
             if exc.code not in (errno.ENODEV, errno.EINVAL):
                 raise
@@ -269,15 +225,15 @@ class Netlink:
             if index is None:
                 raise PlaceError(errno.ENODEV, f"{tap.ifname()} vanished")
             if mtu is not None:
-                there.link("set", index=index, mtu=mtu)
+                there.link_set(index, mtu=mtu)
             for cidr in remove:
                 addr, plen = cidr.split("/")
                 with contextlib.suppress(NetlinkError):
-                    there.addr("del", index=index, address=addr, prefixlen=int(plen))
+                    there.addr("del", index, addr, int(plen))
             for cidr in add:
                 addr, plen = cidr.split("/")
                 try:
-                    there.addr("add", index=index, address=addr, prefixlen=int(plen))
+                    there.addr("add", index, addr, int(plen))
                 except NetlinkError as exc:
                     if exc.code != errno.EEXIST:
                         raise PlaceError(
@@ -285,52 +241,30 @@ class Netlink:
                             f"address {cidr} on {tap.ifname()}: {os.strerror(exc.code)}",
                         ) from None
             if up is not None:
-                there.link("set", index=index, state="up" if up else "down")
+                there.link_set(index, up=up)
 
     def persistent_tap_here(self, name: str) -> bool | None:
         """In the calling thread's namespace: True if `name` is a persistent TAP with a virtio
         header (one this daemon left behind), False if it is something else, None if absent."""
-        with IPRoute() as here:
+        with Rtnl() as here:
             try:
-                msg = here.link("get", ifname=name)[0]
+                msg = here.link_get(name=name, stats=False)
             except NetlinkError:
                 return None
-        info = msg.get_attr("IFLA_LINKINFO")
-        data = info.get_attr("IFLA_INFO_DATA") if info else None
-        if not info or info.get_attr("IFLA_INFO_KIND") != "tun" or data is None:
-            return False
-        return bool(data.get_attr("IFLA_TUN_PERSIST")) and data.get_attr("IFLA_TUN_TYPE") == 2
+        tun = msg.tun_info()
+        return tun is not None and tun == (True, TUN_TYPE_TAP)
 
     def persistent_taps_here(self) -> list[tuple[str, str, int, str, bool]]:
         """In the calling thread's namespace: (name, alias, mtu, address, up) of every
         persistent TAP with an alias (tapveth marks its persistent ends so)."""
-        out = []
-        with IPRoute() as here:
-            links = here.get_links()
-        for msg in links:
-            alias = msg.get_attr("IFLA_IFALIAS")
-            info = msg.get_attr("IFLA_LINKINFO")
-            data = info.get_attr("IFLA_INFO_DATA") if info else None
-            if not alias or not info or info.get_attr("IFLA_INFO_KIND") != "tun" or not data:
-                continue
-            if not data.get_attr("IFLA_TUN_PERSIST"):
-                continue
-            out.append(
-                (
-                    str(msg.get_attr("IFLA_IFNAME")),
-                    str(alias),
-                    int(msg.get_attr("IFLA_MTU")),
-                    str(msg.get_attr("IFLA_ADDRESS")),
-                    bool(msg["flags"] & IFF_UP),
-                )
-            )
-        return out
+        with Rtnl() as here:
+            return persistent_taps(here.links(kind="tun"))
 
     def delete_here(self, name: str) -> None:
         """In the calling thread's namespace: delete the link `name` (absent: nothing to do)."""
-        with IPRoute() as here:
+        with Rtnl() as here:
             try:
-                here.link("del", ifname=name)
+                here.link_del(name=name)
             except NetlinkError as exc:
                 if exc.code != errno.ENODEV:
                     raise
@@ -339,57 +273,51 @@ class Netlink:
         """(rx_dropped, tx_dropped) the kernel counted on a TAP itself: qdisc drops while it
         has no carrier, ring overflow, frames its stack had no handler for."""
         try:
-            msg = self._link("get", nsid, index=index)[0]
+            return self.rtnl.link_get(index=index, nsid=nsid).dropped()
         except NetlinkError:
             return (0, 0)
-        stats = msg.get_attr("IFLA_STATS64") or {}
-        return (int(stats.get("rx_dropped", 0)), int(stats.get("tx_dropped", 0)))
-
-    def _link(self, command: str, nsid: int | None, **kw: Any) -> Any:
-        """A link request in the daemon's namespace (nsid None) or another one, by its nsid."""
-        if nsid is not None:
-            kw["if_netnsid"] = nsid
-        return self.ipr.link(command, **kw)
 
     def delete(self, loc: Location) -> None:
         """Delete an end where locate() just found it (ignored if already gone)."""
         try:
-            self._link("del", loc.nsid, index=loc.index)
+            self.rtnl.link_del(index=loc.index, nsid=loc.nsid)
         except NetlinkError as exc:
             if exc.code not in (errno.ENODEV, errno.EINVAL):
                 raise
 
 
-def _fds_to_spare(n: int) -> bool:
-    """Whether this process can open n more file descriptors right now."""
-    got: list[int] = []
-    try:
-        for _ in range(n):
-            got.append(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
-        return True
-    except OSError:
-        return False
-    finally:
-        for fd in got:
-            os.close(fd)
+def persistent_taps(links: list[Link]) -> list[tuple[str, str, int, str, bool]]:
+    """(name, alias, mtu, address, up) of the persistent TUN/TAP devices with an alias."""
+    out = []
+    for msg in links:
+        alias = msg.alias
+        tun = msg.tun_info()
+        if not alias or tun is None or not tun[0]:
+            continue
+        out.append((msg.name, alias, msg.mtu, msg.address, msg.up))
+    return out
 
 
-def _is_tap(msg: Any) -> bool:
+def _is_tap(msg: Link) -> bool:
     """The link a lookup by name found is a TAP (a device of someone else's that took the
     name meanwhile is not ours)."""
-    info = msg.get_attr("IFLA_LINKINFO")
-    return bool(info) and info.get_attr("IFLA_INFO_KIND") == "tun"
+    return msg.kind == "tun"
 
 
 @contextlib.contextmanager
-def _inside(tap: Tap) -> Iterator[tuple[Any, int | None]]:
+def _inside(tap: Tap) -> Iterator[tuple[Rtnl, int | None]]:
     """This thread inside the TAP's namespace, with a netlink socket there and the TAP's
     ifindex there (None if it is not found), for requests that cannot target a namespace by
     nsid (qdiscs, addresses). The namespace is held only for the duration."""
     ns_fd = tap.netns_fd()
     try:
-        with netns.entered(ns_fd), IPRoute() as there:
-            found = there.link_lookup(ifname=ifname.encode(tap.ifname()))
-            yield there, (found[0] if found else None)
+        with netns.entered(ns_fd), Rtnl() as there:
+            try:
+                index: int | None = there.link_get(name=tap.ifname(), stats=False).index
+            except NetlinkError as exc:
+                if exc.code != errno.ENODEV:
+                    raise
+                index = None
+            yield there, index
     finally:
         os.close(ns_fd)

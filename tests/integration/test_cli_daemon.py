@@ -136,6 +136,8 @@ def test_persistent_pair_dropped_from_the_config_while_stopped(lab: Lab, tmp_pat
         pass
     assert ns1.has_link(a) and ns2.has_link(b)  # persistent: left in place
     assert "tapveth persistent pair" in ns1.ip("-d", "link", "show", a).stdout
+    # Where they stay is recorded: the next daemon on this socket searches only there.
+    assert json.loads(Path(sock + ".places").read_text()) == sorted([ns1.name, ns2.name])
     cfg.write_text("")
     with PrivateDaemon(daemon_args=("--config", str(cfg))) as other:  # another socket
         assert "has no relay" not in other.log() and "orphaned" not in other.cli("show").stdout

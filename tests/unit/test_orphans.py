@@ -53,3 +53,15 @@ def test_shown_as_orphaned_without_carrier() -> None:
             "orphaned": True,
         }
     ]
+
+
+def test_the_record_keeps_names_only_of_namespaces_found_again_by_name() -> None:
+    ends = ["ns2", None, "ns1", "inode:4026532000", "ns2"]
+    assert orphans.places(ends) == ["ns1", "ns2"]
+
+
+def test_the_search_looks_where_the_record_says_or_everywhere_without_one() -> None:
+    named = ["a", "b", "c", "d"]
+    assert orphans.to_scan(None, named) == named  # first start, or the record was lost
+    assert orphans.to_scan(["b", "gone", "d"], named) == ["b", "d"]  # deleted ones skipped
+    assert orphans.to_scan([], named) == []  # no persistent ends: only the daemon's own
