@@ -23,7 +23,8 @@ from typing import Any
 
 from tapveth.core.faults import FaultError
 from tapveth.core.faults import parse as parse_faults
-from tapveth.core.linkspec import SpecError, check_name, check_netns
+from tapveth.core.linkspec import SpecError, check_netns
+from tapveth.core.vxlanspec import check_end_name
 
 USAGE = "tapveth link set dev NAME [netns NS] {carrier on|off | flap every T for D [count N]}"
 FAULT_USAGE = "tapveth fault {add|replace|del|show} dev NAME [netns NS] [SCHEDULE]"
@@ -48,7 +49,7 @@ def request_args(words: list[str]) -> dict[str, Any]:
             raise SpecError(f"link set: '{w}' needs a value ({USAGE})")
         value = words[i + 1]
         if w == "dev":
-            args["name"] = check_name(value)
+            args["name"] = check_end_name(value)
         elif w == "netns":
             args["netns"] = check_netns(value)
         elif w == "carrier":
@@ -86,7 +87,7 @@ def fault_args(words: list[str]) -> dict[str, Any]:
         if i + 1 >= len(words):
             raise SpecError(f"fault: '{words[i]}' needs a value ({FAULT_USAGE})")
         if words[i] == "dev":
-            args["name"] = check_name(words[i + 1])
+            args["name"] = check_end_name(words[i + 1])
         else:
             args["netns"] = check_netns(words[i + 1])
         i += 2

@@ -23,8 +23,9 @@ Probabilities: 1% or 1. Jitter keeps frames in order unless reorder is given (RE
 
 from typing import Any
 
-from tapveth.core.linkspec import SpecError, check_name, check_netns
+from tapveth.core.linkspec import SpecError, check_netns
 from tapveth.core.netem import NetemError, format_size, parse
+from tapveth.core.vxlanspec import check_end_name
 
 ACTIONS = {
     "add": "add",
@@ -55,7 +56,7 @@ def request_args(words: list[str]) -> dict[str, Any]:
         if w in ("dev", "netns", "handle") and i + 1 >= len(words):
             raise SpecError(f"qdisc: '{w}' needs a value")
         if w == "dev":
-            args["name"] = check_name(words[i + 1])
+            args["name"] = check_end_name(words[i + 1])
             i += 2
         elif w == "netns":
             args["netns"] = check_netns(words[i + 1])

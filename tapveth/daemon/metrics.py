@@ -153,8 +153,8 @@ def _frames(flow: Flow) -> int:
 
 
 def _netem(end: "End | VxlanEnd") -> NetemSample | None:
-    """The impairments of the frames `end` sends (a VXLAN end has none)."""
-    link = end.impair if isinstance(end, End) else None
+    """The impairments of the frames `end` sends (a VXLAN end: those it delivers)."""
+    link = end.impair
     if link is None:
         return None
     model = link.model

@@ -6,8 +6,8 @@ from typing import Any
 
 from tapveth.control import ControlError, one_line, shorten
 from tapveth.core import ifname
-from tapveth.core.linkspec import EndSpec, SpecError, check_name
-from tapveth.core.vxlanspec import VxlanSpec
+from tapveth.core.linkspec import EndSpec, SpecError
+from tapveth.core.vxlanspec import VxlanSpec, check_end_name
 from tapveth.daemon.pair import End, Pair
 from tapveth.daemon.vxlan_end import VxlanEnd
 from tapveth.kernel import netns
@@ -68,7 +68,8 @@ class Registry:
         if not isinstance(name, str):
             raise ControlError("which pair? give an end's name")
         try:
-            check_name(ifname.printable(name))  # bytes that are not UTF-8: see core/ifname
+            # bytes that are not UTF-8: see core/ifname; a tunnel end is `vxlan:VNI`
+            check_end_name(ifname.printable(name))
         except SpecError as exc:
             raise ControlError(str(exc)) from None
         hits = [

@@ -331,12 +331,13 @@ class Daemon:
         loop = asyncio.get_running_loop()
         if isinstance(pair.b, vxlan_end.VxlanEnd):
             pair.b.stop()
-            return
-        for end in pair.taps():
-            if not end.tap.closed:
-                loop.remove_reader(end.fd)
-            self.faults.stop(end)
-            self.impairments.close(end)
+        else:
+            for end in pair.taps():
+                if not end.tap.closed:
+                    loop.remove_reader(end.fd)
+        for e in pair.ends():
+            self.faults.stop(e)
+            self.impairments.close(e)
 
     async def destroy(self, pair: Pair, why: str, keep: bool = False) -> None:
         """Remove a pair: both ends deleted (explicitly, so it is done when this returns).
