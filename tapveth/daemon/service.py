@@ -38,7 +38,7 @@ from tapveth.daemon.worker import CountersWorker, NetlinkWorker
 from tapveth.kernel import netns
 from tapveth.kernel.netlink import PlaceError
 from tapveth.kernel.netns import NetnsError
-from tapveth.kernel.tap import TapError
+from tapveth.kernel.tap import Tap, TapError
 
 if TYPE_CHECKING:
     from tapveth.daemon.metrics import Metrics
@@ -305,6 +305,7 @@ class Daemon:
         pair = Pair(end, far_end)
         holder.append(pair)
         self._register(pair)
+        self.events.publish("created", pair, reattached=False)
         log.info(
             "pair %s <-> vxlan id %d remote %s dstport %d created (%s, underlay %s)%s",
             end.name,
@@ -434,9 +435,8 @@ class Daemon:
             waiting = []
             for old, new in todo.change:
                 _, pair = self._managed[old.ident]
-                assert isinstance(pair.b, End)  # the configuration file makes TAP pairs only
                 await self._for_pair(
-                    new, provision.configure_pair, pair.a.tap, pair.b.tap, old, new
+                    new, provision.configure_pair, pair.a.tap, _peer_tap(pair), old, new
                 )
                 self._set_netem(pair, old, new)
                 self._set_faults(pair, old, new)
@@ -448,8 +448,9 @@ class Daemon:
                         await self._for_pair(pc, provision.ensure_netns, e.spec.netns)
                 pair = await self.create(pc.spec, None, pc.persist, reattach=pc.persist)
                 self._managed[pc.ident] = (pc, pair)
-                assert isinstance(pair.b, End)
-                await self._for_pair(pc, provision.configure_pair, pair.a.tap, pair.b.tap, None, pc)
+                await self._for_pair(
+                    pc, provision.configure_pair, pair.a.tap, _peer_tap(pair), None, pc
+                )
                 self._set_netem(pair, None, pc)
                 self._set_faults(pair, None, pc)
                 waiting.append((pc, pair))
@@ -460,7 +461,6 @@ class Daemon:
         """Impairments from the file, changed in place (queued frames keep flowing)."""
         for index, settings in netem_changes(old, new):
             end = pair.ends()[index]
-            assert isinstance(end, End), "the configuration file makes TAP ends only"
             if settings is not None:
                 self.impairments.set(pair, end, settings, "replace")
             elif end.impair is not None:
@@ -470,7 +470,6 @@ class Daemon:
         """Fault schedules from the file: a changed line starts its schedule again."""
         for index, schedule in fault_changes(old, new):
             end = pair.ends()[index]
-            assert isinstance(end, End), "the configuration file makes TAP ends only"
             if schedule is not None:
                 self.faults.set(pair, end, schedule, "replace")
             elif self.faults.get(end) is not None:
@@ -490,7 +489,14 @@ class Daemon:
         for pc, pair in pairs:
             if not (pc.end.up and pc.peer.up):
                 continue
+            if isinstance(pc.peer.spec, VxlanSpec) and pc.peer.spec.bfd:
+                continue  # up once the far side answers, which may be later (or never)
             while not pair.carrier.on and not pair.closed:
                 if time.monotonic() > deadline:
                     raise ControlError(f"pair {pair.a.name} <-> {pair.b.name} got no carrier")
                 await asyncio.sleep(0.01)
+
+
+def _peer_tap(pair: Pair) -> "Tap | None":
+    """The peer's TAP; None when the peer is the far end of a VXLAN tunnel."""
+    return pair.b.tap if isinstance(pair.b, End) else None

@@ -5,7 +5,10 @@ counted, and between two tapveth daemons with BFD the far side loses carrier too
 
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +16,8 @@ from netlab import Lab, Netns, private_daemon
 from underlay import (
     IP_A,
     IP_B,
+    PORT,
+    VNI,
     Hosts,
     has_carrier,
     kernel_vxlan,
@@ -176,3 +181,54 @@ def test_cut_with_bfd_takes_the_far_side_down(
     daemon.cli("link", "set", "dev", v1, "carrier", "on")
     wait_for("both back", lambda: has_carrier(o1, v1) and has_carrier(o2, v2))
     assert ping_loss(o1, OV_B) == 0
+
+
+def test_config_declared_vxlan_pair(lab: Lab, tmp_path: Path) -> None:
+    """A pair stretched over VXLAN from the configuration file passes ping to the kernel's
+    vxlan on the other host; a reload changes its impairments in place."""
+    hosts = two_hosts(lab)
+    o1 = lab.netns("o1")
+    v1 = lab.name("veth1")
+    kernel_vxlan(hosts.b, hosts.ub, "vx42", IP_A, f"{OV_B}/24")
+    cfg = tmp_path / "tapveth.toml"
+
+    def write(end_netem: str, peer_netem: str) -> None:
+        cfg.write_text(
+            f'[[pair]]\n[pair.end]\nname = "{v1}"\nnetns = "{o1.name}"\n'
+            f'addresses = ["{OV_A}/24"]\nup = true\n{end_netem}'
+            f'[pair.peer]\nvxlan = "id {VNI} remote {IP_B} dstport {PORT} '
+            f'underlay-netns {hosts.a.name}"\n{peer_netem}'
+        )
+
+    write("", 'netem = "delay 50ms"\n')
+    check = subprocess.run(
+        [sys.executable, "-m", "tapveth", "daemon", "--check-config", str(cfg)],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0 and "valid, 1 pair(s)" in check.stdout, check
+    d = PrivateDaemon(log_level="debug", daemon_args=("--config", str(cfg))).start()
+    try:
+        wait_for("carrier", lambda: has_carrier(o1, v1))
+        rtt = rtt_min_ms(o1, OV_B)
+        print(f"config: delay 50ms out of the tunnel: rtt min {rtt} ms")
+        assert rtt >= 50.0
+        assert qdisc(d, TUNNEL)["kind"] == "netem" and qdisc(d, v1)["kind"] == "noqueue"
+        index = o1.link(v1)["ifindex"]
+
+        write('netem = "delay 50ms"\n', "")  # the other direction now
+        out = d.cli("reload").stdout
+        assert "0 added, 0 removed, 1 changed, 0 unchanged" in out, out
+        assert qdisc(d, TUNNEL)["kind"] == "noqueue" and qdisc(d, v1)["kind"] == "netem"
+        assert o1.link(v1)["ifindex"] == index  # changed in place, not made anew
+        assert rtt_min_ms(o1, OV_B) >= 50.0
+
+        write("", "")
+        d.cli("reload")
+        assert ping_loss(o1, OV_B) == 0
+        assert o1.link(v1)["ifindex"] == index
+    finally:
+        rc = d.stop()
+        print("daemon log:\n" + d.final_log)
+    assert rc == 0
+    assert not o1.has_link(v1)
