@@ -23,7 +23,7 @@ from tapveth.core.orphans import Orphan
 from tapveth.core.reconcile import Ident, Plan, fault_changes, netem_changes, plan
 from tapveth.core.rules import DEFAULT_MTU, Carrier
 from tapveth.core.vxlanspec import VxlanSpec
-from tapveth.daemon import provision, vxlan_end
+from tapveth.daemon import provision, sandbox, vxlan_end
 from tapveth.daemon.busypoll import BusyPoll
 from tapveth.daemon.events import EventBus
 from tapveth.daemon.faults import Faults
@@ -276,7 +276,12 @@ class Daemon:
             want = dataclasses.replace(want, mtu=DEFAULT_MTU - overhead)
         try:
             underlay = await self.worker.call(vxlan_end.open_underlay, far, caller_ns)
-        except (NetnsError, OSError) as exc:
+        except OSError as exc:
+            if sandbox.refused(exc):
+                family = "AF_INET6" if far.ipv6 else "AF_INET"
+                raise ControlError(sandbox.explain("the tunnel's UDP sockets", family)) from None
+            raise ControlError(one_line(exc)) from None
+        except NetnsError as exc:
             raise ControlError(one_line(exc)) from None
         try:
             taps, locs = await self.worker.call(
