@@ -2,6 +2,9 @@
 restores it, as `ip link set … carrier off` does on devices that allow it: both ends show
 NO-CARRIER while admin-up, frames either end sends are dropped (reason `carrier`),
 carrier_changes moves. `link set dev NAME flap every T for D [count N]` cuts it every T for D.
+On a pair stretched over VXLAN (NAME the TAP end, or the tunnel end vxlan:VNI) the cut is the
+stretched link's: the TAP end shows NO-CARRIER, frames both ways are dropped (`carrier`), and
+with bfd the far tapveth is told (AdminDown) and loses carrier too.
 
     tapveth fault {add|replace} dev NAME [netns NS] SCHEDULE
     tapveth fault del dev NAME [netns NS]
@@ -14,7 +17,8 @@ carrier_changes moves. `link set dev NAME flap every T for D [count N]` cuts it 
     ACTION   := cut [[for] D] | restore | [netem] OPTIONS | clear
 
 `netem OPTIONS` (as `tapveth qdisc`; the word netem may be left out) sets the impairments of
-the frames NAME sends, up to the next `at`; `clear` removes them. Example:
+the frames NAME sends (vxlan:VNI: the frames the tunnel delivers), up to the next `at`; `clear`
+removes them. Example:
 
     tapveth fault add dev veth1 at +10s netem loss 5% at +30s cut for 2s at +40s clear
 """

@@ -5,7 +5,10 @@ works once `tc` becomes `tapveth`), and how `qdisc show` prints, as `tc [-s] qdi
     tapveth qdisc del dev NAME [netns NS] root
     tapveth [-s] [-j] qdisc show [dev NAME [netns NS]]
 
-The qdisc acts on the frames NAME sends to its peer. OPTIONS, as tc-netem(8):
+The qdisc acts on the frames NAME sends to its peer. On a pair stretched over VXLAN the
+tunnel end is named vxlan:VNI, as `tapveth show` lists it: `dev veth1` impairs what veth1
+sends into the tunnel, `dev vxlan:42` what the tunnel delivers to veth1 (netns NS, if given,
+is the underlay namespace). OPTIONS, as tc-netem(8):
 
     limit PACKETS
     delay TIME [JITTER [CORRELATION]]  distribution uniform|normal|pareto|paretonormal
