@@ -5,14 +5,18 @@ counted, and between two tapveth daemons with BFD the far side loses carrier too
 
 import json
 import re
+import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from netlab import Lab, Netns, private_daemon
+from netlab import Lab, Netns, private_daemon, start_stream
+from prometheus_client.parser import text_string_to_metric_families
 from underlay import (
     IP_A,
     IP_B,
@@ -232,3 +236,47 @@ def test_config_declared_vxlan_pair(lab: Lab, tmp_path: Path) -> None:
         print("daemon log:\n" + d.final_log)
     assert rc == 0
     assert not o1.has_link(v1)
+
+
+def test_events_and_metrics_cover_both_directions(lab: Lab) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        listen = f"127.0.0.1:{s.getsockname()[1]}"
+    d = PrivateDaemon(log_level="debug", daemon_args=("--metrics", listen)).start()
+    try:
+        _, o1, v1 = facing_kernel(lab, d)
+        mon = start_stream(lab, d, ("-j", "monitor"), "tapveth: monitoring")
+        d.cli("qdisc", "add", "dev", TUNNEL, "root", "netem", "delay", "5ms", "limit", "7")
+        d.cli("qdisc", "add", "dev", v1, "root", "netem", "delay", "6ms")
+        d.cli("link", "set", "dev", TUNNEL, "carrier", "off")
+        d.cli("link", "set", "dev", TUNNEL, "carrier", "on")
+        wait_for("carrier back", lambda: has_carrier(o1, v1))
+        with urllib.request.urlopen(f"http://{listen}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        mon.send_signal(signal.SIGINT)
+        out, err = mon.communicate(timeout=30)
+        assert mon.returncode == 0, err
+    finally:
+        rc = d.stop()
+        print("daemon log:\n" + d.final_log)
+    assert rc == 0
+    events = [json.loads(line) for line in out.splitlines()]
+    seen = [(e["event"], e["ifname"], e.get("fault") or e.get("netem")) for e in events]
+    assert ("qdisc", TUNNEL, "limit 7 delay 5ms") in seen, seen
+    assert ("qdisc", v1, "delay 6ms") in seen, seen
+    assert ("fault", TUNNEL, "cut") in seen and ("fault", TUNNEL, "restore") in seen, seen
+    assert [e["carrier"] for e in events if e["event"] == "carrier"] == [False, True], events
+    limits = {
+        s.labels["end"]: s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "tapveth_netem_limit_packets"
+    }
+    assert limits == {TUNNEL: 7.0}, limits
+    impaired = {
+        s.labels["end"]
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name.startswith("tapveth_netem_backlog_packets")
+    }
+    assert impaired == {TUNNEL, v1}, impaired
