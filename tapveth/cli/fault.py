@@ -27,8 +27,7 @@ from typing import Any
 
 from tapveth.core.faults import FaultError
 from tapveth.core.faults import parse as parse_faults
-from tapveth.core.linkspec import SpecError, check_netns
-from tapveth.core.vxlanspec import check_end_name
+from tapveth.core.linkspec import SpecError, check_end_name, check_netns
 
 USAGE = "tapveth link set dev NAME [netns NS] {carrier on|off | flap every T for D [count N]}"
 FAULT_USAGE = "tapveth fault {add|replace|del|show} dev NAME [netns NS] [SCHEDULE]"

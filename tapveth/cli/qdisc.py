@@ -26,9 +26,8 @@ Probabilities: 1% or 1. Jitter keeps frames in order unless reorder is given (RE
 
 from typing import Any
 
-from tapveth.core.linkspec import SpecError, check_netns
+from tapveth.core.linkspec import SpecError, check_end_name, check_netns
 from tapveth.core.netem import NetemError, format_size, parse
-from tapveth.core.vxlanspec import check_end_name
 
 ACTIONS = {
     "add": "add",

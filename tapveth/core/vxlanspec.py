@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tapveth.core import vxlan
-from tapveth.core.linkspec import SpecError, check_name, check_netns
+from tapveth.core.linkspec import SpecError, check_netns
 
 # BFD timers (RFC 5880): what this end asks for once the session is up. 300 ms x 3 detects a
 # dead far side within about a second; RFC 5880 keeps 1 s while the session is not up.
@@ -69,15 +69,6 @@ class VxlanSpec:
         words += ["bfd-interval", str(data.get("bfd_interval_ms", BFD_INTERVAL_MS))]
         words += ["bfd-multiplier", str(data.get("bfd_multiplier", BFD_MULTIPLIER))]
         return parse_vxlan_peer(words)
-
-
-def check_end_name(name: str) -> str:
-    """The name of an end as requests give it: an interface name, or a tunnel end's
-    `vxlan:VNI` (how show lists it; no interface can have a ':' in its name)."""
-    prefix, _, vni = name.partition(":")
-    if prefix == "vxlan" and vni.isdigit() and vni.isascii() and int(vni) <= vxlan.MAX_VNI:
-        return name
-    return check_name(name)
 
 
 def _number(word: str, value: str, lo: int, hi: int) -> int:

@@ -5,9 +5,8 @@ import os
 from typing import Any
 
 from tapveth.control import ControlError, one_line, shorten
-from tapveth.core import ifname
-from tapveth.core.linkspec import EndSpec, SpecError
-from tapveth.core.vxlanspec import VxlanSpec, check_end_name
+from tapveth.core.linkspec import EndSpec, SpecError, check_existing_name
+from tapveth.core.vxlanspec import VxlanSpec
 from tapveth.daemon.pair import End, Pair
 from tapveth.daemon.vxlan_end import VxlanEnd
 from tapveth.kernel import netns
@@ -68,8 +67,7 @@ class Registry:
         if not isinstance(name, str):
             raise ControlError("which pair? give an end's name")
         try:
-            # bytes that are not UTF-8: see core/ifname; a tunnel end is `vxlan:VNI`
-            check_end_name(ifname.printable(name))
+            check_existing_name(name)  # not UTF-8: see core/ifname; or a tunnel's vxlan:VNI
         except SpecError as exc:
             raise ControlError(str(exc)) from None
         hits = [

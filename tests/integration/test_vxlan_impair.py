@@ -133,6 +133,12 @@ def test_netem_on_the_tunnel_end_impairs_what_leaves_it(lab: Lab, daemon: Privat
     for dev in (TUNNEL, v1):
         daemon.cli("qdisc", "del", "dev", dev, "root")
     assert ping_loss(o1, OV_B) == 0
+    # The tunnel end's name works wherever an end's name does: show, stats, del.
+    for cmd in ("show", "stats"):
+        rows = json.loads(daemon.cli("-j", cmd, TUNNEL).stdout)
+        assert {r["ifname"] for r in rows} == {v1, TUNNEL}, rows
+    daemon.cli("del", TUNNEL)
+    assert not o1.has_link(v1)
 
 
 def test_carrier_cut_takes_the_stretched_link_down(lab: Lab, daemon: PrivateDaemon) -> None:

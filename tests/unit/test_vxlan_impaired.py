@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from tapveth.core import vnet, vxlan
-from tapveth.core.linkspec import SpecError
+from tapveth.core.linkspec import SpecError, check_end_name, parse_select
 from tapveth.core.netem import parse
 from tapveth.core.rules import DropReason
-from tapveth.core.vxlanspec import VxlanSpec, check_end_name
+from tapveth.core.vxlanspec import VxlanSpec
 from tapveth.daemon.impaired import Impairments
 from tapveth.daemon.pair import End, Pair
 from tapveth.daemon.vxlan_end import Underlay, VxlanEnd
@@ -275,3 +275,6 @@ def test_cli_names_the_tunnel_end() -> None:
     assert fault.fault_args(["add", "dev", "vxlan:42", "at", "+1s", "cut"])["name"] == "vxlan:42"
     with pytest.raises(SpecError):
         qdisc.request_args(["add", "dev", "vxlan:x", "root", "netem", "delay", "5ms"])
+    assert parse_select(["vxlan:42", "netns", "host"], required=True).name == "vxlan:42"
+    with pytest.raises(SpecError):
+        parse_select(["vxlan:-1"], required=True)
