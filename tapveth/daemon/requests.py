@@ -12,6 +12,7 @@ from tapveth.core.faults import parse as parse_faults
 from tapveth.core.linkspec import PairSpec, SpecError
 from tapveth.core.netem import Netem, NetemError
 from tapveth.core.orphans import Orphan
+from tapveth.core.vxlanspec import VxlanSpec
 from tapveth.daemon import capture, impaired
 from tapveth.daemon.faults import set_cut
 from tapveth.daemon.pair import End
@@ -102,6 +103,11 @@ class ControlRequests:
             persist = args.get("persist", False)
             if not isinstance(persist, bool):
                 raise ControlError("persist must be true or false")
+            if persist and isinstance(spec.peer, VxlanSpec):
+                raise ControlError(
+                    "a pair whose peer is vxlan cannot persist (its tunnel sockets end with "
+                    "the daemon)"
+                )
             caller_ns = await self._caller_netns(spec, peer)
             try:
                 async with d.lock:

@@ -4,6 +4,7 @@ each independently; a carrier cut takes the stretched link down both ways, with 
 counted, and between two tapveth daemons with BFD the far side loses carrier too."""
 
 import json
+import os
 import re
 import signal
 import socket
@@ -32,6 +33,7 @@ from underlay import (
     wait_for,
 )
 
+from tapveth.control import ControlError
 from tapveth.private import PrivateDaemon
 
 pytestmark = pytest.mark.integration
@@ -286,3 +288,13 @@ def test_events_and_metrics_cover_both_directions(lab: Lab) -> None:
         if s.name.startswith("tapveth_netem_backlog_packets")
     }
     assert impaired == {TUNNEL, v1}, impaired
+
+
+def test_a_vxlan_pair_cannot_persist(lab: Lab, daemon: PrivateDaemon) -> None:
+    hosts = two_hosts(lab)
+    o1 = lab.netns("o1")
+    far = {"kind": "vxlan", "vni": VNI, "remote": IP_B, "underlay_netns": hosts.a.name}
+    spec = {"end": {"name": lab.name("veth1"), "netns": o1.name}, "peer": far}
+    with pytest.raises(ControlError, match="peer is vxlan cannot persist"):
+        daemon.request("add", {"spec": spec, "persist": True})
+    assert daemon.request("show") == [] and not os.path.exists(daemon.socket + ".persist")
