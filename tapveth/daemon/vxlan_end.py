@@ -32,6 +32,7 @@ from tapveth.core import bfd, vnet, vxlan
 from tapveth.core.rules import DropReason, Flow, admit
 from tapveth.core.vxlanspec import VxlanSpec
 from tapveth.daemon.pair import End
+from tapveth.daemon.relay import SPIN_AHEAD_NS  # the impaired directions' busy-poll rule
 from tapveth.kernel import netns
 from tapveth.kernel.netlink import Netlink
 
@@ -48,9 +49,6 @@ _HDR = vnet.HDR_LEN
 _NO_VNET = bytes(_HDR)  # frames handed to the TAP: no offload, checksums to be verified
 _GSO_OFF = vnet.GSO_TYPE_OFFSET
 _GSO_MASK = ~vnet.GSO_ECN & 0xFF
-# Frames due within this long keep the loop busy-polling instead of sleeping on their timer
-# (the relay's rule for impaired directions, see relay.py).
-SPIN_AHEAD_NS = 500_000
 
 # Linux values; Python's socket module lacks some of them.
 _IP_MTU_DISCOVER, _IP_PMTUDISC_DO = 10, 2
