@@ -253,7 +253,7 @@ class Shell:
 
 def test_readme_service_section_as_written(readme_container: Container) -> None:
     c, sh = readme_container, Shell(readme_container)
-    install, enable, reload = readme_blocks("Running as a service")
+    install, enable, reload, inet = readme_blocks("Running as a service")
     classic = readme_blocks("The classic experiment")[0]
 
     # Installing: a venv under /opt/tapveth, the command, man page, units, default config.
@@ -321,6 +321,14 @@ def test_readme_service_section_as_written(readme_container: Container) -> None:
     assert "pair veth1 <-> veth2 re-attached" in sh("journalctl -u tapveth -o cat --no-pager")
     assert " 0% packet loss" in sh("ip netns exec ns1 ping -c 2 -i 0.2 10.0.0.2")
 
+    # The drop-in that allows IP sockets (vxlan ends, metrics), installed as README writes it.
+    for line in inet:
+        sh(line)
+    allowed = c.show("tapveth", "RestrictAddressFamilies")["RestrictAddressFamilies"].split()
+    assert {"AF_UNIX", "AF_NETLINK", "AF_INET", "AF_INET6"} <= set(allowed), allowed
+    assert c.show("tapveth", "ActiveState")["ActiveState"] == "active"
+    assert sh.ends()["veth1"]["ifindex"] == veth1_index
+
     # Installing again (an upgrade): the configuration is kept, the daemon restarted on the
     # new code, the persistent pair re-attached once more.
     pid = c.show("tapveth", "MainPID")["MainPID"]
@@ -365,6 +373,7 @@ def test_readme_service_section_as_written(readme_container: Container) -> None:
     sh("./install.sh --system --uninstall")
     sh("test ! -e /usr/local/bin/tapveth && test ! -e /opt/tapveth")
     sh("test ! -e /etc/systemd/system/tapveth.service")
+    sh("test ! -e /etc/systemd/system/tapveth.service.d")  # the unchanged drop-in too
     assert sh("ls /etc/tapveth").split() == ["lab.toml", "tapveth.toml"]
     assert c.show("tapveth@lab", "ActiveState")["ActiveState"] == "inactive"
 
