@@ -60,6 +60,11 @@ uninstall_system() {
     fi
     find "$UNITDIR" -type l -name 'tapveth*' -delete
     for u in $UNITS; do rm -f "$UNITDIR/$u"; done
+    # the IP-socket drop-in, if installed as README says and unchanged
+    for d in "$UNITDIR/tapveth.service.d" "$UNITDIR/tapveth@.service.d"; do
+        if cmp -s "$d/inet.conf" systemd/tapveth-inet.conf; then rm -f "$d/inet.conf"; fi
+        rmdir "$d" 2>/dev/null || true
+    done
     systemd_running && systemctl daemon-reload
     [ -L "$BIN" ] && rm -f "$BIN"
     [ -L "$CNI_BIN" ] && rm -f "$CNI_BIN"

@@ -2,6 +2,9 @@
 restores it, as `ip link set … carrier off` does on devices that allow it: both ends show
 NO-CARRIER while admin-up, frames either end sends are dropped (reason `carrier`),
 carrier_changes moves. `link set dev NAME flap every T for D [count N]` cuts it every T for D.
+On a pair stretched over VXLAN (NAME the TAP end, or the tunnel end vxlan:VNI) the cut is the
+stretched link's: the TAP end shows NO-CARRIER, frames both ways are dropped (`carrier`), and
+with bfd the far tapveth is told (AdminDown) and loses carrier too.
 
     tapveth fault {add|replace} dev NAME [netns NS] SCHEDULE
     tapveth fault del dev NAME [netns NS]
@@ -14,7 +17,8 @@ carrier_changes moves. `link set dev NAME flap every T for D [count N]` cuts it 
     ACTION   := cut [[for] D] | restore | [netem] OPTIONS | clear
 
 `netem OPTIONS` (as `tapveth qdisc`; the word netem may be left out) sets the impairments of
-the frames NAME sends, up to the next `at`; `clear` removes them. Example:
+the frames NAME sends (vxlan:VNI: the frames the tunnel delivers), up to the next `at`; `clear`
+removes them. Example:
 
     tapveth fault add dev veth1 at +10s netem loss 5% at +30s cut for 2s at +40s clear
 """
@@ -23,7 +27,7 @@ from typing import Any
 
 from tapveth.core.faults import FaultError
 from tapveth.core.faults import parse as parse_faults
-from tapveth.core.linkspec import SpecError, check_name, check_netns
+from tapveth.core.linkspec import SpecError, check_end_name, check_netns
 
 USAGE = "tapveth link set dev NAME [netns NS] {carrier on|off | flap every T for D [count N]}"
 FAULT_USAGE = "tapveth fault {add|replace|del|show} dev NAME [netns NS] [SCHEDULE]"
@@ -48,7 +52,7 @@ def request_args(words: list[str]) -> dict[str, Any]:
             raise SpecError(f"link set: '{w}' needs a value ({USAGE})")
         value = words[i + 1]
         if w == "dev":
-            args["name"] = check_name(value)
+            args["name"] = check_end_name(value)
         elif w == "netns":
             args["netns"] = check_netns(value)
         elif w == "carrier":
@@ -86,7 +90,7 @@ def fault_args(words: list[str]) -> dict[str, Any]:
         if i + 1 >= len(words):
             raise SpecError(f"fault: '{words[i]}' needs a value ({FAULT_USAGE})")
         if words[i] == "dev":
-            args["name"] = check_name(words[i + 1])
+            args["name"] = check_end_name(words[i + 1])
         else:
             args["netns"] = check_netns(words[i + 1])
         i += 2

@@ -5,7 +5,10 @@ works once `tc` becomes `tapveth`), and how `qdisc show` prints, as `tc [-s] qdi
     tapveth qdisc del dev NAME [netns NS] root
     tapveth [-s] [-j] qdisc show [dev NAME [netns NS]]
 
-The qdisc acts on the frames NAME sends to its peer. OPTIONS, as tc-netem(8):
+The qdisc acts on the frames NAME sends to its peer. On a pair stretched over VXLAN the
+tunnel end is named vxlan:VNI, as `tapveth show` lists it: `dev veth1` impairs what veth1
+sends into the tunnel, `dev vxlan:42` what the tunnel delivers to veth1 (netns NS, if given,
+is the underlay namespace). OPTIONS, as tc-netem(8):
 
     limit PACKETS
     delay TIME [JITTER [CORRELATION]]  distribution uniform|normal|pareto|paretonormal
@@ -23,7 +26,7 @@ Probabilities: 1% or 1. Jitter keeps frames in order unless reorder is given (RE
 
 from typing import Any
 
-from tapveth.core.linkspec import SpecError, check_name, check_netns
+from tapveth.core.linkspec import SpecError, check_end_name, check_netns
 from tapveth.core.netem import NetemError, format_size, parse
 
 ACTIONS = {
@@ -55,7 +58,7 @@ def request_args(words: list[str]) -> dict[str, Any]:
         if w in ("dev", "netns", "handle") and i + 1 >= len(words):
             raise SpecError(f"qdisc: '{w}' needs a value")
         if w == "dev":
-            args["name"] = check_name(words[i + 1])
+            args["name"] = check_end_name(words[i + 1])
             i += 2
         elif w == "netns":
             args["netns"] = check_netns(words[i + 1])

@@ -17,6 +17,14 @@ I/O beyond reading the file; errors name the file, the line, the key and what is
     name = "veth2"
     netns = "ns2"
 
+    [[pair]]                          # a pair stretched over VXLAN to another machine
+    [pair.end]
+    name = "veth3"
+    [pair.peer]
+    vxlan = "id 42 remote 192.0.2.2 dstport 4789"   # the words of `add … peer vxlan …`
+    netem = "delay 10ms"              # impairments of the frames the tunnel delivers
+    faults = "flap every 60s for 1s"  # (netem and faults are the peer's only other keys)
+
     [metrics]
     listen = "127.0.0.1:9477"         # Prometheus metrics (read when the daemon starts)
 """
@@ -43,6 +51,7 @@ from tapveth.core.linkspec import (
 )
 from tapveth.core.netem import Netem, NetemError
 from tapveth.core.netem import parse as parse_netem
+from tapveth.core.vxlanspec import VxlanSpec, parse_vxlan_peer
 
 
 class ConfigError(ValueError):
@@ -60,9 +69,22 @@ class EndConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class VxlanPeerConfig:
+    """A peer that is the far end of a VXLAN tunnel: always up (the carrier follows the TAP
+    end, and BFD if on); its impairments and faults are those of the frames it delivers."""
+
+    spec: VxlanSpec
+    netem: Netem | None = None
+    faults: Schedule | None = None
+    up: bool = True
+    create_netns: bool = False
+    addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class PairConfig:
     end: EndConfig
-    peer: EndConfig
+    peer: EndConfig | VxlanPeerConfig
     persist: bool = False
 
     @property
@@ -78,7 +100,9 @@ class PairConfig:
         """True when only what can change in place (MTU, addresses, admin state, netem)
         differs."""
 
-        def fixed(e: EndConfig) -> tuple[object, ...]:
+        def fixed(e: EndConfig | VxlanPeerConfig) -> object:
+            if isinstance(e.spec, VxlanSpec):
+                return e.spec  # any change to the tunnel's words makes it anew
             return (e.spec.name, e.spec.netns, e.spec.address, e.create_netns)
 
         return (fixed(self.end), fixed(self.peer), self.persist) == (
@@ -96,6 +120,7 @@ class Config:
 
 
 _PAIR_KEYS = {"persist", "end", "peer"}
+_VXLAN_KEYS = {"vxlan", "netem", "faults"}
 _END_KEYS = {
     "name",
     "netns",
@@ -173,9 +198,14 @@ def _pair(raw: Any, i: int, where: "_Locator") -> PairConfig:
         raise ConfigError(
             f"{where.pair(i, key='persist')}: pair[{i}].persist must be true or false"
         )
-    cfg = PairConfig(
-        _end(raw["end"], i, "end", where), _end(raw["peer"], i, "peer", where), persist
-    )
+    end = _end(raw["end"], i, "end", where)
+    assert isinstance(end, EndConfig)  # _end refuses `vxlan` there
+    cfg = PairConfig(end, _end(raw["peer"], i, "peer", where), persist)
+    if persist and isinstance(cfg.peer.spec, VxlanSpec):
+        raise ConfigError(
+            f"{where.pair(i, key='persist')}: pair[{i}].persist: a pair whose peer is vxlan "
+            "cannot persist (its tunnel sockets end with the daemon)"
+        )
     try:
         check_pair(cfg.spec)
     except SpecError as exc:
@@ -183,16 +213,21 @@ def _pair(raw: Any, i: int, where: "_Locator") -> PairConfig:
     return cfg
 
 
-def _end(raw: Any, i: int, side: str, where: "_Locator") -> EndConfig:
+def _end(raw: Any, i: int, side: str, where: "_Locator") -> EndConfig | VxlanPeerConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where.pair(i, side)}: pair[{i}].{side} must be a table")
 
     def fail(key: str, msg: str) -> ConfigError:
         return ConfigError(f"{where.pair(i, side, key)}: pair[{i}].{side}.{key}: {msg}")
 
+    if "vxlan" in raw:
+        if side != "peer":
+            raise fail("vxlan", "the tunnel goes in [pair.peer]; [pair.end] is the TAP end")
+        return _vxlan_peer(raw, fail)
     for key in raw:
         if key not in _END_KEYS:
-            raise fail(key, f"unknown key {key!r} (known: {', '.join(sorted(_END_KEYS))})")
+            known = ", ".join(sorted(_END_KEYS | ({"vxlan"} if side == "peer" else set())))
+            raise fail(key, f"unknown key {key!r} (known: {known})")
     if "name" not in raw:
         raise ConfigError(f"{where.pair(i, side)}: pair[{i}].{side}: missing 'name'")
     checks: dict[str, Any] = {}
@@ -230,6 +265,21 @@ def _end(raw: Any, i: int, side: str, where: "_Locator") -> EndConfig:
             ipaddress.ip_interface(a)
         except ValueError:
             raise fail("addresses", f"{a!r} is not a valid CIDR") from None
+    netem, faults = _impairments(raw, fail)
+    return EndConfig(
+        spec=EndSpec(checks["name"], checks.get("netns"), checks.get("mtu"), checks.get("address")),
+        create_netns=bool(raw.get("create_netns", False)),
+        addresses=tuple(addresses),
+        up=bool(raw.get("up", False)),
+        netem=netem,
+        faults=faults,
+    )
+
+
+def _impairments(
+    raw: dict[str, Any], fail: Callable[[str, str], ConfigError]
+) -> tuple[Netem | None, Schedule | None]:
+    """An end's `netem` and `faults` lines."""
     netem = None
     if "netem" in raw:
         if not isinstance(raw["netem"], str):
@@ -246,14 +296,28 @@ def _end(raw: Any, i: int, side: str, where: "_Locator") -> EndConfig:
             faults = parse_faults(raw["faults"].split())
         except FaultError as exc:
             raise fail("faults", str(exc)) from None
-    return EndConfig(
-        spec=EndSpec(checks["name"], checks.get("netns"), checks.get("mtu"), checks.get("address")),
-        create_netns=bool(raw.get("create_netns", False)),
-        addresses=tuple(addresses),
-        up=bool(raw.get("up", False)),
-        netem=netem,
-        faults=faults,
-    )
+    return netem, faults
+
+
+def _vxlan_peer(raw: dict[str, Any], fail: Callable[[str, str], ConfigError]) -> VxlanPeerConfig:
+    """A peer that is the far end of a VXLAN tunnel: `vxlan = "WORDS"`, the words of
+    `tapveth add … peer vxlan WORDS`, and the impairments and faults of what it delivers."""
+    for key in raw:
+        if key not in _VXLAN_KEYS:
+            raise fail(
+                key,
+                f"a vxlan peer takes only {', '.join(sorted(_VXLAN_KEYS))}; {key!r} belongs to "
+                "a TAP end (the tunnel's own settings are words of the vxlan line)",
+            )
+    words = raw["vxlan"]
+    if not isinstance(words, str):
+        raise fail("vxlan", 'must be a string, like "id 42 remote 192.0.2.2 dstport 4789"')
+    try:
+        spec = parse_vxlan_peer(words.split())
+    except SpecError as exc:
+        raise fail("vxlan", str(exc)) from None
+    netem, faults = _impairments(raw, fail)
+    return VxlanPeerConfig(spec=spec, netem=netem, faults=faults)
 
 
 def _check_unique(pairs: list[PairConfig], where: "_Locator") -> None:
@@ -263,8 +327,9 @@ def _check_unique(pairs: list[PairConfig], where: "_Locator") -> None:
             key = (e.spec.name, e.spec.netns)
             if key in seen:
                 ns = f" in namespace {e.spec.netns}" if e.spec.netns else ""
+                word = "vxlan" if isinstance(e.spec, VxlanSpec) else "name"
                 raise ConfigError(
-                    f"{where.pair(i, side, 'name')}: pair[{i}].{side}.name: "
+                    f"{where.pair(i, side, word)}: pair[{i}].{side}.{word}: "
                     f"{e.spec.name!r}{ns} is already used by {seen[key]}"
                 )
             seen[key] = f"pair[{i}].{side}"

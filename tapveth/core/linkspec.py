@@ -6,7 +6,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from tapveth.core import ifname
+from tapveth.core import ifname, vxlan
 from tapveth.core.rules import MAX_MTU, MIN_MTU
 
 if TYPE_CHECKING:
@@ -266,11 +266,25 @@ class Selector:
         return self.name is not None or self.netns is None or end.get("netns") == self.netns
 
 
+def is_tunnel_end(name: str) -> bool:
+    """Whether a name is a tunnel end's `vxlan:VNI`, as show lists it (no interface can have a
+    ':' in its name, so it never names a device)."""
+    prefix, _, vni = name.partition(":")
+    return prefix == "vxlan" and vni.isascii() and vni.isdigit() and int(vni) <= vxlan.MAX_VNI
+
+
+def check_end_name(name: str) -> str:
+    """The name of an end as qdisc and fault requests give it: an interface name, or a tunnel
+    end's `vxlan:VNI`."""
+    return name if is_tunnel_end(name) else check_name(name)
+
+
 def check_existing_name(name: str) -> str:
     """The name of an end that exists, to show, count or delete: as `ip link` takes it, it may
     hold bytes that are not UTF-8 (someone renamed the end so), which argv hands over as
-    surrogate escapes."""
-    check_name(ifname.printable(name))
+    surrogate escapes; or a tunnel end's `vxlan:VNI`."""
+    if not is_tunnel_end(name):
+        check_name(ifname.printable(name))
     return name
 
 

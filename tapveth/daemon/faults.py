@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from tapveth.control import ControlError
 from tapveth.core.faults import Plan, Schedule, Step
 from tapveth.daemon.pair import End, Pair
+from tapveth.daemon.vxlan_end import VxlanEnd
 
 if TYPE_CHECKING:
     from tapveth.daemon.service import Daemon
@@ -19,11 +20,11 @@ log = logging.getLogger("tapveth")
 
 
 def set_cut(d: "Daemon", pair: Pair, cut: bool) -> None:
-    """Cut a pair's carrier (both ends NO-CARRIER while up) or restore it."""
-    if not isinstance(pair.b, End):
-        raise ControlError("carrier faults on a pair stretched over VXLAN are not supported")
+    """Cut a pair's carrier (both ends NO-CARRIER while up) or restore it. On a pair stretched
+    over VXLAN the cut is the stretched link's: the TAP end loses carrier, frames both ways
+    are dropped, and with BFD the far side is told (the session goes AdminDown, tracking.py)."""
     pair.carrier.cut = cut
-    for end in (pair.a, pair.b):
+    for end in pair.ends():
         end.cut = cut
     d.tracker.update_carrier(pair)
 
@@ -42,17 +43,15 @@ class Faults:
 
     def __init__(self, daemon: "Daemon") -> None:
         self._d = daemon
-        self._running: dict[End, _Running] = {}
+        self._running: dict[End | VxlanEnd, _Running] = {}
 
-    def set(self, pair: Pair, end: End, schedule: Schedule | None, mode: str) -> None:
+    def set(self, pair: Pair, end: End | VxlanEnd, schedule: Schedule | None, mode: str) -> None:
         """mode as tc's: add (refused if one runs), replace (either), del (refused if none)."""
         current = self._running.get(end)
         if mode == "add" and current is not None:
             raise ControlError(f"{end.name} already has a fault schedule (use 'replace')")
         if mode == "del" and current is None:
             raise ControlError(f"{end.name} has no fault schedule")
-        if not isinstance(pair.b, End):
-            raise ControlError("faults on a pair stretched over VXLAN are not supported")
         self.stop(end)
         if schedule is None:
             log.info("fault schedule of %s removed", end.name)
@@ -62,17 +61,17 @@ class Faults:
         log.info("fault schedule of %s: %s", end.name, schedule)
         self._arm(end, run)
 
-    def stop(self, end: End) -> None:
+    def stop(self, end: End | VxlanEnd) -> None:
         """Forget an end's schedule (replaced, removed, or its pair gone); no step runs."""
         run = self._running.pop(end, None)
         if run is not None and run.handle is not None:
             run.handle.cancel()
 
-    def get(self, end: End) -> Schedule | None:
+    def get(self, end: End | VxlanEnd) -> Schedule | None:
         run = self._running.get(end)
         return run.plan.schedule if run is not None else None
 
-    def show(self, end: End) -> dict[str, Any] | None:
+    def show(self, end: End | VxlanEnd) -> dict[str, Any] | None:
         run = self._running.get(end)
         if run is None:
             return None
@@ -83,7 +82,7 @@ class Faults:
             "next_in": None if nxt is None else max(0.0, (nxt - time.monotonic_ns()) / 1e9),
         }
 
-    def _arm(self, end: End, run: _Running) -> None:
+    def _arm(self, end: End | VxlanEnd, run: _Running) -> None:
         nxt = run.plan.next_time()
         if nxt is None:
             self._running.pop(end, None)
@@ -93,7 +92,7 @@ class Faults:
         delay = max(0.0, (nxt - time.monotonic_ns()) / 1e9)
         run.handle = asyncio.get_running_loop().call_later(delay, self._fire, end, run)
 
-    def _fire(self, end: End, run: _Running) -> None:
+    def _fire(self, end: End | VxlanEnd, run: _Running) -> None:
         run.handle = None
         if self._running.get(end) is not run or run.pair.closed:
             return
@@ -106,7 +105,7 @@ class Faults:
                 )
         self._arm(end, run)
 
-    def _apply(self, pair: Pair, end: End, step: Step) -> None:
+    def _apply(self, pair: Pair, end: End | VxlanEnd, step: Step) -> None:
         if step.action in ("cut", "restore"):
             set_cut(self._d, pair, step.action == "cut")
         elif step.action == "netem":

@@ -8,6 +8,7 @@ written when their time comes (the veth rules are judged then, at delivery).
 """
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 from tapveth.control import ControlError
 from tapveth.core.netem import Netem, describe, format_size
 from tapveth.daemon.pair import End, Pair
+from tapveth.daemon.vxlan_end import VxlanEnd
 
 if TYPE_CHECKING:
     from tapveth.core.impair import Impairment
@@ -49,7 +51,7 @@ class Impairments:
         self._loop = loop
         self._fire = fire  # the relay's timer callback: deliver what is due from src to dst
 
-    def set(self, pair: Pair, end: End, settings: Netem | None, mode: str) -> None:
+    def set(self, pair: Pair, end: End | VxlanEnd, settings: Netem | None, mode: str) -> None:
         """mode is tc's: add (refused if present), change (refused if absent), replace (either),
         del (settings None: refused if absent)."""
         current = end.impair
@@ -72,24 +74,32 @@ class Impairments:
         timer = Timer()
         model = Impairment(settings, now=now, on_drop=end.out.refused)
         end.impair = ImpairedLink(model, timer)
-        self._loop.add_reader(timer.fileno(), self._fire, end, _tap_peer(pair, end))
+        self._loop.add_reader(timer.fileno(), self._deliverer(pair, end))
 
-    def remove(self, pair: Pair, end: End) -> None:
+    def _deliverer(self, pair: Pair, end: End | VxlanEnd) -> Callable[[], None]:
+        """What delivers the frames `end` sends when its timer fires: the relay toward the peer
+        TAP, or the tunnel end (into the tunnel from the TAP end, out of it from itself)."""
+        if isinstance(pair.b, VxlanEnd):
+            return functools.partial(pair.b.fire, end)
+        assert isinstance(end, End)
+        return functools.partial(self._fire, end, _tap_peer(pair, end))
+
+    def remove(self, pair: Pair, end: End | VxlanEnd) -> None:
         """Take the impairments away: what is still queued is sent at once, in order, so a
         stream through the pair loses nothing."""
         link = end.impair
         if link is None:
             return
         link.model.release_all()
-        peer = _tap_peer(pair, end)
+        deliver = self._deliverer(pair, end)
         while len(link.model):
             left = len(link.model)
-            self._fire(end, peer)  # a batch at a time
+            deliver()  # a batch at a time
             if len(link.model) == left:
                 break  # the peer is gone: nothing more can be written
         self.close(end)
 
-    def close(self, end: End) -> None:
+    def close(self, end: End | VxlanEnd) -> None:
         """Drop an end's impairments with the pair (deleted or stopped): no delivery."""
         link = end.impair
         if link is None:
@@ -99,7 +109,7 @@ class Impairments:
         link.timer.close()
 
 
-def show(end: End, netns: str | None) -> dict[str, object]:
+def show(end: End | VxlanEnd, netns: str | None) -> dict[str, object]:
     """An end's qdisc as `tapveth qdisc show -j` gives it (tc's fields where they exist)."""
     link = end.impair
     if link is None:
@@ -120,7 +130,7 @@ def show(end: End, netns: str | None) -> dict[str, object]:
 
 
 def _tap_peer(pair: Pair, end: End) -> End:
-    """The TAP end an impaired end delivers to (impairments are refused on a vxlan pair)."""
+    """The TAP end an impaired end of a pair of TAPs delivers to."""
     peer = pair.peer_of(end)
     assert isinstance(peer, End), "impairments apply between two TAP ends"
     return peer

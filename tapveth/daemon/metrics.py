@@ -28,7 +28,7 @@ from tapveth.control import ControlError
 from tapveth.core.address import parse_listen
 from tapveth.core.netem import Netem, describe
 from tapveth.core.rules import EndCounters, Flow
-from tapveth.daemon import provision
+from tapveth.daemon import provision, sandbox
 from tapveth.daemon.events import Event
 from tapveth.daemon.pair import End
 from tapveth.daemon.relay import Relay
@@ -96,6 +96,9 @@ class Metrics(Collector):
         try:
             self._server, _ = start_http_server(self._port, self._host, registry)
         except OSError as exc:
+            if sandbox.refused(exc):
+                family = "AF_INET6" if ":" in self._host else "AF_INET"
+                raise ControlError(sandbox.explain(f"metrics on {self.listen}", family)) from None
             raise ControlError(f"cannot serve metrics on {self.listen}: {exc.strerror}") from None
         self._d.events.listen(self._on_event)
         log.info("metrics on http://%s/metrics", self.listen)
@@ -153,8 +156,8 @@ def _frames(flow: Flow) -> int:
 
 
 def _netem(end: "End | VxlanEnd") -> NetemSample | None:
-    """The impairments of the frames `end` sends (a VXLAN end has none)."""
-    link = end.impair if isinstance(end, End) else None
+    """The impairments of the frames `end` sends (a VXLAN end: those it delivers)."""
+    link = end.impair
     if link is None:
         return None
     model = link.model

@@ -8,7 +8,7 @@ import secrets
 import subprocess
 
 from tapveth.core import orphans
-from tapveth.core.config import EndConfig, PairConfig
+from tapveth.core.config import EndConfig, PairConfig, VxlanPeerConfig
 from tapveth.core.linkspec import EndSpec, PairSpec
 from tapveth.core.orphans import OrphanEnd
 from tapveth.kernel import netns
@@ -187,14 +187,15 @@ def ensure_netns(nl: Netlink, name: str) -> None:
 
 
 def configure_pair(
-    nl: Netlink, tap_a: Tap, tap_b: Tap, old: PairConfig | None, new: PairConfig
+    nl: Netlink, tap_a: Tap, tap_b: Tap | None, old: PairConfig | None, new: PairConfig
 ) -> None:
-    """Bring both ends' MTU, addresses and admin state to what the configuration says."""
-    for tap, before, after in (
-        (tap_a, old.end if old else None, new.end),
-        (tap_b, old.peer if old else None, new.peer),
-    ):
-        configure_end(nl, tap, before, after)
+    """Bring both ends' MTU, addresses and admin state to what the configuration says (a
+    vxlan peer, tap_b None, has no device to configure)."""
+    configure_end(nl, tap_a, old.end if old else None, new.end)
+    if tap_b is not None:
+        before = old.peer if old else None
+        assert isinstance(new.peer, EndConfig) and not isinstance(before, VxlanPeerConfig)
+        configure_end(nl, tap_b, before, new.peer)
 
 
 def configure_end(nl: Netlink, tap: Tap, before: EndConfig | None, after: EndConfig) -> None:

@@ -5,8 +5,7 @@ import os
 from typing import Any
 
 from tapveth.control import ControlError, one_line, shorten
-from tapveth.core import ifname
-from tapveth.core.linkspec import EndSpec, SpecError, check_name
+from tapveth.core.linkspec import EndSpec, SpecError, check_existing_name
 from tapveth.core.vxlanspec import VxlanSpec
 from tapveth.daemon.pair import End, Pair
 from tapveth.daemon.vxlan_end import VxlanEnd
@@ -68,7 +67,7 @@ class Registry:
         if not isinstance(name, str):
             raise ControlError("which pair? give an end's name")
         try:
-            check_name(ifname.printable(name))  # bytes that are not UTF-8: see core/ifname
+            check_existing_name(name)  # not UTF-8: see core/ifname; or a tunnel's vxlan:VNI
         except SpecError as exc:
             raise ControlError(str(exc)) from None
         hits = [

@@ -23,7 +23,7 @@ from tapveth.core.orphans import Orphan
 from tapveth.core.reconcile import Ident, Plan, fault_changes, netem_changes, plan
 from tapveth.core.rules import DEFAULT_MTU, Carrier
 from tapveth.core.vxlanspec import VxlanSpec
-from tapveth.daemon import provision, vxlan_end
+from tapveth.daemon import provision, sandbox, vxlan_end
 from tapveth.daemon.busypoll import BusyPoll
 from tapveth.daemon.events import Event, EventBus
 from tapveth.daemon.faults import Faults
@@ -39,7 +39,7 @@ from tapveth.daemon.worker import CountersWorker, NetlinkWorker
 from tapveth.kernel import netns
 from tapveth.kernel.netlink import PlaceError
 from tapveth.kernel.netns import NetnsError
-from tapveth.kernel.tap import TapError
+from tapveth.kernel.tap import Tap, TapError
 
 if TYPE_CHECKING:
     from tapveth.daemon.metrics import Metrics
@@ -281,7 +281,12 @@ class Daemon:
             want = dataclasses.replace(want, mtu=DEFAULT_MTU - overhead)
         try:
             underlay = await self.worker.call(vxlan_end.open_underlay, far, caller_ns)
-        except (NetnsError, OSError) as exc:
+        except OSError as exc:
+            if sandbox.refused(exc):
+                family = "AF_INET6" if far.ipv6 else "AF_INET"
+                raise ControlError(sandbox.explain("the tunnel's UDP sockets", family)) from None
+            raise ControlError(one_line(exc)) from None
+        except NetnsError as exc:
             raise ControlError(one_line(exc)) from None
         try:
             taps, locs = await self.worker.call(
@@ -310,6 +315,7 @@ class Daemon:
         pair = Pair(end, far_end)
         holder.append(pair)
         self._register(pair)
+        self.events.publish("created", pair, reattached=False)
         log.info(
             "pair %s <-> vxlan id %d remote %s dstport %d created (%s, underlay %s)%s",
             end.name,
@@ -336,12 +342,13 @@ class Daemon:
         loop = asyncio.get_running_loop()
         if isinstance(pair.b, vxlan_end.VxlanEnd):
             pair.b.stop()
-            return
-        for end in pair.taps():
-            if not end.tap.closed:
-                loop.remove_reader(end.fd)
-            self.faults.stop(end)
-            self.impairments.close(end)
+        else:
+            for end in pair.taps():
+                if not end.tap.closed:
+                    loop.remove_reader(end.fd)
+        for e in pair.ends():
+            self.faults.stop(e)
+            self.impairments.close(e)
 
     async def destroy(self, pair: Pair, why: str, keep: bool = False) -> None:
         """Remove a pair: both ends deleted (explicitly, so it is done when this returns).
@@ -455,9 +462,8 @@ class Daemon:
             waiting = []
             for old, new in todo.change:
                 _, pair = self._managed[old.ident]
-                assert isinstance(pair.b, End)  # the configuration file makes TAP pairs only
                 await self._for_pair(
-                    new, provision.configure_pair, pair.a.tap, pair.b.tap, old, new
+                    new, provision.configure_pair, pair.a.tap, _peer_tap(pair), old, new
                 )
                 self._set_netem(pair, old, new)
                 self._set_faults(pair, old, new)
@@ -469,8 +475,9 @@ class Daemon:
                         await self._for_pair(pc, provision.ensure_netns, e.spec.netns)
                 pair = await self.create(pc.spec, None, pc.persist, reattach=pc.persist)
                 self._managed[pc.ident] = (pc, pair)
-                assert isinstance(pair.b, End)
-                await self._for_pair(pc, provision.configure_pair, pair.a.tap, pair.b.tap, None, pc)
+                await self._for_pair(
+                    pc, provision.configure_pair, pair.a.tap, _peer_tap(pair), None, pc
+                )
                 self._set_netem(pair, None, pc)
                 self._set_faults(pair, None, pc)
                 waiting.append((pc, pair))
@@ -481,7 +488,6 @@ class Daemon:
         """Impairments from the file, changed in place (queued frames keep flowing)."""
         for index, settings in netem_changes(old, new):
             end = pair.ends()[index]
-            assert isinstance(end, End), "the configuration file makes TAP ends only"
             if settings is not None:
                 self.impairments.set(pair, end, settings, "replace")
             elif end.impair is not None:
@@ -491,7 +497,6 @@ class Daemon:
         """Fault schedules from the file: a changed line starts its schedule again."""
         for index, schedule in fault_changes(old, new):
             end = pair.ends()[index]
-            assert isinstance(end, End), "the configuration file makes TAP ends only"
             if schedule is not None:
                 self.faults.set(pair, end, schedule, "replace")
             elif self.faults.get(end) is not None:
@@ -511,7 +516,14 @@ class Daemon:
         for pc, pair in pairs:
             if not (pc.end.up and pc.peer.up):
                 continue
+            if isinstance(pc.peer.spec, VxlanSpec) and pc.peer.spec.bfd:
+                continue  # up once the far side answers, which may be later (or never)
             while not pair.carrier.on and not pair.closed:
                 if time.monotonic() > deadline:
                     raise ControlError(f"pair {pair.a.name} <-> {pair.b.name} got no carrier")
                 await asyncio.sleep(0.01)
+
+
+def _peer_tap(pair: Pair) -> "Tap | None":
+    """The peer's TAP; None when the peer is the far end of a VXLAN tunnel."""
+    return pair.b.tap if isinstance(pair.b, End) else None

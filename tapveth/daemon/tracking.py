@@ -122,7 +122,8 @@ class EndTracker:
         if pair.closed:
             return
         if isinstance(pair.b, VxlanEnd):
-            pair.b.local_admin(pair.a.up)  # with BFD, the far side learns of it
+            # With BFD, the far side learns of it; a cut carrier looks to it as admin down.
+            pair.b.local_admin(pair.a.up and not pair.carrier.cut)
         if not pair.carrier.update(pair.a.up, pair.b.up):
             return
         on = pair.carrier.on

@@ -22,19 +22,23 @@ import random
 import secrets
 import socket
 import struct
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from tapveth.core import bfd, vnet, vxlan
 from tapveth.core.rules import DropReason, Flow, admit
 from tapveth.core.vxlanspec import VxlanSpec
 from tapveth.daemon.pair import End
+from tapveth.daemon.relay import SPIN_AHEAD_NS  # the impaired directions' busy-poll rule
 from tapveth.kernel import netns
 from tapveth.kernel.netlink import Netlink
 
 if TYPE_CHECKING:
     from tapveth.daemon.capture import Capture
+    from tapveth.daemon.impaired import ImpairedLink
 
 log = logging.getLogger("tapveth")
 
@@ -43,6 +47,8 @@ BATCH = 64
 BUF_LEN = 65536 + 1024
 _HDR = vnet.HDR_LEN
 _NO_VNET = bytes(_HDR)  # frames handed to the TAP: no offload, checksums to be verified
+_GSO_OFF = vnet.GSO_TYPE_OFFSET
+_GSO_MASK = ~vnet.GSO_ECN & 0xFF
 
 # Linux values; Python's socket module lacks some of them.
 _IP_MTU_DISCOVER, _IP_PMTUDISC_DO = 10, 2
@@ -192,6 +198,12 @@ class VxlanEnd:
         self.udp_reads = 0  # reads that got them (fewer when UDP_GRO merged some)
         self.captures: tuple[Capture, ...] = ()  # captures watching what the tunnel delivers
         self.local: End | None = None
+        # Impairments of the frames the tunnel delivers to the TAP (`qdisc … dev vxlan:VNI`);
+        # those of the frames the TAP sends are the TAP end's own (End.impair).
+        self.impair: ImpairedLink | None = None
+        self.cut = False  # the pair's carrier is cut (a fault): both directions dropped
+        self._ibuf = bytearray(BUF_LEN)  # the impaired path's read buffer (virtio header first)
+        self._plain: Callable[[], None] = self.from_tap
         self._u = underlay
         self._on_change = on_change
         self._on_gone = on_gone
@@ -231,7 +243,8 @@ class VxlanEnd:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self.local = tap
-        loop.add_reader(tap.fd, self.from_tap_batched if GSO else self.from_tap)
+        self._plain = self.from_tap_batched if GSO else self.from_tap
+        loop.add_reader(tap.fd, self._tap_readable)
         loop.add_reader(self._u.rx.fileno(), self.from_tunnel)
         if self.spec.bfd:
             interval = self.spec.bfd_interval_ms * 1000
@@ -576,6 +589,8 @@ class VxlanEnd:
             else:
                 self._count(vxlan.RxDrop.BFD_INVALID)  # BFD not configured on this end
             return True
+        if self.impair is not None or self.cut:  # impaired or cut: see _decap_held
+            return self._decap_held(tap, frame, caps)
         flow = self.out
         length = n - vxlan.HLEN
         fate = admit(length, False, tap.up, tap.mtu)
@@ -597,6 +612,200 @@ class VxlanEnd:
             flow.refused(fate)
         for cap in caps:
             cap.frame(self, frame, fate)
+        return True
+
+    # -- impairments and faults ---------------------------------------------------------------
+    # A local pair's relay applies them in relay.py; here the same model (core/impair.py) and
+    # the same timerfd (daemon/impaired.py) serve both directions of the tunnel end. Frames are
+    # queued with their virtio header first, as the relay queues them; the veth rules (the
+    # carrier cut, the far side's BFD state, the TAP's admin state and MTU) are judged when a
+    # frame leaves the queue.
+
+    def _tap_readable(self) -> None:
+        """The TAP has frames: the plain path, or the impaired one while the TAP end has
+        impairments or the carrier is cut (decided once a batch)."""
+        tap = self.local
+        if tap is not None and (tap.impair is not None or tap.cut):
+            self.from_tap_impaired()
+        else:
+            self._plain()
+
+    def from_tap_impaired(self) -> None:
+        """Read what the TAP holds now (at most BATCH frames) into its impairments (or drop it:
+        carrier cut); what is due already goes into the tunnel at once, the rest at its timer."""
+        tap = self.local
+        assert tap is not None
+        self._before_batch()
+        link, caps, buf = tap.impair, tap.captures, self._ibuf
+        view = memoryview(buf)
+        now = time.monotonic_ns()
+        for _ in range(BATCH):
+            try:
+                n = os.readv(tap.fd, [buf])
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                self._on_gone(tap, exc)
+                return
+            if link is None:  # carrier cut, no impairments
+                tap.out.refused(DropReason.CARRIER)
+                for cap in caps:
+                    cap.frame(tap, view[_HDR:n], DropReason.CARRIER)
+                continue
+            self._queue(tap, link, now, bytes(view[:n]), caps)
+        for cap in caps:
+            cap.flush()
+        if link is not None:
+            self._spin_if_due(link, now)
+            self._deliver_to_tunnel()
+
+    def _decap_held(self, tap: End, frame: memoryview, caps: "tuple[Capture, ...]") -> bool:
+        """A frame from the tunnel while this direction is impaired or the carrier cut: queued
+        (delivered by _deliver_to_tap), or dropped as `carrier`. False when the TAP is gone."""
+        link = self.impair
+        if link is None:
+            self.out.refused(DropReason.CARRIER)
+            for cap in caps:
+                cap.frame(self, frame, DropReason.CARRIER)
+            return True
+        now = time.monotonic_ns()
+        self._queue(self, link, now, _NO_VNET + bytes(frame), caps)
+        self._spin_if_due(link, now)
+        return self._deliver_to_tap()
+
+    def _queue(
+        self,
+        src: "End | VxlanEnd",
+        link: "ImpairedLink",
+        now: int,
+        data: bytes,
+        caps: "tuple[Capture, ...]",
+    ) -> None:
+        """One frame (virtio header first) into src's impairments. Captures see the frames the
+        model drops (loss, a full queue) as they arrived: its drop callback is wrapped for the
+        call, as the relay does."""
+        if not caps:
+            link.model.enqueue(now, data)
+            return
+        stats = link.model.stats
+        counted = stats.on_drop
+        dropped: list[DropReason] = []
+
+        def drop(reason: DropReason) -> None:
+            dropped.append(reason)
+            if counted is not None:
+                counted(reason)
+
+        stats.on_drop = drop
+        try:
+            link.model.enqueue(now, data)
+        finally:
+            stats.on_drop = counted
+        for reason in dropped:
+            for cap in caps:
+                cap.frame(src, memoryview(data)[_HDR:], reason)
+
+    def _spin_if_due(self, link: "ImpairedLink", now: int) -> None:
+        """Busy-poll only for a frame due very soon; for a later one the timer wakes the loop."""
+        head = link.model.next_time()
+        if head is not None and head - now <= SPIN_AHEAD_NS:
+            self._on_traffic()
+
+    def fire(self, src: "End | VxlanEnd") -> None:
+        """src's impairment timer expired (src: the TAP end for frames into the tunnel, this
+        end for frames out of it): apply pending link events, then deliver what is due."""
+        link = src.impair
+        if link is None:
+            return
+        link.timer.clear()
+        self._before_batch()
+        if src is self:
+            self._deliver_to_tap()
+        else:
+            self._deliver_to_tunnel()
+
+    def _deliver_to_tunnel(self) -> None:
+        """Encapsulate and send what the TAP end's impairments release now (a batch at most),
+        and arm the timer for the next frame."""
+        tap = self.local
+        if tap is None or tap.impair is None or self._loop is None:
+            return
+        link, flow, caps, session = tap.impair, tap.out, tap.captures, self.session
+        for data in islice(link.model.due(time.monotonic_ns()), BATCH):
+            length = len(data) - _HDR
+            frame = memoryview(data)[_HDR:]
+            reason: DropReason | None
+            if tap.cut:
+                reason = DropReason.CARRIER
+            elif length < vxlan.ETH_HLEN:
+                reason = DropReason.RUNT
+            elif session is not None and not session.up:
+                reason = DropReason.PEER_DOWN
+            elif data[_GSO_OFF] & _GSO_MASK:
+                reason = DropReason.MTU  # a super-frame: the TAP offers no TSO (see start())
+            else:
+                reason = self._send_frame(frame)
+            if reason is None:
+                flow.forwarded(length)
+            else:
+                flow.refused(reason)
+            for cap in caps:
+                cap.frame(tap, frame, reason)
+        for cap in caps:
+            cap.flush()
+        if tap.impair is link:
+            link.rearm()
+
+    def _send_frame(self, frame: memoryview) -> DropReason | None:
+        """One frame into the tunnel from the source port its flow hashes to; the reason it
+        could not be sent, or None."""
+        fd = self._tx_fds[((vxlan.flow_hash(frame) & 0xFFFFFFFF) * self._n_tx) >> 32]
+        for attempt in range(2):
+            try:
+                os.writev(fd, [self._vxhdr, frame])
+            except OSError as exc:
+                if exc.errno == errno.ECONNREFUSED and attempt == 0:
+                    continue  # an ICMP error from an earlier datagram: send this one again
+                # EMSGSIZE: too big for the underlay (DF is set); else a full buffer, no route
+                return DropReason.MTU if exc.errno == errno.EMSGSIZE else DropReason.WRITE_ERROR
+            return None
+        return DropReason.WRITE_ERROR  # not reached: the second attempt returns
+
+    def _deliver_to_tap(self) -> bool:
+        """Write what this end's impairments release now (a batch at most) to the TAP through
+        veth's admission, and arm the timer for the next frame. False when the TAP is gone."""
+        link, tap = self.impair, self.local
+        if link is None or tap is None or self._loop is None:
+            return True
+        flow, caps = self.out, self.captures
+        for data in islice(link.model.due(time.monotonic_ns()), BATCH):
+            length = len(data) - _HDR
+            reason: DropReason | None
+            reason = DropReason.CARRIER if self.cut else admit(length, False, tap.up, tap.mtu)
+            if reason is None:
+                try:
+                    os.write(tap.fd, data)
+                except OSError as exc:
+                    if exc.errno == errno.EIO:
+                        reason = DropReason.PEER_DOWN  # tun refuses writes to a down device
+                        flow.peer_counted += 1
+                    elif exc.errno in (errno.EBADFD, errno.EBADF, errno.EFAULT, errno.ENODEV):
+                        self._on_gone(tap, exc)
+                        return False
+                    else:
+                        reason = DropReason.WRITE_ERROR
+            if reason is None:
+                flow.forwarded(length)
+            else:
+                flow.refused(reason)
+            for cap in caps:
+                cap.frame(self, memoryview(data)[_HDR:], reason)
+        for cap in caps:
+            cap.flush()
+        if self.impair is link:
+            link.rearm()
         return True
 
     # -- what show and stats say -------------------------------------------------------------

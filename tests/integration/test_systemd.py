@@ -253,7 +253,7 @@ class Shell:
 
 def test_readme_service_section_as_written(readme_container: Container) -> None:
     c, sh = readme_container, Shell(readme_container)
-    install, enable, reload = readme_blocks("Running as a service")
+    install, enable, reload, inet = readme_blocks("Running as a service")
     classic = readme_blocks("The classic experiment")[0]
 
     # Installing: a venv under /opt/tapveth, the command, man page, units, default config.
@@ -321,6 +321,14 @@ def test_readme_service_section_as_written(readme_container: Container) -> None:
     assert "pair veth1 <-> veth2 re-attached" in sh("journalctl -u tapveth -o cat --no-pager")
     assert " 0% packet loss" in sh("ip netns exec ns1 ping -c 2 -i 0.2 10.0.0.2")
 
+    # The drop-in that allows IP sockets (vxlan ends, metrics), installed as README writes it.
+    for line in inet:
+        sh(line)
+    allowed = c.show("tapveth", "RestrictAddressFamilies")["RestrictAddressFamilies"].split()
+    assert {"AF_UNIX", "AF_NETLINK", "AF_INET", "AF_INET6"} <= set(allowed), allowed
+    assert c.show("tapveth", "ActiveState")["ActiveState"] == "active"
+    assert sh.ends()["veth1"]["ifindex"] == veth1_index
+
     # Installing again (an upgrade): the configuration is kept, the daemon restarted on the
     # new code, the persistent pair re-attached once more.
     pid = c.show("tapveth", "MainPID")["MainPID"]
@@ -365,5 +373,76 @@ def test_readme_service_section_as_written(readme_container: Container) -> None:
     sh("./install.sh --system --uninstall")
     sh("test ! -e /usr/local/bin/tapveth && test ! -e /opt/tapveth")
     sh("test ! -e /etc/systemd/system/tapveth.service")
+    sh("test ! -e /etc/systemd/system/tapveth.service.d")  # the unchanged drop-in too
     assert sh("ls /etc/tapveth").split() == ["lab.toml", "tapveth.toml"]
     assert c.show("tapveth@lab", "ActiveState")["ActiveState"] == "inactive"
+
+
+def test_ip_sockets_need_the_inet_drop_in(container: Container) -> None:
+    """The shipped unit refuses IP sockets: --metrics and a vxlan end fail with one line that
+    names the drop-in; with systemd/tapveth-inet.conf installed both work."""
+    c = container
+    metrics = '[metrics]\nlisten = "127.0.0.1:9477"\n'
+    c.write("/etc/tapveth/tapveth.toml", metrics)
+    install_unit(c)
+    assert c.run("systemctl", "start", "tapveth", check=False, timeout=120).returncode != 0
+    journal = c.run("journalctl", "-u", "tapveth", "-o", "cat", "--no-pager").stdout
+    refused = [ln for ln in journal.splitlines() if "RestrictAddressFamilies" in ln]
+    assert refused and "tapveth-inet.conf" in refused[0], journal
+    assert refused[0].startswith("cannot open metrics on 127.0.0.1:9477: the unit refuses AF_INET")
+    assert "Traceback" not in journal
+
+    # Two hosts inside the container's network, joined by a veth underlay; the kernel's vxlan
+    # on host B.
+    for ns in ("ha", "hb", "o1"):
+        c.run("ip", "netns", "add", ns)
+    c.run(
+        "ip", "-n", "ha", "link", "add", "ua", "type", "veth", "peer", "name", "ub", "netns", "hb"
+    )
+    for ns, dev, ip in (("ha", "ua", "192.0.2.1/24"), ("hb", "ub", "192.0.2.2/24")):
+        c.run("ip", "-n", ns, "addr", "add", ip, "dev", dev)
+        c.run("ip", "-n", ns, "link", "set", dev, "up")
+    c.run(
+        "ip", "-n", "hb", "link", "add", "vx42", "type", "vxlan", "id", "42", "remote",
+        "192.0.2.1", "dstport", "4789", "dev", "ub",
+    )  # fmt: skip
+    c.run("ip", "-n", "hb", "addr", "add", "10.42.0.2/24", "dev", "vx42")
+    c.run("ip", "-n", "hb", "link", "set", "vx42", "up")
+    cli = ("env", "PYTHONPATH=/opt/project", python_in_container(), "-m", "tapveth")
+    add = (
+        *cli, "add", "v1", "netns", "o1", "peer", "vxlan", "id", "42", "remote", "192.0.2.2",
+        "dstport", "4789", "underlay-netns", "ha",
+    )  # fmt: skip
+
+    c.write("/etc/tapveth/tapveth.toml", "")
+    c.run("systemctl", "reset-failed", "tapveth")
+    c.run("systemctl", "start", "tapveth", timeout=120)
+    r = c.run(*add, check=False)
+    assert r.returncode == 2, r
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "RestrictAddressFamilies" in lines[0], r.stderr
+    assert "cannot open the tunnel's UDP sockets: the unit refuses AF_INET" in lines[0]
+    assert c.run("ip", "-n", "o1", "link", "show", "v1", check=False).returncode != 0
+
+    c.run(
+        "cp",
+        "/opt/project/systemd/tapveth-inet.conf",
+        "/etc/systemd/system/tapveth.service.d/inet.conf",
+    )
+    c.write("/etc/tapveth/tapveth.toml", metrics)
+    c.run("systemctl", "daemon-reload")
+    c.run("systemctl", "restart", "tapveth", timeout=120)
+    assert c.show("tapveth", "ActiveState")["ActiveState"] == "active"
+    scrape = c.run(
+        python_in_container(),
+        "-c",
+        "import urllib.request as u; print(u.urlopen('http://127.0.0.1:9477/metrics').read()"
+        ".decode())",
+    ).stdout
+    assert "tapveth_pairs 0.0" in scrape
+    c.run(*add)
+    c.run("ip", "-n", "o1", "addr", "add", "10.42.0.1/24", "dev", "v1")
+    c.run("ip", "-n", "o1", "link", "set", "v1", "up")
+    r = c.run("ip", "netns", "exec", "o1", "ping", "-c", "3", "-i", "0.2", "10.42.0.2", check=False)
+    assert r.returncode == 0, r.stdout
+    c.run("systemctl", "stop", "tapveth", timeout=60)

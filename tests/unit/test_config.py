@@ -2,7 +2,7 @@
 
 import pytest
 
-from tapveth.core.config import ConfigError, load, parse
+from tapveth.core.config import ConfigError, EndConfig, load, parse
 
 GOOD = """\
 # two pairs
@@ -34,6 +34,7 @@ def test_good_config() -> None:
     p = cfg.pairs[0]
     assert p.persist and p.end.up and p.end.create_netns
     assert p.end.spec.mtu == 9000 and p.end.addresses == ("10.0.0.1/24", "fd00::1/64")
+    assert isinstance(p.peer, EndConfig)
     assert p.peer.spec.netns == "ns2" and not p.peer.up and p.peer.spec.mtu is None
     assert cfg.pairs[1].end.spec.netns is None
     assert p.ident == ("veth1", "ns1")
