@@ -8,7 +8,6 @@ answers; nothing here touches a socket.
 import struct
 import zlib
 from enum import StrEnum
-from typing import Any
 
 # The kernel's default destination port when `dstport` is not given (iproute2 warns that it is
 # not the IANA port 4789; tapveth keeps the kernel's meaning so that lines carry over).
@@ -179,24 +178,12 @@ def fill_checksum(frame: bytearray | memoryview, start: int, offset: int) -> boo
     return True
 
 
-def _word_sums(rows: "Any") -> "Any":
-    """The 16-bit word sums (unfolded, uint64) of each row of a uint8 array, rows starting on a
-    word boundary; an odd last byte counts as padded with a zero byte."""
-    import numpy as np
-
-    hi = rows[:, 0::2].sum(axis=1, dtype=np.uint64)
-    lo = rows[:, 1::2].sum(axis=1, dtype=np.uint64)
-    return hi * np.uint64(256) + lo
-
-
-def _fold(sums: "Any") -> "Any":
-    """One's complement folding of unfolded sums to 16 bits, then the complement."""
-    import numpy as np
-
-    mask = np.uint64(0xFFFF)
-    for _ in range(3):  # sums below 2**48: three folds reach 16 bits
-        sums = (sums & mask) + (sums >> np.uint64(16))
-    return (~sums & mask).astype(np.uint64)
+def _sum(data: bytes | bytearray | memoryview) -> int:
+    """The one's complement sum of data's 16-bit big-endian words, as a residue mod 0xFFFF (an
+    odd last byte padded with zero, RFC 1071). Adding residues and taking mod 0xFFFF again is
+    one's complement addition, 0 standing for 0xFFFF."""
+    value = int.from_bytes(data, "big")
+    return (value << 8 if len(data) % 2 else value) % 0xFFFF
 
 
 def segment_tcp(
@@ -217,8 +204,10 @@ def segment_tcp(
     full, total): count datagrams, all `full` bytes long but the last, total bytes in all.
     Raises ValueError for a frame that is not IPv4/IPv6 TCP or whose headers do not fit.
 
-    numpy does the per-segment arithmetic for all segments at once (the sums over every byte
-    of payload are the cost: a Python loop over 16-bit words is two orders slower)."""
+    numpy does the per-segment work for all segments at once: the sums over every payload
+    byte are the cost (a Python loop over 16-bit words is two orders slower). The payload is
+    summed as native 16-bit words and the result byte-swapped, which RFC 1071 (section 2(B))
+    shows equal to summing big-endian words."""
     import numpy as np
 
     n = len(frame)
@@ -239,62 +228,73 @@ def segment_tcp(
     plen = n - hlen
     count = max(1, -(-plen // mss))
     full_rows = plen // mss
-    lens = np.full(count, mss, dtype=np.uint64)
-    lens[-1] = plen - mss * (count - 1)
-    plen_row = len(prefix) + hlen + mss
-    need = plen_row * (count - 1) + len(prefix) + hlen + int(lens[-1])
+    last_len = plen - mss * (count - 1)
+    p = len(prefix)
+    row = p + hlen + mss
+    need = row * (count - 1) + p + hlen + last_len
     if len(out) < need:
         raise ValueError("output buffer too small")
 
+    u64 = np.uint64
     src = np.frombuffer(frame, dtype=np.uint8, count=n)
-    heads = np.tile(src[:hlen], (count, 1))
-    k = np.arange(count, dtype=np.uint64)
-    tcp_len = lens + np.uint64(doff)
-
-    def put16(col: int, values: "Any") -> None:
-        heads[:, col] = (values >> np.uint64(8)) & np.uint64(0xFF)
-        heads[:, col + 1] = values & np.uint64(0xFF)
-
-    if v4:
-        put16(16, tcp_len + np.uint64(l4 - ETH_HLEN))
-        ip_id = int.from_bytes(frame[18:20], "big")
-        put16(18, (k + np.uint64(ip_id)) & np.uint64(0xFFFF))
-        put16(24, np.zeros(count, dtype=np.uint64))
-        put16(24, _fold(_word_sums(heads[:, ETH_HLEN:l4])))
-        addrs = src[26:34]
-    else:
-        put16(18, tcp_len)
-        addrs = src[22:54]
-    seq = (k * np.uint64(mss) + np.uint64(int.from_bytes(frame[l4 + 4 : l4 + 8], "big"))) & (
-        np.uint64(0xFFFFFFFF)
-    )
-    for i in range(4):
-        heads[:, l4 + 4 + i] = (seq >> np.uint64(24 - 8 * i)) & np.uint64(0xFF)
+    lens = np.full(count, mss, dtype=u64)
+    lens[-1] = last_len
+    k = np.arange(count, dtype=u64)
+    tcp_len = lens + u64(doff)
+    head = bytearray(frame[:hlen])  # the template: fields that vary zeroed, for the sums
     flags = frame[l4 + 13]
-    heads[:, l4 + 13] = flags & 0xF6  # FIN and PSH: the last segment's only
-    heads[1:, l4 + 13] &= 0x7F  # CWR: the first segment's only
-    heads[-1, l4 + 13] |= flags & 0x09
-    put16(l4 + 16, np.zeros(count, dtype=np.uint64))
-    pseudo = int(_word_sums(addrs.reshape(1, -1))[0]) + 6
-    sums = _word_sums(heads[:, l4:]) + tcp_len + np.uint64(pseudo)
-    payload = src[hlen:]
-    if full_rows:
-        sums[:full_rows] += _word_sums(payload[: full_rows * mss].reshape(full_rows, mss))
+    seq0 = int.from_bytes(frame[l4 + 4 : l4 + 8], "big")
+    head[l4 + 4 : l4 + 8] = bytes(4)
+    head[l4 + 13] = 0
+    head[l4 + 16 : l4 + 18] = bytes(2)
+    # per segment: its flags (FIN and PSH on the last only, CWR on the first only) and seq
+    seg_flags = np.full(count, flags & 0x76, dtype=u64)
+    seg_flags[0] = flags & 0xF6
+    seg_flags[-1] |= flags & 0x09
+    seq = (k * u64(mss) + u64(seq0)) & u64(0xFFFFFFFF)
+    heads = np.tile(np.frombuffer(bytes(head), dtype=np.uint8), (count, 1))
+    if v4:
+        ip_id = int.from_bytes(frame[18:20], "big")
+        head[16:20] = bytes(4)
+        head[24:26] = bytes(2)
+        ip_len = tcp_len + u64(l4 - ETH_HLEN)
+        ids = (k + u64(ip_id)) & u64(0xFFFF)
+        ip_sum = (ip_len + ids + u64(_sum(head[ETH_HLEN:l4]))) % u64(0xFFFF)
+        heads[:, 16:18] = ip_len.astype(">u2").view(np.uint8).reshape(count, 2)
+        heads[:, 18:20] = ids.astype(">u2").view(np.uint8).reshape(count, 2)
+        heads[:, 24:26] = (u64(0xFFFF) - ip_sum).astype(">u2").view(np.uint8).reshape(count, 2)
+        pseudo = _sum(frame[26:34]) + 6
+    else:
+        heads[:, 18:20] = tcp_len.astype(">u2").view(np.uint8).reshape(count, 2)
+        pseudo = _sum(frame[22:54]) + 6
+    heads[:, l4 + 4 : l4 + 8] = seq.astype(">u4").view(np.uint8).reshape(count, 4)
+    heads[:, l4 + 13] = seg_flags
+    sums = (
+        tcp_len + u64(pseudo + _sum(head[l4:])) + (seq >> u64(16)) + (seq & u64(0xFFFF)) + seg_flags
+    )
+    if full_rows and mss % 2 == 0:
+        words = np.frombuffer(frame, dtype="<u2", count=full_rows * mss // 2, offset=hlen)
+        native = words.reshape(full_rows, mss // 2).sum(axis=1, dtype=u64) % u64(0xFFFF)
+        sums[:full_rows] += ((native >> u64(8)) | (native << u64(8))) & u64(0xFFFF)
+    else:  # an odd mss: each segment's payload starts on its own word boundary
+        for i in range(full_rows):
+            sums[i] += u64(_sum(frame[hlen + i * mss : hlen + (i + 1) * mss]))
     if full_rows < count:
-        sums[-1] += _word_sums(payload[full_rows * mss :].reshape(1, -1))[0]
-    put16(l4 + 16, _fold(sums))
+        sums[-1] += u64(_sum(frame[hlen + full_rows * mss :]))
+    csum = u64(0xFFFF) - sums % u64(0xFFFF)
+    heads[:, l4 + 16 : l4 + 18] = csum.astype(">u2").view(np.uint8).reshape(count, 2)
 
     dst = np.frombuffer(out, dtype=np.uint8, count=need)
     pre = np.frombuffer(prefix, dtype=np.uint8)
-    p = len(prefix)
+    payload = src[hlen:]
     if full_rows:
-        grid = dst[: full_rows * plen_row].reshape(full_rows, plen_row)
+        grid = dst[: full_rows * row].reshape(full_rows, row)
         grid[:, :p] = pre
         grid[:, p : p + hlen] = heads[:full_rows]
         grid[:, p + hlen :] = payload[: full_rows * mss].reshape(full_rows, mss)
     if full_rows < count:
-        last = dst[full_rows * plen_row :]
+        last = dst[full_rows * row :]
         last[:p] = pre
         last[p : p + hlen] = heads[-1]
         last[p + hlen :] = payload[full_rows * mss :]
-    return count, plen_row, need
+    return count, row, need
