@@ -24,7 +24,7 @@ import socket
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from tapveth.core import bfd, vnet, vxlan
 from tapveth.core.rules import DropReason, Flow, admit
@@ -64,6 +64,9 @@ GRO = os.environ.get("TAPVETH_VXLAN_GRO", "1") != "0"
 TSO = os.environ.get("TAPVETH_VXLAN_TSO", "1") != "0"
 TAP_OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 if TSO else 0
 _VNET = struct.Struct("<BBHHHH")
+# Runs of one TCP flow in a UDP_GRO read are merged into one super-frame for the TAP, as the
+# kernel's GRO does (TAPVETH_VXLAN_MERGE=0: one write per frame; see README, Across machines).
+MERGE = GRO and os.environ.get("TAPVETH_VXLAN_MERGE", "1") != "0"
 _UDP_GRO = 104
 _GRO_CMSG = socket.CMSG_SPACE(4)
 _SO_SNDBUFFORCE = 32
@@ -215,6 +218,8 @@ class VxlanEnd:
         self._seg_view = memoryview(bytearray(_GSO_MAX + BUF_LEN))
         self._gso_buf = bytearray(2 * BUF_LEN)  # a super-frame's segments, headers repeated
         self._gso_view = memoryview(self._gso_buf)
+        self._merge_buf = bytearray(BUF_LEN)  # TCP segments from the tunnel, merged
+        self._merge_view = memoryview(self._merge_buf)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.session: bfd.Session | None = None
@@ -521,6 +526,10 @@ class VxlanEnd:
                 elif not decap(tap, view[:n], n, caps):
                     return
                 continue
+            if addr[0] == remote and MERGE and not caps:
+                if not self._merged(tap, view, n, seg):
+                    return
+                continue
             for off in range(0, n, seg):  # coalesced by UDP_GRO: one sender, one size
                 size = min(seg, n - off)
                 self.udp_rx += 1
@@ -528,6 +537,63 @@ class VxlanEnd:
                     self._count(vxlan.RxDrop.SOURCE)
                 elif not decap(tap, view[off : off + size], size, caps):
                     return
+
+    def _merged(self, tap: End, view: memoryview, n: int, seg: int) -> bool:
+        """Hand what one UDP_GRO read got (datagrams of seg bytes, the last maybe shorter) to
+        the TAP, runs of one TCP flow merged into super-frames (core/vxlan.merge_tcp: checked,
+        checksums verified), the rest one by one through _decap. False when the TAP is gone."""
+        end = n - n % seg  # the full-size datagrams; a shorter last one goes alone
+        off = 0
+        while off < n:
+            merged = 0
+            if end - off >= 2 * seg:
+                merged, length, l4, mss = vxlan.merge_tcp(
+                    view[off:end], seg, (end - off) // seg, self._vni_field, self._merge_buf
+                )
+            if merged:
+                self.udp_rx += merged
+                gso = vnet.GSO_TCPV4 if l4 == vxlan.ETH_HLEN + 20 else vnet.GSO_TCPV6
+                hlen = seg - vxlan.HLEN - mss
+                hdr = vnet.pack(vnet.FLAG_NEEDS_CSUM, gso, hlen, mss, l4, 16)
+                fate = self._to_tap(tap, hdr, self._merge_view[:length], length)
+                if fate is False:
+                    return False
+                flow = self.out
+                for _ in range(merged):  # counted as the wire packets they were
+                    if fate is None:
+                        flow.forwarded(seg - vxlan.HLEN)
+                    else:
+                        flow.refused(fate)
+                off += merged * seg
+                continue
+            size = min(seg, n - off)
+            self.udp_rx += 1
+            if not self._decap(tap, view[off : off + size], size, ()):
+                return False
+            off += size
+        return True
+
+    def _to_tap(
+        self, tap: End, hdr: bytes, frame: memoryview, length: int
+    ) -> DropReason | Literal[False] | None:
+        """Write one frame with its virtio header into the TAP under the veth rules: None when
+        written, the reason when refused, False when the TAP is gone."""
+        fate = admit(length, True, tap.up, tap.mtu)
+        if fate is not None:
+            return fate
+        try:
+            os.writev(tap.fd, [hdr, frame])
+        except OSError as exc:
+            if exc.errno == errno.EIO:
+                self.out.peer_counted += 1
+                return DropReason.PEER_DOWN
+            if exc.errno in (errno.EBADFD, errno.EBADF, errno.EFAULT, errno.ENODEV):
+                self._on_gone(tap, exc)
+                return False
+            if exc.errno == errno.EINVAL:
+                return DropReason.INVALID_HEADER
+            return DropReason.WRITE_ERROR
+        return None
 
     def _decap(self, tap: End, dgram: memoryview, n: int, caps: "tuple[Capture, ...]") -> bool:
         """Check one datagram from the remote and give its frame to the TAP (or to BFD),

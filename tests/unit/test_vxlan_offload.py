@@ -144,3 +144,65 @@ def test_fill_checksum(size: int, udp: bool) -> None:
 def test_fill_checksum_out_of_frame() -> None:
     assert not vxlan.fill_checksum(bytearray(40), 34, 16)
     assert not vxlan.fill_checksum(bytearray(60), 4, 6)
+
+
+def gro_buffer(frame: bytes, mss: int) -> tuple[bytes, int, int]:
+    """What one UDP_GRO read returns for the super-frame's segments: (data, size, count)."""
+    l4 = 14 + (40 if frame[12:14] == b"\x86\xdd" else 20)
+    out = bytearray(len(frame) * 2 + 4096)
+    count, full, total = vxlan.segment_tcp(frame, l4, mss, PREFIX, out)
+    return bytes(out[:total]), full, count
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_merge_undoes_segmenting(v6: bool) -> None:
+    payload = os.urandom(1000 * 20)
+    frame = super_frame(payload, v6, flags="PA")
+    data, size, count = gro_buffer(frame, 1000)
+    out = bytearray(70000)
+    merged, length, l4, mss = vxlan.merge_tcp(data, size, count, PREFIX[4:7], out)
+    assert (merged, length, mss) == (20, len(frame), 1000)
+    assert l4 == 14 + (40 if v6 else 20)
+    pkt = Ether(bytes(out[:length]))
+    assert bytes(pkt[TCP].payload) == payload
+    assert str(pkt[TCP].flags) == "PA" and pkt[TCP].seq == 0xFFFFF000
+    # the checksum field holds the pseudo-header sum (NEEDS_CSUM): summing the whole segment
+    # from the TCP header on, with it, gives the complete checksum scapy computes
+    fresh = pkt.copy()
+    del fresh[TCP].chksum
+    want = Ether(bytes(fresh))[TCP].chksum
+    partial = bytearray(out[:length])
+    assert vxlan.fill_checksum(partial, l4, 16)
+    assert int.from_bytes(partial[l4 + 16 : l4 + 18], "big") in (want, want or 0xFFFF)
+    if not v6:
+        check = pkt.copy()
+        del check[IP].chksum
+        assert Ether(bytes(check))[IP].chksum == pkt[IP].chksum
+        assert pkt[IP].len == length - 14
+
+
+def test_merge_stops_where_the_flow_breaks() -> None:
+    frame = super_frame(os.urandom(1000 * 10), flags="A")
+    data, size, count = gro_buffer(frame, 1000)
+    vni = PREFIX[4:7]
+    out = bytearray(70000)
+    assert vxlan.merge_tcp(data, size, count, vni, out)[0] == 10
+    bad = bytearray(data)
+    bad[size * 4 + 200] ^= 0x01  # payload of the fifth segment corrupted: its checksum fails
+    assert vxlan.merge_tcp(bytes(bad), size, count, vni, out)[0] == 4
+    gap = data[: size * 3] + data[size * 4 :]  # a segment missing: the sequence breaks
+    assert vxlan.merge_tcp(gap, size, count - 1, vni, out)[0] == 3
+    other = bytearray(data)
+    other[size * 6 + 8 + 36] ^= 0x01  # another source port (checksum left: the flow differs)
+    assert vxlan.merge_tcp(bytes(other), size, count, vni, out)[0] == 6
+    assert vxlan.merge_tcp(data, size, count, vxlan.header(43)[4:7], out)[0] == 0
+    pushed = super_frame(os.urandom(1000), flags="PA")
+    one, _, _ = gro_buffer(pushed, 1000)
+    assert vxlan.merge_tcp(one + data, size, count + 1, vni, out)[0] == 0  # PSH first: alone
+    assert vxlan.merge_tcp(data, size, 1, vni, out)[0] == 0
+
+
+def test_merge_leaves_other_traffic() -> None:
+    udp = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP() / bytes(1000))
+    dgram = PREFIX + udp + (b"\0" if len(udp) % 2 else b"")
+    assert vxlan.merge_tcp(dgram * 4, len(dgram), 4, PREFIX[4:7], bytearray(9000))[0] == 0
