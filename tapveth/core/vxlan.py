@@ -154,3 +154,254 @@ def bfd_payload(frame: bytes | bytearray | memoryview) -> bytes | None:
     if dport != BFD_PORT or ulen < 8 or udp + ulen > len(frame):
         return None
     return bytes(frame[udp + 8 : udp + ulen])
+
+
+# -- offloads from the TAP: wire-sized packets with complete checksums ---------------------------
+
+
+def fill_checksum(frame: bytearray | memoryview, start: int, offset: int) -> bool:
+    """Complete a partial checksum in place, as the kernel's skb_checksum_help() does: the field
+    at start + offset holds the pseudo-header sum; the one's complement sum runs from start to
+    the end. A result of 0 is written 0xFFFF (CSUM_MANGLED_0: 0 means "none" in UDP). False
+    when the offsets fall outside the frame."""
+    where = start + offset
+    if start < ETH_HLEN or where + 2 > len(frame):
+        return False
+    data = frame[start:]
+    value = int.from_bytes(data, "big")
+    if len(data) % 2:
+        value <<= 8  # an odd length is padded with a zero byte (RFC 1071)
+    total = value % 0xFFFF
+    if total == 0 and value:
+        total = 0xFFFF
+    frame[where : where + 2] = ((~total & 0xFFFF) or 0xFFFF).to_bytes(2, "big")
+    return True
+
+
+def _sum(data: bytes | bytearray | memoryview) -> int:
+    """The one's complement sum of data's 16-bit big-endian words, as a residue mod 0xFFFF (an
+    odd last byte padded with zero, RFC 1071). Adding residues and taking mod 0xFFFF again is
+    one's complement addition, 0 standing for 0xFFFF."""
+    value = int.from_bytes(data, "big")
+    return (value << 8 if len(data) % 2 else value) % 0xFFFF
+
+
+def segment_tcp(
+    frame: bytes | bytearray | memoryview,
+    l4: int,
+    mss: int,
+    prefix: bytes,
+    out: bytearray | memoryview,
+) -> tuple[int, int, int]:
+    """Cut a TCP super-frame (an Ethernet frame with IPv4 or IPv6, its TCP header at l4, as a
+    TAP hands it with TSO: checksums not computed) into segments of at most mss payload bytes,
+    each preceded by prefix (the VXLAN header), laid end to end in out.
+
+    Every segment is a complete packet, as the kernel's tcp_gso_segment() makes them: IP total
+    (or payload) length for its size, IPv4 ids counting up from the super-frame's, IPv4 header
+    checksum, sequence numbers advanced by mss, FIN and PSH on the last segment only, CWR on the
+    first only, and the TCP checksum over the pseudo-header and the segment. Returns (count,
+    full, total): count datagrams, all `full` bytes long but the last, total bytes in all.
+    Raises ValueError for a frame that is not IPv4/IPv6 TCP or whose headers do not fit.
+
+    numpy does the per-segment work for all segments at once: the sums over every payload
+    byte are the cost (a Python loop over 16-bit words is two orders slower). The payload is
+    summed as native 16-bit words and the result byte-swapped, which RFC 1071 (section 2(B))
+    shows equal to summing big-endian words."""
+    import numpy as np
+
+    n = len(frame)
+    etype = bytes(frame[12:14])
+    v4 = etype == _ETH_IPV4
+    if not v4 and etype != _ETH_IPV6:
+        raise ValueError("not IPv4 or IPv6")
+    if v4 and (frame[14] >> 4 != 4 or frame[23] != 6 or l4 != ETH_HLEN + (frame[14] & 0x0F) * 4):
+        raise ValueError("not TCP over IPv4")
+    if not v4 and (frame[14] >> 4 != 6 or frame[20] != 6 or l4 != ETH_HLEN + 40):
+        raise ValueError("not TCP over IPv6")
+    if mss <= 0 or l4 + 20 > n:
+        raise ValueError("truncated")
+    doff = (frame[l4 + 12] >> 4) * 4
+    hlen = l4 + doff
+    if doff < 20 or hlen > n:
+        raise ValueError("truncated")
+    plen = n - hlen
+    count = max(1, -(-plen // mss))
+    full_rows = plen // mss
+    last_len = plen - mss * (count - 1)
+    p = len(prefix)
+    row = p + hlen + mss
+    need = row * (count - 1) + p + hlen + last_len
+    if len(out) < need:
+        raise ValueError("output buffer too small")
+
+    u64 = np.uint64
+    src = np.frombuffer(frame, dtype=np.uint8, count=n)
+    lens = np.full(count, mss, dtype=u64)
+    lens[-1] = last_len
+    k = np.arange(count, dtype=u64)
+    tcp_len = lens + u64(doff)
+    head = bytearray(frame[:hlen])  # the template: fields that vary zeroed, for the sums
+    flags = frame[l4 + 13]
+    seq0 = int.from_bytes(frame[l4 + 4 : l4 + 8], "big")
+    head[l4 + 4 : l4 + 8] = bytes(4)
+    head[l4 + 13] = 0
+    head[l4 + 16 : l4 + 18] = bytes(2)
+    # per segment: its flags (FIN and PSH on the last only, CWR on the first only) and seq
+    seg_flags = np.full(count, flags & 0x76, dtype=u64)
+    seg_flags[0] = flags & 0xF6
+    seg_flags[-1] |= flags & 0x09
+    seq = (k * u64(mss) + u64(seq0)) & u64(0xFFFFFFFF)
+    heads = np.tile(np.frombuffer(bytes(head), dtype=np.uint8), (count, 1))
+    if v4:
+        ip_id = int.from_bytes(frame[18:20], "big")
+        head[16:20] = bytes(4)
+        head[24:26] = bytes(2)
+        ip_len = tcp_len + u64(l4 - ETH_HLEN)
+        ids = (k + u64(ip_id)) & u64(0xFFFF)
+        ip_sum = (ip_len + ids + u64(_sum(head[ETH_HLEN:l4]))) % u64(0xFFFF)
+        heads[:, 16:18] = ip_len.astype(">u2").view(np.uint8).reshape(count, 2)
+        heads[:, 18:20] = ids.astype(">u2").view(np.uint8).reshape(count, 2)
+        heads[:, 24:26] = (u64(0xFFFF) - ip_sum).astype(">u2").view(np.uint8).reshape(count, 2)
+        pseudo = _sum(frame[26:34]) + 6
+    else:
+        heads[:, 18:20] = tcp_len.astype(">u2").view(np.uint8).reshape(count, 2)
+        pseudo = _sum(frame[22:54]) + 6
+    heads[:, l4 + 4 : l4 + 8] = seq.astype(">u4").view(np.uint8).reshape(count, 4)
+    heads[:, l4 + 13] = seg_flags
+    sums = (
+        tcp_len + u64(pseudo + _sum(head[l4:])) + (seq >> u64(16)) + (seq & u64(0xFFFF)) + seg_flags
+    )
+    if full_rows and mss % 2 == 0:
+        words = np.frombuffer(frame, dtype="<u2", count=full_rows * mss // 2, offset=hlen)
+        native = words.reshape(full_rows, mss // 2).sum(axis=1, dtype=u64) % u64(0xFFFF)
+        sums[:full_rows] += ((native >> u64(8)) | (native << u64(8))) & u64(0xFFFF)
+    else:  # an odd mss: each segment's payload starts on its own word boundary
+        for i in range(full_rows):
+            sums[i] += u64(_sum(frame[hlen + i * mss : hlen + (i + 1) * mss]))
+    if full_rows < count:
+        sums[-1] += u64(_sum(frame[hlen + full_rows * mss :]))
+    csum = u64(0xFFFF) - sums % u64(0xFFFF)
+    heads[:, l4 + 16 : l4 + 18] = csum.astype(">u2").view(np.uint8).reshape(count, 2)
+
+    dst = np.frombuffer(out, dtype=np.uint8, count=need)
+    pre = np.frombuffer(prefix, dtype=np.uint8)
+    payload = src[hlen:]
+    if full_rows:
+        grid = dst[: full_rows * row].reshape(full_rows, row)
+        grid[:, :p] = pre
+        grid[:, p : p + hlen] = heads[:full_rows]
+        grid[:, p + hlen :] = payload[: full_rows * mss].reshape(full_rows, mss)
+    if full_rows < count:
+        last = dst[full_rows * row :]
+        last[:p] = pre
+        last[p : p + hlen] = heads[-1]
+        last[p + hlen :] = payload[full_rows * mss :]
+    return count, row, need
+
+
+def _swap16(value: int) -> int:
+    return ((value >> 8) | (value << 8)) & 0xFFFF
+
+
+def merge_tcp(
+    data: bytes | bytearray | memoryview,
+    size: int,
+    count: int,
+    vni_field: bytes,
+    out: bytearray | memoryview,
+) -> tuple[int, int, int, int]:
+    """Merge datagrams of one TCP flow into one super-frame, as the kernel's GRO does, for one
+    write into the TAP instead of one a segment.
+
+    data holds `count` datagrams of `size` bytes end to end (what one UDP_GRO read returns),
+    each a VXLAN header and an inner frame. The leading datagrams merge while each: carries the
+    VNI with the I flag; is IPv4 (20-byte header, not a fragment) or IPv6 (no extension) TCP
+    with no padding; has headers equal to the first's except IPv4 id and checksum, TCP
+    sequence number, checksum and PSH; continues the previous one's sequence; has flags ACK or
+    PSH|ACK, PSH ending the merge; has a correct IPv4 header checksum and a correct TCP checksum
+    (verified here: the super-frame goes to the TAP with a partial checksum, which the stack
+    trusts). Returns (merged, frame_len, l4, mss): `merged` datagrams (0 or 1: nothing merged,
+    handle the first alone) became one frame of frame_len bytes in out, its TCP header at l4,
+    the checksum field holding the pseudo-header sum (virtio NEEDS_CSUM), segments of mss.
+    """
+    import numpy as np
+
+    nothing = (0, 0, 0, 0)
+    if count < 2 or size % 2 or size < HLEN + ETH_HLEN + 40 + 20:
+        return nothing
+    inner = data[HLEN:size]
+    etype = bytes(inner[12:14])
+    if etype == _ETH_IPV4 and inner[14] == 0x45 and inner[23] == 6:
+        l4 = ETH_HLEN + 20
+    elif etype == _ETH_IPV6 and inner[14] >> 4 == 6 and inner[20] == 6:
+        l4 = ETH_HLEN + 40
+    else:
+        return nothing
+    doff = (inner[l4 + 12] >> 4) * 4
+    hlen = l4 + doff
+    mss = size - HLEN - hlen
+    if doff < 20 or mss <= 0 or bytes(inner[:6]) == BFD_MAC:
+        return nothing
+    count = min(count, (0xFFFF - (hlen - ETH_HLEN)) // mss)  # an IP length must hold it
+    u64 = np.uint64
+    rows = np.frombuffer(data, dtype=np.uint8, count=count * size).reshape(count, size)
+    # columns that must equal the first datagram's: all of the headers but the varying fields
+    same = np.ones(HLEN + hlen, dtype=bool)
+    same[0] = same[1:4] = same[7] = False  # VXLAN flags and reserved: checked apart, ignored
+    vary = [l4 + 4, l4 + 5, l4 + 6, l4 + 7, l4 + 13, l4 + 16, l4 + 17]
+    if l4 == ETH_HLEN + 20:
+        vary += [18, 19, 24, 25]
+        if (
+            (inner[20] & 0x3F)
+            or inner[21]
+            or int.from_bytes(inner[16:18], "big") != size - HLEN - ETH_HLEN
+        ):
+            return nothing
+    elif int.from_bytes(inner[18:20], "big") != size - HLEN - ETH_HLEN - 40:
+        return nothing
+    same[[HLEN + v for v in vary]] = False
+    head = rows[:, : HLEN + hlen]
+    ok = (head[:, same] == head[0, same]).all(axis=1)
+    ok &= (rows[:, 0] & FLAG_I) != 0
+    ok &= (rows[:, 4:7] == np.frombuffer(vni_field, dtype=np.uint8)).all(axis=1)
+    flags = rows[:, HLEN + l4 + 13]
+    ok &= (flags == 0x10) | (flags == 0x18)
+    seq = rows[:, HLEN + l4 + 4 : HLEN + l4 + 8].copy().view(">u4").reshape(count).astype(u64)
+    ok &= seq == (seq[0] + np.arange(count, dtype=u64) * u64(mss)) & u64(0xFFFFFFFF)
+    # checksums, summed as native words (RFC 1071 2(B)); a correct one sums to 0 mod 0xFFFF
+    words = rows.view("<u2")
+    base = (HLEN + ETH_HLEN) // 2
+    if l4 == ETH_HLEN + 20:
+        ok &= words[:, base : base + 10].sum(axis=1, dtype=u64) % u64(0xFFFF) == 0
+        addrs = words[:, base + 6 : base + 10]
+    else:
+        addrs = words[:, base + 4 : base + 20]
+    tcp_len = size - HLEN - l4
+    pseudo = u64(_swap16(6) + _swap16(tcp_len))
+    tcp = words[:, (HLEN + l4) // 2 :].sum(axis=1, dtype=u64) + addrs.sum(axis=1, dtype=u64)
+    ok &= (tcp + pseudo) % u64(0xFFFF) == 0
+    run = np.logical_and.accumulate(ok)
+    merged = int(run.sum())
+    pushed = np.flatnonzero(flags[:merged] == 0x18)
+    if pushed.size:
+        merged = int(pushed[0]) + 1
+    if merged < 2:
+        return nothing
+    length = hlen + merged * mss
+    dst = np.frombuffer(out, dtype=np.uint8, count=length)
+    dst[:hlen] = rows[0, HLEN : HLEN + hlen]
+    dst[hlen:] = rows[:merged, HLEN + hlen :].reshape(-1)
+    frame = memoryview(out)[:length] if not isinstance(out, memoryview) else out[:length]
+    frame[l4 + 13] = int(flags[merged - 1])
+    seg_len = length - l4
+    if l4 == ETH_HLEN + 20:
+        frame[16:18] = (length - ETH_HLEN).to_bytes(2, "big")
+        frame[24:26] = bytes(2)
+        frame[24:26] = (0xFFFF - _sum(frame[ETH_HLEN:l4])).to_bytes(2, "big")
+        pseudo_sum = (_sum(frame[26:34]) + 6 + seg_len) % 0xFFFF
+    else:
+        frame[18:20] = (length - l4).to_bytes(2, "big")
+        pseudo_sum = (_sum(frame[22:54]) + 6 + seg_len) % 0xFFFF
+    frame[l4 + 16 : l4 + 18] = (pseudo_sum or 0xFFFF).to_bytes(2, "big")
+    return merged, length, l4, mss

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from tapveth.core import bfd, vnet, vxlan
 from tapveth.core.rules import DropReason, Flow, admit
@@ -35,6 +35,7 @@ from tapveth.daemon.pair import End
 from tapveth.daemon.relay import SPIN_AHEAD_NS  # the impaired directions' busy-poll rule
 from tapveth.kernel import netns
 from tapveth.kernel.netlink import Netlink
+from tapveth.kernel.tap import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6
 
 if TYPE_CHECKING:
     from tapveth.daemon.capture import Capture
@@ -63,6 +64,15 @@ GSO = os.environ.get("TAPVETH_VXLAN_GSO", "1") != "0"
 # The receiving socket asks for UDP_GRO: datagrams the underlay's GRO merged come in one read
 # (TAPVETH_VXLAN_GRO=0: one read per datagram, for measurements; see README, Across machines).
 GRO = os.environ.get("TAPVETH_VXLAN_GRO", "1") != "0"
+# The end's TAP offers TSO and checksum offload: a TCP super-frame comes in one read and is cut
+# into wire-sized segments here, partial checksums are completed here (TAPVETH_VXLAN_TSO=0: no
+# offload, the kernel segments and checksums before the read; see README, Across machines).
+TSO = os.environ.get("TAPVETH_VXLAN_TSO", "1") != "0"
+TAP_OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 if TSO else 0
+_VNET = struct.Struct("<BBHHHH")
+# Runs of one TCP flow in a UDP_GRO read are merged into one super-frame for the TAP, as the
+# kernel's GRO does (TAPVETH_VXLAN_MERGE=0: one write per frame; see README, Across machines).
+MERGE = GRO and os.environ.get("TAPVETH_VXLAN_MERGE", "1") != "0"
 _UDP_GRO = 104
 _GRO_CMSG = socket.CMSG_SPACE(4)
 _SO_SNDBUFFORCE = 32
@@ -218,6 +228,10 @@ class VxlanEnd:
         self._view = memoryview(self._buf)
         self._bufs = [bytearray(_HDR), self._buf]
         self._seg_view = memoryview(bytearray(_GSO_MAX + BUF_LEN))
+        self._gso_buf = bytearray(2 * BUF_LEN)  # a super-frame's segments, headers repeated
+        self._gso_view = memoryview(self._gso_buf)
+        self._merge_buf = bytearray(BUF_LEN)  # TCP segments from the tunnel, merged
+        self._merge_view = memoryview(self._merge_buf)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.session: bfd.Session | None = None
@@ -243,7 +257,7 @@ class VxlanEnd:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self.local = tap
-        self._plain = self.from_tap_batched if GSO else self.from_tap
+        self._plain = self.from_tap
         loop.add_reader(tap.fd, self._tap_readable)
         loop.add_reader(self._u.rx.fileno(), self.from_tunnel)
         if self.spec.bfd:
@@ -338,57 +352,108 @@ class VxlanEnd:
         self.rx_drops[reason] = self.rx_drops.get(reason, 0) + 1
 
     def from_tap(self) -> None:
-        """Encapsulate what the TAP holds now (at most BATCH frames) toward the remote."""
+        """Encapsulate what the TAP holds now (at most BATCH frames) toward the remote. Partial
+        checksums are completed and TCP super-frames cut into wire-sized segments (the TAP
+        offers TSO and checksum offload: see TAP_OFFLOADS). Datagrams of one size bound for one
+        source port leave together in one sendmsg with UDP_SEGMENT (GSO=True). While a capture
+        watches the TAP end, each frame is sent on its own and shown to the captures with what
+        became of it."""
         tap = self.local
         assert tap is not None
         self._before_batch()
         self._on_traffic()
-        hdr_buf, view = self._bufs[0], self._view
-        bufs, vxhdr, fds, n_fds = self._bufs, self._vxhdr, self._tx_fds, self._n_tx
-        readv, writev, flow_hash = os.readv, os.writev, vxlan.flow_hash
-        if tap.captures:  # checked once a batch: without a capture, nothing else changes
-            self._from_tap_captured(tap)
-            return
+        caps = tap.captures  # checked once a batch: without a capture, nothing else changes
+        batching = GSO and not caps
+        hdr_buf, seg_view = self._bufs[0], self._seg_view
+        vxhdr, n_fds, flow_hash = self._vxhdr, self._n_tx, vxlan.flow_hash
+        readv, unpack_hdr = os.readv, _VNET.unpack_from
         flow = tap.out
         fd = tap.fd
         session = self.session
+        off = 0  # where the next datagram goes in seg_view
+        seg = 0  # the batch's datagram size
+        port = -1  # the batch's source port (index)
+        lengths: list[int] = []
         for _ in range(BATCH):
             try:
-                n = readv(fd, bufs)
+                n = readv(fd, [hdr_buf, seg_view[off + vxlan.HLEN : off + BUF_LEN]])
             except BlockingIOError:
-                return
+                break
             except OSError as exc:
                 if exc.errno == errno.EINTR:
                     continue
                 self._on_gone(tap, exc)
                 return
             length = n - _HDR
+            frame = seg_view[off + vxlan.HLEN : off + vxlan.HLEN + length]
+            reason: DropReason | None = None
             if length < vxlan.ETH_HLEN:
-                flow.refused(DropReason.RUNT)
+                reason = DropReason.RUNT
+            elif session is not None and not session.up:
+                reason = DropReason.PEER_DOWN
+            elif hdr_buf[0] & vnet.FLAG_NEEDS_CSUM or hdr_buf[1]:
+                _, gso, _, gso_size, start, offset = unpack_hdr(hdr_buf)
+                if gso:
+                    if lengths:  # what came before leaves first: the order is kept
+                        self._flush(port, seg_view[:off], seg, lengths)
+                        off, lengths = 0, []
+                    reason = self._send_super(frame, gso, gso_size, start)
+                    if reason is not None:
+                        flow.refused(reason)
+                    for cap in caps:
+                        cap.frame(tap, frame, reason)
+                    continue
+                if not vxlan.fill_checksum(frame, start, offset):
+                    reason = DropReason.INVALID_HEADER
+            if reason is not None:
+                flow.refused(reason)
+                for cap in caps:
+                    cap.frame(tap, frame, reason)
                 continue
-            if session is not None and not session.up:
-                flow.refused(DropReason.PEER_DOWN)
+            size = length + vxlan.HLEN
+            seg_view[off : off + vxlan.HLEN] = vxhdr
+            i = ((flow_hash(frame) & 0xFFFFFFFF) * n_fds) >> 32
+            if not batching:
+                reason = self._send_one(self._tx_fds[i], seg_view[:size], length)
+                for cap in caps:
+                    cap.frame(tap, frame, reason)
                 continue
-            if hdr_buf[1] & 0x7F:
-                # The TAP offers no TSO (see start()): a super-frame here cannot be sent whole.
-                flow.refused(DropReason.MTU)
-                continue
-            frame = view[:length]
-            out = fds[((flow_hash(frame) & 0xFFFFFFFF) * n_fds) >> 32]
-            for _attempt in range(2):
-                try:
-                    writev(out, [vxhdr, frame])
-                except OSError as exc:
-                    if exc.errno == errno.ECONNREFUSED and _attempt == 0:
-                        continue  # an ICMP error from an earlier datagram: send this one again
-                    if exc.errno == errno.EMSGSIZE:
-                        flow.refused(DropReason.MTU)  # does not fit the underlay; DF is set
-                    else:  # EAGAIN/ENOBUFS (socket buffer full), unreachable, ...
-                        flow.refused(DropReason.WRITE_ERROR)
-                    break
-                else:
-                    flow.forwarded(length)
-                    break
+            if lengths and (i != port or size > seg or off + size > _GSO_MAX):
+                self._flush(port, seg_view[:off], seg, lengths)
+                seg_view[:size] = bytes(seg_view[off : off + size])
+                off, lengths = 0, []
+            if not lengths:
+                seg, port = size, i
+            lengths.append(length)
+            off += size
+            if size < seg or len(lengths) >= _GSO_SEGS:  # a shorter datagram ends a batch
+                self._flush(port, seg_view[:off], seg, lengths)
+                off, lengths = 0, []
+        if lengths:
+            self._flush(port, seg_view[:off], seg, lengths)
+        for cap in caps:
+            cap.flush()
+
+    def _send_super(self, frame: memoryview, gso: int, gso_size: int, l4: int) -> DropReason | None:
+        """Cut a TCP super-frame into wire-sized segments (core/vxlan.py) and send them, as
+        many as fit in one UDP_SEGMENT send at a time. The reason when any was dropped."""
+        if gso & ~vnet.GSO_ECN not in (vnet.GSO_TCPV4, vnet.GSO_TCPV6):
+            return DropReason.INVALID_HEADER  # not offered: TAP_OFFLOADS has TCP only
+        try:
+            count, full, total = vxlan.segment_tcp(frame, l4, gso_size, self._vxhdr, self._gso_buf)
+        except ValueError:
+            return DropReason.INVALID_HEADER
+        i = ((vxlan.flow_hash(frame) & 0xFFFFFFFF) * self._n_tx) >> 32
+        per_send = max(1, min(_GSO_MAX // full, _GSO_SEGS)) if GSO else 1
+        view, off, worst = self._gso_view, 0, None
+        for first in range(0, count, per_send):
+            k = min(per_send, count - first)
+            end = min(off + k * full, total)
+            lengths = [full - vxlan.HLEN] * k
+            lengths[-1] = end - off - (k - 1) * full - vxlan.HLEN
+            worst = self._flush(i, view[off:end], full, lengths) or worst
+            off = end
+        return worst
 
     def _send_one(self, fd: int, datagram: memoryview, length: int) -> DropReason | None:
         """Send one datagram; count the frame it carries as forwarded or dropped (the reason,
@@ -409,119 +474,27 @@ class VxlanEnd:
             return None
         return None  # not reached: the second attempt returns
 
-    def _from_tap_captured(self, tap: End) -> None:
-        """As from_tap while a capture watches the TAP end: one datagram a frame, each frame
-        shown to the captures with what became of it (sent into the tunnel, or the reason)."""
-        caps = tap.captures
-        hdr_buf, seg_view = self._bufs[0], self._seg_view
-        seg_view[: vxlan.HLEN] = self._vxhdr
-        body = seg_view[vxlan.HLEN : vxlan.HLEN + BUF_LEN]
-        flow = tap.out
-        session = self.session
-        for _ in range(BATCH):
-            try:
-                n = os.readv(tap.fd, [hdr_buf, body])
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno == errno.EINTR:
-                    continue
-                self._on_gone(tap, exc)
-                break
-            length = n - _HDR
-            reason: DropReason | None = None
-            if length < vxlan.ETH_HLEN:
-                reason = DropReason.RUNT
-            elif session is not None and not session.up:
-                reason = DropReason.PEER_DOWN
-            elif hdr_buf[1] & 0x7F:
-                reason = DropReason.MTU  # a super-frame: see from_tap
-            if reason is not None:
-                flow.refused(reason)
-            else:
-                i = ((vxlan.flow_hash(body[:length]) & 0xFFFFFFFF) * self._n_tx) >> 32
-                reason = self._send_one(self._tx_fds[i], seg_view[: vxlan.HLEN + length], length)
-            for cap in caps:
-                cap.frame(tap, body[:length], reason)
-        for cap in caps:
-            cap.flush()
-
-    def _flush(self, i: int, data: memoryview, seg: int, lengths: list[int]) -> None:
+    def _flush(self, i: int, data: memoryview, seg: int, lengths: list[int]) -> DropReason | None:
         """Send datagrams laid end to end in data, all seg bytes long but the last, in one
-        sendmsg with UDP_SEGMENT: the kernel cuts them apart (one trip through the stack)."""
-        if len(lengths) == 1:
-            self._send_one(self._tx_fds[i], data, lengths[0])
-            return
-        flow = self.local.out if self.local is not None else Flow()
-        try:
-            self._u.tx[i].sendmsg([data], [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", seg))])
-        except OSError:
-            # Too big for the path (EMSGSIZE/EINVAL), buffer full...: one by one, so that each
-            # frame is counted for what happened to it.
-            off = 0
-            for length in lengths:
-                self._send_one(self._tx_fds[i], data[off : off + length + vxlan.HLEN], length)
-                off += length + vxlan.HLEN
-            return
-        for length in lengths:
-            flow.forwarded(length)
-
-    def from_tap_batched(self) -> None:
-        """As from_tap, but frames of the same size bound for the same source port are sent
-        together with UDP_SEGMENT (generic segmentation offload for UDP)."""
-        tap = self.local
-        assert tap is not None
-        self._before_batch()
-        self._on_traffic()
-        hdr_buf, seg_view = self._bufs[0], self._seg_view
-        vxhdr, n_fds, flow_hash = self._vxhdr, self._n_tx, vxlan.flow_hash
-        readv = os.readv
-        if tap.captures:  # checked once a batch: without a capture, nothing else changes
-            self._from_tap_captured(tap)
-            return
-        flow = tap.out
-        fd = tap.fd
-        session = self.session
-        off = 0  # where the next datagram goes in seg_view
-        seg = 0  # the batch's datagram size
-        port = -1  # the batch's source port (index)
-        lengths: list[int] = []
-        for _ in range(BATCH):
+        sendmsg with UDP_SEGMENT: the kernel cuts them apart (one trip through the stack).
+        Returns the reason when any was dropped (each is counted)."""
+        if len(lengths) > 1 and GSO:
             try:
-                n = readv(fd, [hdr_buf, seg_view[off + vxlan.HLEN : off + BUF_LEN]])
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno == errno.EINTR:
-                    continue
-                self._on_gone(tap, exc)
-                return
-            length = n - _HDR
-            if length < vxlan.ETH_HLEN:
-                flow.refused(DropReason.RUNT)
-                continue
-            if session is not None and not session.up:
-                flow.refused(DropReason.PEER_DOWN)
-                continue
-            if hdr_buf[1] & 0x7F:
-                flow.refused(DropReason.MTU)
-                continue
+                self._u.tx[i].sendmsg([data], [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", seg))])
+            except OSError:
+                pass  # too big for the path (EMSGSIZE/EINVAL), buffer full...: one by one below,
+                # so that each frame is counted for what happened to it
+            else:
+                flow = self.local.out if self.local is not None else Flow()
+                for length in lengths:
+                    flow.forwarded(length)
+                return None
+        off, worst = 0, None
+        for length in lengths:
             size = length + vxlan.HLEN
-            seg_view[off : off + vxlan.HLEN] = vxhdr
-            i = ((flow_hash(seg_view[off + vxlan.HLEN : off + size]) & 0xFFFFFFFF) * n_fds) >> 32
-            if lengths and (i != port or size > seg or off + size > _GSO_MAX):
-                self._flush(port, seg_view[:off], seg, lengths)
-                seg_view[:size] = bytes(seg_view[off : off + size])
-                off, lengths = 0, []
-            if not lengths:
-                seg, port = size, i
-            lengths.append(length)
+            worst = self._send_one(self._tx_fds[i], data[off : off + size], length) or worst
             off += size
-            if size < seg or len(lengths) >= _GSO_SEGS:  # a shorter datagram ends a batch
-                self._flush(port, seg_view[:off], seg, lengths)
-                off, lengths = 0, []
-        if lengths:
-            self._flush(port, seg_view[:off], seg, lengths)
+        return worst
 
     def from_tunnel(self) -> None:
         """Decapsulate what the socket holds now (at most BATCH datagrams) to the TAP. With
@@ -566,6 +539,12 @@ class VxlanEnd:
                 elif not decap(tap, view[:n], n, caps):
                     return
                 continue
+            # merged runs go straight to the TAP: never while this direction is impaired
+            # or cut, since those frames must pass _decap's hand-off to their queue
+            if addr[0] == remote and MERGE and not caps and self.impair is None and not self.cut:
+                if not self._merged(tap, view, n, seg):
+                    return
+                continue
             for off in range(0, n, seg):  # coalesced by UDP_GRO: one sender, one size
                 size = min(seg, n - off)
                 self.udp_rx += 1
@@ -573,6 +552,63 @@ class VxlanEnd:
                     self._count(vxlan.RxDrop.SOURCE)
                 elif not decap(tap, view[off : off + size], size, caps):
                     return
+
+    def _merged(self, tap: End, view: memoryview, n: int, seg: int) -> bool:
+        """Hand what one UDP_GRO read got (datagrams of seg bytes, the last maybe shorter) to
+        the TAP, runs of one TCP flow merged into super-frames (core/vxlan.merge_tcp: checked,
+        checksums verified), the rest one by one through _decap. False when the TAP is gone."""
+        end = n - n % seg  # the full-size datagrams; a shorter last one goes alone
+        off = 0
+        while off < n:
+            merged = 0
+            if end - off >= 2 * seg:
+                merged, length, l4, mss = vxlan.merge_tcp(
+                    view[off:end], seg, (end - off) // seg, self._vni_field, self._merge_buf
+                )
+            if merged:
+                self.udp_rx += merged
+                gso = vnet.GSO_TCPV4 if l4 == vxlan.ETH_HLEN + 20 else vnet.GSO_TCPV6
+                hlen = seg - vxlan.HLEN - mss
+                hdr = vnet.pack(vnet.FLAG_NEEDS_CSUM, gso, hlen, mss, l4, 16)
+                fate = self._to_tap(tap, hdr, self._merge_view[:length], length)
+                if fate is False:
+                    return False
+                flow = self.out
+                for _ in range(merged):  # counted as the wire packets they were
+                    if fate is None:
+                        flow.forwarded(seg - vxlan.HLEN)
+                    else:
+                        flow.refused(fate)
+                off += merged * seg
+                continue
+            size = min(seg, n - off)
+            self.udp_rx += 1
+            if not self._decap(tap, view[off : off + size], size, ()):
+                return False
+            off += size
+        return True
+
+    def _to_tap(
+        self, tap: End, hdr: bytes, frame: memoryview, length: int
+    ) -> DropReason | Literal[False] | None:
+        """Write one frame with its virtio header into the TAP under the veth rules: None when
+        written, the reason when refused, False when the TAP is gone."""
+        fate = admit(length, True, tap.up, tap.mtu)
+        if fate is not None:
+            return fate
+        try:
+            os.writev(tap.fd, [hdr, frame])
+        except OSError as exc:
+            if exc.errno == errno.EIO:
+                self.out.peer_counted += 1
+                return DropReason.PEER_DOWN
+            if exc.errno in (errno.EBADFD, errno.EBADF, errno.EFAULT, errno.ENODEV):
+                self._on_gone(tap, exc)
+                return False
+            if exc.errno == errno.EINVAL:
+                return DropReason.INVALID_HEADER
+            return DropReason.WRITE_ERROR
+        return None
 
     def _decap(self, tap: End, dgram: memoryview, n: int, caps: "tuple[Capture, ...]") -> bool:
         """Check one datagram from the remote and give its frame to the TAP (or to BFD),

@@ -84,6 +84,13 @@ class Capture:
         return rows
 
 
+def tcp_checksum_errors(ns: Netns) -> int:
+    """TCP's InCsumErrors in a namespace (/proc/net/snmp is per namespace)."""
+    lines = [ln.split() for ln in ns.run("cat", "/proc/net/snmp").stdout.splitlines()]
+    head, values = (ln for ln in lines if ln[0] == "Tcp:")
+    return int(values[head.index("InCsumErrors")])
+
+
 def test_interop_with_kernel_vxlan(lab: Lab, daemon: PrivateDaemon) -> None:
     hosts = two_hosts(lab)
     o1 = lab.netns("o1")
@@ -114,9 +121,16 @@ def test_interop_with_kernel_vxlan(lab: Lab, daemon: PrivateDaemon) -> None:
     lo, hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     assert all(lo <= p <= hi for p in ports)  # the underlay's ephemeral range, as the kernel's
 
+    # The end's TAP offers TSO and checksum offload: the daemon segments and checksums.
+    features = o1.run("ethtool", "-k", v1).stdout
+    assert "tcp-segmentation-offload: on" in features, features
+    assert "tx-checksumming: on" in features, features
+    bad_before = [tcp_checksum_errors(ns) for ns in (o1, hosts.b)]
     # 50 MB each way, checked end to end (SHA-256 on both sides).
     Stream(o1, hosts.b, OV_B, 50 * MB, seed=1).finish()
     Stream(hosts.b, o1, OV_A, 50 * MB, port=5302, seed=2).finish()
+    # No segment the daemon made (A->B) or merged (B->A) had a wrong TCP checksum.
+    assert [tcp_checksum_errors(ns) for ns in (o1, hosts.b)] == bad_before
     both = {e["ifname"]: e for e in daemon.request("stats")}  # one snapshot of both ends
     s_end, s_far = both[v1], both["vxlan:42"]
     assert s_end["rx_packets"] == s_far["tx_packets"] and s_end["tx_packets"] == s_far["rx_packets"]
