@@ -94,7 +94,9 @@ class Daemon:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         busy = self._busy = BusyPoll(loop, self._busy_poll_us, self._busy_poll_gap_us)
-        self._relay = Relay(self.tracker.on_events, self.tracker.on_gone, busy.traffic)
+        self._relay = Relay(
+            self.tracker.on_events, self.tracker.on_gone, busy.traffic, self.tracker.fileno()
+        )
         self.impairments = Impairments(loop, self._relay.fire)
         loop.add_reader(self.tracker.fileno(), self.tracker.on_events)
         try:

@@ -156,3 +156,38 @@ def test_a_wake_up_with_nothing_to_read_reads_no_answer(link: Link) -> None:
     assert _drain(a_host) == []
     relay.pump(b, a)
     assert len(_drain(a_host)) == 1
+
+
+def test_link_events_are_applied_only_when_queued(link: Link) -> None:
+    """With the events' socket given, a batch runs before_batch only when it holds something:
+    a queued event is still applied before the frames."""
+    a_host, b_host, a, b = link
+    ev_host, ev_relay = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    applied: list[int] = []
+    calls: list[int] = []
+
+    def apply_events() -> None:  # as the tracker does: drain, then the new state holds
+        calls.append(1)
+        ev_relay.setblocking(False)
+        try:
+            while True:
+                ev_relay.recv(64)
+                applied.append(1)
+                b.mtu = 68
+        except BlockingIOError:
+            pass
+
+    relay = Relay(apply_events, lambda end, exc: None, events_fd=ev_relay.fileno())
+    try:
+        a_host.send(HDR + bytes(200))
+        relay.pump(a, b)
+        assert calls == [] and len(_drain(b_host)) == 1  # nothing queued: not even called
+        ev_host.send(b"mtu 68")  # an MTU change queued before the next frame was sent
+        a_host.send(HDR + bytes(200))
+        relay.pump(a, b)
+        assert calls == [1] and applied == [1]
+        assert _drain(b_host) == []  # judged with the new MTU
+        assert a.out.dropped == 1
+    finally:
+        ev_host.close()
+        ev_relay.close()
