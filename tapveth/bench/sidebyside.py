@@ -91,17 +91,24 @@ class Bench:
         peers: bool,
         log: Callable[[str], None],
         daemon_args: tuple[str, ...] = (),
+        variants: tuple[tuple[str, ...], ...] = (),
     ) -> None:
         self.quick = quick
         self.daemon_args = daemon_args
+        self.variants = variants
         self.peers = peers
         self.log = log
         self.tag = secrets.token_hex(2)
         self.namespaces: list[str] = []
         self.subjects: list[Subject] = []
-        self.daemon: PrivateDaemon | None = None
+        self.daemons: list[PrivateDaemon] = []
         self.seconds = 1.5 if quick else 5.0
         self.probes = 100 if quick else 300
+
+    @property
+    def daemon(self) -> PrivateDaemon | None:
+        """The daemon of the tapveth subject (the first one made)."""
+        return self.daemons[0] if self.daemons else None
 
     # -- building --------------------------------------------------------------------------
 
@@ -144,11 +151,23 @@ class Bench:
         return s
 
     def build_tapveth(self) -> Subject:
-        a, b = self._netns_pair("t")
-        self.daemon = PrivateDaemon(log_level="warning", daemon_args=self.daemon_args).start()
-        assert self.daemon.proc is not None
-        s = Subject("tapveth", a, b, "tv1", "tv2", pid=self.daemon.proc.pid)
-        self.daemon.request(
+        return self._build_daemon("tapveth", "t", self.daemon_args)
+
+    def build_variants(self) -> list[Subject]:
+        """One more tapveth daemon for each --variant, with those daemon options."""
+        return [
+            self._build_daemon(f"tapveth {' '.join(args)}", f"t{i}", args)
+            for i, args in enumerate(self.variants)
+        ]
+
+    def _build_daemon(self, name: str, label: str, args: tuple[str, ...]) -> Subject:
+        a, b = self._netns_pair(label)
+        daemon = PrivateDaemon(log_level="warning", daemon_args=args)
+        self.daemons.append(daemon)
+        daemon.start()
+        assert daemon.proc is not None
+        s = Subject(name, a, b, "tv1", "tv2", pid=daemon.proc.pid)
+        daemon.request(
             "add",
             {"spec": {"end": {"name": "tv1", "netns": a}, "peer": {"name": "tv2", "netns": b}}},
         )
@@ -210,8 +229,8 @@ class Bench:
             for undo in s.undo:
                 with contextlib.suppress(Exception):  # best effort: go on removing the rest
                     undo()
-        if self.daemon is not None:
-            self.daemon.stop()
+        for daemon in self.daemons:
+            daemon.stop()
         for ns in self.namespaces:
             sh("ip", "netns", "del", ns, check=False)
 
@@ -451,6 +470,7 @@ def run_bench(
     plot_path: str | None,
     daemon_args: tuple[str, ...] = (),
     rounds: int | None = None,
+    variants: tuple[tuple[str, ...], ...] = (),
 ) -> int:
     """Build every subject, then measure them in rounds, the order reversed every other round
     so that no subject always runs first (or last) on a machine whose load drifts."""
@@ -466,7 +486,7 @@ def run_bench(
         return 2
     if rounds is None:
         rounds = 1 if quick else 3
-    bench = Bench(quick, peers, log, daemon_args)
+    bench = Bench(quick, peers, log, daemon_args, variants)
     samples: Samples = {}
     try:
         builders: list[Callable[[], Subject | None]] = [bench.build_kernel, bench.build_tapveth]
@@ -477,6 +497,9 @@ def run_bench(
             if s is None:
                 log(f"  ({build.__name__.removeprefix('build_')} is not installed: skipped)")
                 continue
+            bench.subjects.append(s)
+            samples[s.name] = {}
+        for s in bench.build_variants():
             bench.subjects.append(s)
             samples[s.name] = {}
         for r in range(rounds):

@@ -166,6 +166,15 @@ def _cmd_daemon(sub: Any) -> None:
         "a core of CPU while traffic flows; 0 disables (default: %(default)s)",
     )
     d.add_argument(
+        "--busy-poll-gap",
+        type=int,
+        default=0,
+        metavar="USEC",
+        help="low-latency mode: while frames keep coming at most USEC apart, poll through the "
+        "gaps between them, so that none waits for a wake-up (e.g. 20000 for ping -i 0.01); "
+        "costs a core of CPU while such traffic flows, none when idle; 0 disables (default)",
+    )
+    d.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -186,6 +195,8 @@ def _run_daemon(opts: argparse.Namespace, out: Output) -> int:
         return 0
     if out.json:
         raise UsageError("-j: the daemon logs for people; use it with --check-config")
+    if opts.busy_poll < 0 or opts.busy_poll_gap < 0:
+        raise UsageError("--busy-poll and --busy-poll-gap take microseconds, 0 or more")
     return run_daemon(
         control.socket_path(opts.socket),
         opts.log_level,
@@ -193,6 +204,7 @@ def _run_daemon(opts: argparse.Namespace, out: Output) -> int:
         opts.config,
         opts.group,
         opts.metrics,
+        opts.busy_poll_gap,
     )
 
 
@@ -346,6 +358,14 @@ def _cmd_bench(sub: Any) -> None:
         help="run tapveth's daemon with this --busy-poll",
     )
     b.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="'DAEMON OPTIONS'",
+        help="also measure a tapveth daemon run with these options (e.g. '--busy-poll-gap "
+        "20000'), as one more subject of the same rounds; may be repeated",
+    )
+    b.add_argument(
         "--vxlan",
         action="store_true",
         help="measure a pair stretched over VXLAN against the kernel's vxlan instead",
@@ -375,6 +395,10 @@ def _run_bench(opts: argparse.Namespace, out: Output) -> int:
             raise UsageError("--plot needs matplotlib: pip install 'tapveth[plot]'")
         if not os.access(os.path.dirname(os.path.abspath(opts.plot)), os.W_OK):
             raise UsageError(f"--plot: cannot write into the directory of {opts.plot}")
+    if opts.variant and (opts.impair or opts.vxlan or opts.pairs is not None):
+        raise UsageError(
+            "--variant: only with the side-by-side run (not --impair, --vxlan, --pairs)"
+        )
     from tapveth.bench.sidebyside import run_bench
 
     extra = () if opts.busy_poll is None else ("--busy-poll", str(opts.busy_poll))
@@ -390,7 +414,10 @@ def _run_bench(opts: argparse.Namespace, out: Output) -> int:
         from tapveth.bench.sidebyside import run_scale
 
         return run_scale(opts.pairs, opts.quick, opts.json_file)
-    return run_bench(opts.quick, opts.peers, opts.json_file, opts.plot, extra, opts.rounds)
+    variants = tuple(tuple(v.split()) for v in opts.variant)
+    return run_bench(
+        opts.quick, opts.peers, opts.json_file, opts.plot, extra, opts.rounds, variants
+    )
 
 
 def _cmd_qdisc(sub: Any) -> None:
@@ -756,6 +783,7 @@ def run_daemon(
     config_path: str | None = None,
     group: str | None = None,
     metrics: str | None = None,
+    busy_poll_gap_us: int = 0,
 ) -> int:
     if metrics is not None:
         from tapveth.core.address import AddressError, parse_listen
@@ -783,7 +811,7 @@ def run_daemon(
 
     async def amain() -> int:
         try:
-            daemon = Daemon(path, busy_poll_us, config_path, group, metrics)
+            daemon = Daemon(path, busy_poll_us, config_path, group, metrics, busy_poll_gap_us)
         except PermissionError as exc:
             raise ControlError(f"cannot start: {exc}") from None
         return await daemon.run()

@@ -1,35 +1,39 @@
 """Adaptive busy-polling: after traffic, keep the event loop polling instead of sleeping for a
-short window, so the next frame is picked up without a wake-up from idle.
+while, so the next frame is picked up without a wake-up from idle.
 
 On this kind of machine a wake-up from idle costs tens of microseconds, most of the gap between
 a userspace hop and the kernel veth, which answers a ping with no wake-up at all. With no
-traffic the window closes and the daemon sleeps in epoll: 0% CPU when idle. Figures for the
-default window are in cli/main.py.
+traffic the window closes and the daemon sleeps in epoll: 0% CPU when idle. How long the window
+is (fixed, or bridging the gaps of steady traffic) is core/pollwindow.py; figures for the
+defaults are in cli/main.py.
 """
 
 import asyncio
 import time
 
+from tapveth.core.pollwindow import PollWindow
+
 
 class BusyPoll:
-    def __init__(self, loop: asyncio.AbstractEventLoop, window_us: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, window_us: int, gap_us: int = 0) -> None:
         self._loop = loop
-        self._window = window_us / 1e6
-        self._deadline = 0.0
+        self._window = PollWindow(window_us * 1000, gap_us * 1000)
+        self._enabled = window_us > 0 or gap_us > 0
+        self._deadline = 0
         self._active = False
 
     def traffic(self) -> None:
         """A frame arrived: poll for one more window."""
-        if self._window <= 0:
+        if not self._enabled:
             return
-        self._deadline = time.monotonic() + self._window
+        self._deadline = self._window.arrival(time.monotonic_ns())
         if not self._active:
             self._active = True
             self._loop.call_soon(self._tick)
 
     def _tick(self) -> None:
         # While a callback is ready, the loop polls its fds with a zero timeout.
-        if time.monotonic() < self._deadline:
+        if time.monotonic_ns() < self._deadline:
             self._loop.call_soon(self._tick)
         else:
             self._active = False

@@ -15,6 +15,7 @@ full queue, corruption of a super-frame) when they arrive.
 
 import errno
 import os
+import select
 import time
 from collections.abc import Callable
 from itertools import islice
@@ -50,29 +51,62 @@ class Relay:
         before_batch: Callable[[], None],
         on_gone: Callable[[End, OSError], None],
         on_traffic: Callable[[], None] = lambda: None,
+        events_fd: int | None = None,
     ) -> None:
+        """events_fd: the link events' socket, which before_batch drains; given, a batch
+        first asks the kernel whether it holds anything (a poll with no wait) and runs
+        before_batch only then."""
         self._buf = bytearray(BUF_LEN)
         self._bufs = [self._buf]
         self._view = memoryview(self._buf)
         self._before_batch = before_batch
-        self._on_gone = on_gone
+        self._report_gone = on_gone
         self._on_traffic = on_traffic
+        self._gone = False  # an end of the batch under way failed: nothing more on this pair
+        self._events_poll: Callable[[int], list[tuple[int, int]]] | None = None
+        if events_fd is not None:
+            poller = select.poll()
+            poller.register(events_fd, select.POLLIN)
+            self._events_poll = poller.poll
         self.wakeups = 0  # batches relayed (the metrics divide frames by it)
+
+    def _on_gone(self, end: End, exc: OSError) -> None:
+        self._gone = True
+        self._report_gone(end, exc)
 
     def pump(self, src: End, dst: End) -> None:
         """Relay what src's TAP holds now (at most BATCH frames) to dst."""
         # Netlink events queued before these frames were sent (an MTU change, a peer going
-        # down) must be applied first: the kernel veth sees such changes immediately.
-        self._before_batch()
+        # down) must be applied first: the kernel veth sees such changes immediately. Asking
+        # with poll() is still a system call, but a short path through Python, no buffer and
+        # no exception: the first frame after idle runs on cold caches, where the draining
+        # read that finds nothing cost ~40 us here and the poll ~15 us (README).
+        events_poll = self._events_poll
+        if events_poll is None or events_poll(0):
+            self._before_batch()
         if src.impair is not None or src.cut:  # decided once a batch, not per frame
             self._pump_impaired(src, dst)
             return
-        self._on_traffic()
         self.wakeups += 1
         if src.captures:
             self._pump_captured(src, dst)
         else:
-            self._relay(src, dst, BATCH)
+            self._gone = False
+            first = self._relay(src, dst, 1)
+            # The write ran dst's stack, which often answers at once (an echo reply, a TCP
+            # ACK, a request's response): relay that now, before the rest of the batch and the
+            # read that finds src's ring empty, instead of after a round of the loop, which
+            # after idle costs tens of microseconds. Events are applied before a batch, so
+            # these frames are judged as the batch's later frames are. Only when that
+            # direction is a plain one (impairments, a cut, a capture: those go through pump).
+            if first is not None and not (
+                self._gone or dst.impair is not None or dst.cut or dst.captures
+            ):
+                self._relay(dst, src, BATCH)
+            if first is not None and not self._gone:
+                self._relay(src, dst, BATCH - 1)
+        # After the frames, not before: moving the poll deadline is not on the frame's path.
+        self._on_traffic()
 
     def _pump_captured(self, src: End, dst: End) -> None:
         """The batch one frame at a time, each shown to the captures once decided."""

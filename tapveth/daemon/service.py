@@ -55,6 +55,7 @@ class Daemon:
         config_path: str | None = None,
         group: str | None = None,
         metrics: str | None = None,
+        busy_poll_gap_us: int = 0,
     ) -> None:
         self.socket_path = socket_path
         self._metrics_listen = metrics  # HOST:PORT for Prometheus, or None: no TCP socket
@@ -79,6 +80,7 @@ class Daemon:
         self._places = PersistentPlaces(socket_path)
         self._places_ready = False  # the record is rewritten only once the search used it
         self._busy_poll_us = busy_poll_us
+        self._busy_poll_gap_us = busy_poll_gap_us
         self._relay: Relay  # made in run(), where the loop is known
         self.impairments: Impairments  # likewise
         self.faults = Faults(self)
@@ -94,8 +96,10 @@ class Daemon:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        busy = self._busy = BusyPoll(loop, self._busy_poll_us)
-        self._relay = Relay(self.tracker.on_events, self.tracker.on_gone, busy.traffic)
+        busy = self._busy = BusyPoll(loop, self._busy_poll_us, self._busy_poll_gap_us)
+        self._relay = Relay(
+            self.tracker.on_events, self.tracker.on_gone, busy.traffic, self.tracker.fileno()
+        )
         self.impairments = Impairments(loop, self._relay.fire)
         loop.add_reader(self.tracker.fileno(), self.tracker.on_events)
         try:
