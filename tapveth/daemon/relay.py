@@ -186,7 +186,7 @@ class Relay:
         buf, bufs, view = self._buf, self._bufs, self._view
         readv = os.readv
         src_fd = src.fd
-        now = time.monotonic_ns()
+        batch: list[tuple[bytes, int, int]] = []
         for _ in range(BATCH):
             try:
                 n = readv(src_fd, bufs)
@@ -206,7 +206,16 @@ class Relay:
                 gso_size, hdr_len = vnet.gso_geometry(buf, n)
             else:
                 gso_size = hdr_len = 0
-            link.model.enqueue(now, bytes(view[:n]), gso_size, hdr_len)
+            batch.append((bytes(view[:n]), gso_size, hdr_len))
+        # The batch is stamped once it is read: every frame of it had arrived by then, so none
+        # leaves before its time (a stamp taken before the reads made a frame that came in
+        # during them leave early by as long as they took), and it leaves together, at one
+        # timer wake-up.
+        now = time.monotonic_ns()
+        if link is not None:
+            enqueue = link.model.enqueue
+            for data, gso_size, hdr_len in batch:
+                enqueue(now, data, gso_size, hdr_len)
         for cap in caps:  # deliver() flushes the rest; with no impairments it is not called
             cap.flush()
         return now
@@ -229,26 +238,29 @@ class Relay:
         buf, bufs, view = self._buf, self._bufs, self._view
         enqueue = link.model.enqueue
         src_fd = src.fd
-        now = time.monotonic_ns()
+        batch: list[tuple[bytes, int, int]] = []
+        for _ in range(BATCH):
+            try:
+                n = os.readv(src_fd, bufs)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                self._on_gone(src, exc)
+                return None
+            if buf[_GSO_OFF] & _GSO_MASK:
+                gso_size, hdr_len = vnet.gso_geometry(buf, n)
+            else:
+                gso_size = hdr_len = 0
+            batch.append((bytes(view[:n]), gso_size, hdr_len))
+        now = time.monotonic_ns()  # once the batch is read, as in _enqueue
         stats.on_drop = drop
         try:
-            for _ in range(BATCH):
-                try:
-                    n = os.readv(src_fd, bufs)
-                except BlockingIOError:
-                    break
-                except OSError as exc:
-                    if exc.errno == errno.EINTR:
-                        continue
-                    self._on_gone(src, exc)
-                    return None
-                if buf[_GSO_OFF] & _GSO_MASK:
-                    gso_size, hdr_len = vnet.gso_geometry(buf, n)
-                else:
-                    gso_size = hdr_len = 0
-                enqueue(now, bytes(view[:n]), gso_size, hdr_len)
+            for data, gso_size, hdr_len in batch:
+                enqueue(now, data, gso_size, hdr_len)
                 if dropped:
-                    frame = view[_HDR:n]  # as it arrived (a corrupted copy is never queued)
+                    frame = memoryview(data)[_HDR:]  # as it arrived (a corrupted copy is apart)
                     for reason in dropped:
                         for cap in caps:
                             cap.frame(src, frame, reason)
