@@ -234,6 +234,40 @@ def frames_recv(ifname: str, count: int, seconds: float) -> Any:
     return {"seq": seqs, "delay_us": delay_us, "changed": changed, "socket_drops": socket_drops}
 
 
+def carrier_watch(ifname: str, seconds: float) -> Any:
+    """Poll the end's carrier in sysfs (netif_carrier_ok itself, not the netlink event, which
+    the kernel's linkwatch may hold back up to a second) and note when it changed."""
+    path = f"/sys/class/net/{ifname}/carrier"
+    changes: list[list[int]] = []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        last = os.pread(fd, 8, 0)
+        print("ready", flush=True)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                now = os.pread(fd, 8, 0)
+            except OSError:  # EINVAL while the device is down: no carrier to read
+                now = b"-"
+            if now != last:
+                changes.append([time.clock_gettime_ns(time.CLOCK_MONOTONIC), now[:1] == b"1"])
+                last = now
+            time.sleep(0.00005)
+    finally:
+        os.close(fd)
+    return {"changes": changes}
+
+
+def spawn_carrier_watch(ns: str, ifname: str, seconds: float) -> "subprocess.Popen[str]":
+    """Start a carrier watcher in ns; returns once it is polling."""
+    p = _spawn(ns, "carrier-watch", "--ifname", ifname, "--count", "0", "--seconds", str(seconds))
+    assert p.stdout is not None
+    if p.stdout.readline().strip() != "ready":
+        p.kill()
+        raise ProbeError(f"carrier watcher did not start: {p.communicate(timeout=5)[1].strip()}")
+    return p
+
+
 # -- running a pair of them ----------------------------------------------------------------------
 
 
@@ -312,7 +346,9 @@ def run_frames(
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tapveth.bench.probes")
-    ap.add_argument("role", choices=("udp-send", "udp-recv", "frames-send", "frames-recv"))
+    ap.add_argument(
+        "role", choices=("udp-send", "udp-recv", "frames-send", "frames-recv", "carrier-watch")
+    )
     ap.add_argument("--host", default="")
     ap.add_argument("--port", type=int, default=5399)
     ap.add_argument("--ifname", default="")
@@ -327,8 +363,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         res = udp_recv(o.host, o.port, o.count, o.seconds)
     elif o.role == "frames-send":
         res = frames_send(o.ifname, o.count, o.pps, o.seconds)
-    else:
+    elif o.role == "frames-recv":
         res = frames_recv(o.ifname, o.count, o.seconds)
+    else:
+        res = carrier_watch(o.ifname, o.seconds)
     json.dump(res, sys.stdout)
     sys.stdout.flush()
     os._exit(0)  # nothing left to flush; skip interpreter teardown under load
