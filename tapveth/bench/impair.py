@@ -1,135 +1,580 @@
-"""`tapveth bench --impair`: how closely a real receiver sees what netem settings ask for. One
-tapveth pair in two namespaces of its own; for each setting, the figure a receiver measures
-(ping RTT above the unimpaired one, its spread, iperf3 UDP loss, iperf3 TCP goodput) next to the
-configured value. Everything it makes is removed at the end."""
+"""`tapveth bench --impair`: the accuracy benchmark. What a real receiver sees against what was
+asked, for each row of the product's accuracy targets, on a tapveth pair and side by side with
+vde_switch + wirefilter and (for rates) the kernel's tbf on a kernel veth.
+
+How each figure is measured (the probes are in probes.py, the statistics in accuracy.py, the
+peers in peers.py):
+- delay: one-way delays of timestamped UDP at 1 kpps and 20 kpps (receiver-side kernel
+  timestamps), each minus the median of the same probe without impairments; p50 and p99 of
+  that against the setting.
+- jitter (delay 20ms 5ms distribution normal): tapveth keeps order (a frame leaves at
+  max(its own time, the previous frame's)), which shifts the distribution when frames are
+  sent closer than the jitter. So: a sparse run (25 ms apart, the order rule barely acts)
+  judged against the requested normal (mean, stddev, one-sample K-S at 1%), and a dense run
+  at 1 kpps judged against an independent simulation of "requested normal, then kept in
+  order" for the same send times (two-sample K-S), with the reorder count.
+- loss, gemodel, duplicate, corrupt, reorder: raw frames with sequence numbers; rates against
+  the 99.9% Wilson interval of what was counted; gemodel against the chain's own mean loss and
+  burst length; corrupted frames checked bit by bit.
+- rate: iperf3 TCP and UDP goodput against the wire-rate equivalent (the payload share of each
+  frame, Ethernet header included, as netem and tbf count a frame's length).
+- 100 ms at 1 Gbit/s: iperf3 TCP with the default limit; the queue drops from `qdisc show`.
+- carrier: `link set dev X carrier off|on`, the netlink events of both ends' namespaces.
+"""
 
 import json
-import re
-import signal
+import math
+import os
+import shutil
 import statistics
 import sys
+import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from tapveth.bench.sidebyside import IP_B, Bench, BenchError, Subject, _interrupt, in_ns
+from tapveth.bench import accuracy as acc
+from tapveth.bench.peers import Setting, Tbf, Wirefilter
+from tapveth.bench.probes import ProbeError, run_frames, run_udp, spawn_carrier_watch
+from tapveth.bench.sidebyside import IP_B, Bench, BenchError, Subject, guarded, in_ns
+
+PEERS = ("tapveth", "wirefilter", "tbf")
+TCP_SHARE = 1448 / 1514  # MSS with timestamps over the frame it rides in (no FCS)
+UDP_LEN = 1400
+UDP_SHARE = UDP_LEN / (UDP_LEN + 8 + 20 + 14)
 
 
 @dataclass
 class Row:
     setting: str
-    figure: str
-    unit: str
-    configured: float
-    measured: float
-
-    @property
-    def ratio(self) -> float:
-        return self.measured / self.configured if self.configured else float("nan")
+    measured_by: str
+    target: str
+    cells: dict[str, str] = field(default_factory=dict)  # subject -> shown figure
+    met: dict[str, bool] = field(default_factory=dict)  # subject -> target met
+    figures: dict[str, Any] = field(default_factory=dict)  # subject -> exact figures
 
 
-def _rtts(s: Subject, count: int) -> list[float]:
-    out = in_ns(s.ns_a, "ping", "-c", str(count), "-i", "0.01", "-W", "2", IP_B, check=False)
-    return [float(t) for t in re.findall(r"time=([\d.]+) ms", out)]
+class Applier(Protocol):
+    def __call__(self, st: Setting) -> bool: ...
+
+
+@dataclass
+class Target:
+    """A subject under measurement and how to give it a setting (False: it cannot)."""
+
+    subject: Subject
+    apply: Applier
 
 
 class ImpairBench:
-    def __init__(self, bench: Bench, s: Subject, log: Callable[[str], None]) -> None:
-        self.bench, self.s, self.log = bench, s, log
-        self.count = 50 if bench.quick else 200
+    def __init__(self, bench: Bench, log: Callable[[str], None]) -> None:
+        self.bench, self.log = bench, log
+        self.quick = bench.quick
+        self.targets: dict[str, Target] = {}
+        self.rows: list[Row] = []
+        self.base: dict[tuple[str, int], float] = {}  # (subject, pps) -> no-delay p50, us
+        self.raw: dict[str, Any] = {}  # delay samples for --plot
+        self.netem_now = ""  # tapveth's current netem line
 
-    def netem(self, line: str | None) -> None:
-        assert self.bench.daemon is not None
-        if line is None:
-            self.bench.daemon.request("qdisc", {"action": "del", "name": self.s.if_a})
+    # -- building ------------------------------------------------------------------------
+
+    def build(self, peers: bool) -> None:
+        b = self.bench
+        s = b.build_tapveth()
+        b.subjects.append(s)
+        for ns in (s.ns_a, s.ns_b):
+            _big_tcp_windows(ns)
+        self.targets["tapveth"] = Target(s, self._netem)
+        if not peers:
             return
-        from tapveth.core.netem import parse
+        wf = Wirefilter(b)
+        ws = wf.build()
+        if ws is None:
+            self.log("  (vde_switch or wirefilter is not installed: skipped)")
+        else:
+            for ns in (ws.ns_a, ws.ns_b):
+                _big_tcp_windows(ns)
+            self.targets["wirefilter"] = Target(ws, wf.apply)
+        tbf = Tbf(b)
+        ts = tbf.build()
+        for ns in (ts.ns_a, ts.ns_b):
+            _big_tcp_windows(ns)
+        self.targets["tbf"] = Target(ts, tbf.apply)
 
-        self.bench.daemon.request(
-            "qdisc",
-            {"action": "replace", "name": self.s.if_a, "netem": parse(line.split()).to_dict()},
-        )
+    def _netem(self, st: Setting) -> bool:
+        d = self.bench.daemon
+        assert d is not None
+        name = self.targets["tapveth"].subject.if_a
+        if st.netem == self.netem_now:
+            return True
+        if not st.netem:
+            d.request("qdisc", {"action": "del", "name": name})
+        else:
+            from tapveth.core.netem import parse
+
+            netem = parse(st.netem.split()).to_dict()
+            d.request("qdisc", {"action": "replace", "name": name, "netem": netem})
+        self.netem_now = st.netem
+        return True
+
+    def each(self, st: Setting) -> list[tuple[str, Subject]]:
+        """Give every subject the setting; those that took it."""
+        return [(name, t.subject) for name, t in self.targets.items() if t.apply(st)]
+
+    # -- rows ------------------------------------------------------------------------------
 
     def run(self) -> list[Row]:
-        rows: list[Row] = []
-        base = statistics.median(_rtts(self.s, self.count))
-        self.log(f"  unimpaired ping RTT p50 {base * 1000:.0f} us")
-        for delay_ms in (0.3, 1.0, 10.0, 50.0):
-            line = f"delay {delay_ms:g}ms"
-            self.log(f"  {line}")
-            self.netem(line)
-            got = statistics.median(_rtts(self.s, self.count))
-            rows.append(Row(line, "added RTT p50", "ms", delay_ms, got - base))
-        line = "delay 20ms 4ms distribution normal"
-        self.log(f"  {line}")
-        self.netem(line)
-        got_rtts = _rtts(self.s, self.count * 2)
-        # the interquartile range over 1.349 is the standard deviation of a normal
-        # distribution, without the stalls of a shared machine that a std dev would add
-        q1, _, q3 = statistics.quantiles(got_rtts, n=4)
-        rows.append(Row(line, "RTT IQR / 1.349", "ms", 4.0, (q3 - q1) / 1.349))
-        rows.append(Row(line, "added RTT p50", "ms", 20.0, statistics.median(got_rtts) - base))
-        for pct in (1.0, 10.0):
-            line = f"loss {pct:g}%"
-            self.log(f"  {line}")
-            self.netem(line)
-            udp = self.bench.iperf(self.s, "-u", "-b", "20M", "-l", "1000")["end"]["sum"]
-            rows.append(
-                Row(line, "UDP loss", "%", pct, 100.0 * udp["lost_packets"] / udp["packets"])
+        self.baselines()
+        self.delays()
+        self.jitter()
+        self.frame_rows()
+        self.rates()
+        self.long_fat()
+        self.carrier()
+        self.each(Setting(""))
+        return self.rows
+
+    def udp(self, s: Subject, count: int, pps: int) -> tuple[Any, Any]:
+        return run_udp(s.ns_a, s.ns_b, IP_B, count, pps)
+
+    def baselines(self) -> None:
+        n = 1000 if self.quick else 5000
+        for pps in (1000, 20000):
+            for name, s in self.each(Setting("")):
+                if name == "tbf":
+                    continue
+                sent, got = self.udp(s, n, pps)
+                p50 = statistics.median(got["delay_us"])
+                self.base[name, pps] = p50
+                self.log(
+                    f"  {name}: no-delay one-way p50 {p50:.0f} us at {sent['pps']:.0f} pps"
+                    f" ({len(got['seq'])}/{n} received)"
+                )
+
+    def delays(self) -> None:
+        ms_list = (1.0, 100.0) if self.quick else (1.0, 10.0, 100.0, 1000.0)
+        n = 1000 if self.quick else 5000
+        for ms in ms_list:
+            st = Setting(f"delay {ms:g}ms", delay_ms=ms)
+            for pps in (1000, 20000):
+                self.log(f"  {st.netem} at {pps} pps")
+                row = Row(
+                    f"{st.netem} ({pps // 1000} kpps)",
+                    "UDP one-way delay minus no-delay p50",
+                    "p50 ±50 us, p99 ±200 us",
+                )
+                for name, s in self.each(st):
+                    if name == "tbf":
+                        continue
+                    sent, got = self.udp(s, n, pps)
+                    xs = sorted(d - self.base[name, pps] for d in got["delay_us"])
+                    if not xs:
+                        row.cells[name] = "nothing received"
+                        row.met[name] = False
+                        continue
+                    p50, p99 = (
+                        acc.percentile(xs, 50) - ms * 1000,
+                        acc.percentile(xs, 99) - ms * 1000,
+                    )
+                    row.cells[name] = f"p50 {p50:+.0f} us, p99 {p99:+.0f} us"
+                    row.met[name] = abs(p50) <= 50 and abs(p99) <= 200
+                    row.figures[name] = {
+                        "sent_pps": sent["pps"],
+                        "received": len(xs),
+                        "sent": sent["sent"],
+                        "p50_error_us": p50,
+                        "p99_error_us": p99,
+                        "summary_us": acc.summary(xs),
+                    }
+                self.rows.append(row)
+
+    def jitter(self) -> None:
+        mean, sd = 20.0, 5.0
+        st = Setting("delay 20ms 5ms distribution normal", delay_ms=mean, jitter_ms=sd)
+        sparse_n = 300 if self.quick else 1000
+        dense_n = 4000 if self.quick else 20000
+        normal = statistics.NormalDist(mean * 1000, sd * 1000)
+        sparse = Row(
+            f"{st.netem} (sparse, 40 pps)",
+            f"{sparse_n} UDP one-way delays vs the requested normal",
+            "mean ±2%, stddev ±5%, K-S p >= 0.01, 0 reordered",
+        )
+        dense = Row(
+            f"{st.netem} (1 kpps)",
+            f"{dense_n} delays vs the requested normal kept in order (simulated)",
+            "two-sample K-S p >= 0.01, 0 reordered",
+        )
+        for name, s in self.each(st):
+            if name == "tbf":
+                continue
+            self.log(f"  {name}: {st.netem}, sparse")
+            sent, got = self.udp(s, sparse_n, 40)
+            xs = [d - self.base[name, 1000] for d in got["delay_us"]]
+            late = acc.reordered(got["seq"])
+            m, sdev = statistics.fmean(xs), statistics.stdev(xs)
+            dks, pks = acc.ks_one(xs, normal)
+            sparse.cells[name] = (
+                f"mean {m / 1000:.2f} ms, sd {sdev / 1000:.2f} ms, K-S p {pks:.2g}, {late} reord."
             )
-        for mbit in (10, 100, 1000):
-            line = f"rate {mbit}mbit"
-            self.log(f"  {line}")
-            self.netem(line)
-            res = self.bench.iperf(self.s, "-P", "1")
-            got = res["end"]["sum_received"]["bits_per_second"] / 1e6
-            rows.append(Row(line, "TCP goodput", "Mbit/s", float(mbit), got))
-        line = "delay 20ms rate 100mbit"
-        self.log(f"  {line}")
-        self.netem(line)
-        res = self.bench.iperf(self.s, "-P", "1")
-        got = res["end"]["sum_received"]["bits_per_second"] / 1e6
-        rows.append(Row(line, "TCP goodput", "Mbit/s", 100.0, got))
-        self.netem(None)
-        return rows
+            sparse.met[name] = (
+                abs(m / 1000 - mean) <= 0.02 * mean
+                and abs(sdev / 1000 - sd) <= 0.05 * sd
+                and pks >= 0.01
+                and late == 0
+            )
+            sparse.figures[name] = {
+                "mean_ms": m / 1000,
+                "stddev_ms": sdev / 1000,
+                "ks_d": dks,
+                "ks_p": pks,
+                "reordered": late,
+                "received": len(xs),
+                "sent": sent["sent"],
+            }
+            self.raw[f"{name} sparse"] = xs
+            self.log(f"  {name}: {st.netem}, 1 kpps")
+            sent, got = self.udp(s, dense_n, 1000)
+            xs = [d - self.base[name, 1000] for d in got["delay_us"]]
+            late = acc.reordered(got["seq"])
+            order = sorted(range(len(got["seq"])), key=lambda i: got["seq"][i])
+            sim = acc.in_order_delays(
+                [got["sent_us"][i] for i in order], mean * 1000, sd * 1000, seed=7
+            )
+            d2, p2 = acc.ks_two(xs, sim)
+            m, sdev = statistics.fmean(xs), statistics.stdev(xs)
+            dense.cells[name] = (
+                f"mean {m / 1000:.2f} ms (sim. {statistics.fmean(sim) / 1000:.2f}), "
+                f"sd {sdev / 1000:.2f} ms (sim. {statistics.stdev(sim) / 1000:.2f}), "
+                f"K-S p {p2:.2g}, {late} reord."
+            )
+            dense.met[name] = p2 >= 0.01 and late == 0
+            dense.figures[name] = {
+                "mean_ms": m / 1000,
+                "stddev_ms": sdev / 1000,
+                "simulated_mean_ms": statistics.fmean(sim) / 1000,
+                "simulated_stddev_ms": statistics.stdev(sim) / 1000,
+                "ks_d": d2,
+                "ks_p": p2,
+                "reordered": late,
+                "received": len(xs),
+                "sent": sent["sent"],
+                "sent_pps": sent["pps"],
+            }
+            self.raw[f"{name} 1 kpps"] = xs
+            self.raw[f"{name} 1 kpps simulated"] = sim
+        self.rows += [sparse, dense]
+
+    def frames(self, s: Subject, count: int, expect: int, pps: int = 10000) -> tuple[Any, Any]:
+        return run_frames(s.ns_a, s.if_a, s.ns_b, s.if_b, count, pps, expect)
+
+    def frame_rows(self) -> None:
+        n = 20000 if self.quick else 100000
+        for name, s in self.each(Setting("")):
+            if name == "tbf":
+                continue
+            sent, got = self.frames(s, n, n)
+            self.log(
+                f"  {name}: {len(set(got['seq']))}/{sent['sent']} frames without impairments"
+                f" at {sent['pps']:.0f} pps, {got['socket_drops']} socket drops"
+            )
+        for pct in (1.0, 10.0):
+            st = Setting(f"loss random {pct:g}%", loss=pct)
+            row = Row(st.netem, f"{n} raw frames", "inside the 99.9% binomial interval")
+            for name, s in self.each(st):
+                if name == "tbf":
+                    continue
+                self.log(f"  {name}: {st.netem}")
+                sent, got = self.frames(s, n, n)
+                lost = sent["sent"] - len(set(got["seq"]))
+                self._rate(row, name, lost, sent["sent"], pct, got)
+            self.rows.append(row)
+        self.gemodel(n)
+        for netem, what in (
+            ("duplicate 1%", "duplicate"),
+            ("corrupt 1%", "corrupt"),
+            ("delay 10ms reorder 10%", "reorder"),
+        ):
+            st = (
+                Setting(netem, duplicate=1.0) if what == "duplicate" else Setting(netem, other=True)
+            )
+            target = "inside the 99.9% binomial interval"
+            if what == "corrupt":
+                target += "; exactly 1 bit changed, past the Ethernet header"
+            row = Row(netem, f"{n} raw frames", target)
+            for name, s in self.each(st):
+                if name == "tbf":
+                    continue
+                self.log(f"  {name}: {netem}")
+                expect = n * 2 if what == "duplicate" else n
+                sent, got = self.frames(s, n, expect)
+                count = Counter(got["seq"])
+                if what == "duplicate":
+                    hits = sum(c - 1 for c in count.values())
+                    self._rate(row, name, hits, sent["sent"], 1.0, got)
+                elif what == "corrupt":
+                    changed = got["changed"]
+                    one_bit = sum(1 for _, bits, off in changed if bits == 1 and off >= 14)
+                    self._rate(row, name, len(changed), len(got["seq"]), 1.0, got)
+                    row.cells[name] += f", {one_bit}/{len(changed)} one bit past the header"
+                    row.met[name] = row.met[name] and one_bit == len(changed)
+                    row.figures[name]["one_bit_past_header"] = one_bit
+                else:
+                    early = sum(1 for d in got["delay_us"] if d < 5000)
+                    self._rate(row, name, early, len(got["seq"]), 10.0, got)
+            self.rows.append(row)
+
+    def _rate(self, row: Row, name: str, hits: int, trials: int, pct: float, got: Any) -> None:
+        lo, hi = acc.wilson(hits, trials)
+        row.cells[name] = f"{100 * hits / trials:.3f}% [{100 * lo:.3f}, {100 * hi:.3f}]"
+        row.met[name] = lo <= pct / 100 <= hi
+        row.figures[name] = {
+            "hits": hits,
+            "trials": trials,
+            "rate_pct": 100 * hits / trials,
+            "interval_999_pct": [100 * lo, 100 * hi],
+            "socket_drops": got["socket_drops"],
+        }
+
+    def gemodel(self, n: int) -> None:
+        p, r, h1, k1 = 1.0, 30.0, 100.0, 0.0
+        st = Setting(f"loss gemodel {p:g}% {r:g}% {h1:g}% {k1:g}%", other=True)
+        want = acc.gemodel_expectation(p / 100, r / 100, h1 / 100, k1 / 100)
+        row = Row(
+            st.netem,
+            f"{n} raw frames",
+            f"loss {100 * want.loss:.2f}% ±5%, burst {want.burst:.2f} ±5%",
+        )
+        for name, s in self.each(st):
+            if name == "tbf":
+                continue
+            self.log(f"  {name}: {st.netem}")
+            sent, got = self.frames(s, n, n)
+            seen = set(got["seq"])
+            lost = [i not in seen for i in range(sent["sent"])]
+            runs = acc.bursts(lost)
+            loss = sum(lost) / len(lost)
+            burst = statistics.fmean(runs) if runs else 0.0
+            row.cells[name] = f"loss {100 * loss:.2f}%, burst {burst:.2f}"
+            row.met[name] = (
+                abs(loss - want.loss) <= 0.05 * want.loss
+                and abs(burst - want.burst) <= 0.05 * want.burst
+            )
+            row.figures[name] = {
+                "loss_pct": 100 * loss,
+                "mean_burst": burst,
+                "bursts": len(runs),
+                "expected_loss_pct": 100 * want.loss,
+                "expected_burst": want.burst,
+                "socket_drops": got["socket_drops"],
+            }
+        self.rows.append(row)
+
+    def rates(self) -> None:
+        mbits = (10, 100, 1000) if self.quick else (1, 10, 100, 1000, 10000)
+        secs = 4 if self.quick else 10
+        for mbit in mbits:
+            rate = mbit * 1_000_000
+            st = Setting(f"rate {_rate_word(mbit)}", rate_bit=rate)
+            for proto in ("TCP", "UDP"):
+                share = TCP_SHARE if proto == "TCP" else UDP_SHARE
+                want = rate * share
+                row = Row(
+                    f"{st.netem} ({proto})",
+                    f"iperf3 {proto} goodput",
+                    f"{want / 1e6:.4g} Mbit/s ±2%",
+                )
+                for name, s in self.each(st):
+                    self.log(f"  {name}: {st.netem}, iperf3 {proto}")
+                    args = ["-O", "1", "-t", str(secs)]
+                    if proto == "UDP":
+                        args += ["-u", "-b", str(int(rate * 1.1)), "-l", str(UDP_LEN)]
+                    res = self.bench.iperf(s, *args)
+                    end = res["end"]
+                    got = _goodput(end, proto)
+                    err = got / want - 1
+                    row.cells[name] = f"{got / 1e6:.4g} ({100 * err:+.1f}%)"
+                    row.met[name] = abs(err) <= 0.02
+                    row.figures[name] = {"goodput_bps": got, "error_pct": 100 * err}
+                self.rows.append(row)
+
+    def long_fat(self) -> None:
+        st = Setting("delay 100ms rate 1gbit", delay_ms=100.0, rate_bit=1_000_000_000)
+        secs = 6 if self.quick else 15
+        row = Row(
+            st.netem,
+            "iperf3 TCP, default limit",
+            "no queue drop; >= 90% of the rate",
+        )
+        for name, s in self.each(st):
+            self.log(f"  {name}: {st.netem}")
+            res = self.bench.iperf(s, "-O", "3", "-t", str(secs))
+            got = res["end"]["sum_received"]["bits_per_second"]
+            share = got / 1e9
+            drops = self._queue_drops() if name == "tapveth" else None
+            row.cells[name] = f"{got / 1e6:.0f} Mbit/s ({100 * share:.0f}%)" + (
+                f", {drops} queue drops" if drops is not None else ""
+            )
+            row.met[name] = share >= 0.9 and not drops
+            row.figures[name] = {"goodput_bps": got, "queue_drops": drops}
+        self.rows.append(row)
+
+    def _queue_drops(self) -> int:
+        d = self.bench.daemon
+        assert d is not None
+        name = self.targets["tapveth"].subject.if_a
+        out = json.loads(d.cli("-j", "-s", "qdisc", "show", "dev", name).stdout)
+        (q,) = out
+        drops = q.get("drops", {})
+        return int(drops.get("queue", 0)) if isinstance(drops, dict) else 0
+
+    def carrier(self) -> None:
+        """Cut and restore the carrier n times, 0.3 s apart; a watcher in each end's namespace
+        polls its carrier (sysfs) and notes when it changed, on the shared CLOCK_MONOTONIC."""
+        s = self.targets["tapveth"].subject
+        d = self.bench.daemon
+        assert d is not None
+        n = 5 if self.quick else 20
+        self.log(f"  tapveth: carrier off/on x{n}")
+        seconds = n * 0.6 + 3
+        watchers = [
+            spawn_carrier_watch(ns, ifname, seconds)
+            for ns, ifname in ((s.ns_a, s.if_a), (s.ns_b, s.if_b))
+        ]
+        try:
+            for _ in range(n):
+                for state in ("off", "on"):
+                    d.cli("link", "set", "dev", s.if_a, "carrier", state)
+                    time.sleep(0.3)
+            outs = [json.loads(w.communicate(timeout=seconds + 30)[0]) for w in watchers]
+        finally:
+            for w in watchers:
+                if w.poll() is None:
+                    w.kill()
+                    w.wait(5)
+        ev = [[t for t, _ in o["changes"]] for o in outs]
+        row = Row(
+            "carrier off/on",
+            f"{n} x off+on, each end's carrier polled in its namespace",
+            "both ends within 1 ms",
+        )
+        if len(ev[0]) != 2 * n or len(ev[1]) != 2 * n:
+            row.cells["tapveth"] = f"changes seen: {len(ev[0])} and {len(ev[1])} of {2 * n}"
+            row.met["tapveth"] = False
+            gaps: list[float] = []
+        else:
+            gaps = sorted(abs(a - b) / 1000 for a, b in zip(ev[0], ev[1], strict=True))
+            row.cells["tapveth"] = (
+                f"gap p50 {acc.percentile(gaps, 50):.0f} us, max {gaps[-1]:.0f} us"
+            )
+            row.met["tapveth"] = gaps[-1] <= 1000
+        row.figures["tapveth"] = {"gaps_us": gaps, "changes": [len(ev[0]), len(ev[1])]}
+        self.rows.append(row)
 
 
-def table(rows: list[Row]) -> str:
-    head = ("setting", "figure", "unit", "configured", "measured", "measured / configured")
+def _goodput(end: Any, proto: str) -> float:
+    """The receiver's goodput from iperf3's JSON. For UDP, iperf3 3.12's client summary has
+    the sender's rate and the receiver's loss: delivered datagrams times their length over
+    the run."""
+    if proto == "TCP":
+        return float(end["sum_received"]["bits_per_second"])
+    if "sum_received" in end:  # iperf3 >= 3.17
+        return float(end["sum_received"]["bits_per_second"])
+    u = end["sum"]
+    return float((u["packets"] - u["lost_packets"]) * UDP_LEN * 8 / u["seconds"])
+
+
+def _rate_word(mbit: int) -> str:
+    return f"{mbit // 1000}gbit" if mbit >= 1000 and mbit % 1000 == 0 else f"{mbit}mbit"
+
+
+def _big_tcp_windows(ns: str) -> None:
+    """Let one TCP flow fill 100 ms at 1 Gbit/s (12.5 MB in flight): the namespaces are the
+    bench's own, their sysctls go with them."""
+    for key in ("net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem"):
+        in_ns(ns, "sysctl", "-q", "-w", f"{key}=4096 131072 67108864", check=False)
+
+
+def table(rows: list[Row], names: tuple[str, ...] = PEERS) -> str:
+    head = ("setting", "measured by", "target", *names, "met?")
     body = [
-        (r.setting, r.figure, r.unit, f"{r.configured:g}", f"{r.measured:.3g}", f"{r.ratio:.2f}")
+        (
+            r.setting,
+            r.measured_by,
+            r.target,
+            *(r.cells.get(n, "-") for n in names),
+            "yes" if r.met.get("tapveth") else "no",
+        )
         for r in rows
     ]
     widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
     return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        " | ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
         for line in (head, *body)
     )
 
 
-def run_impair_bench(quick: bool, json_path: str | None) -> int:
-    signal.signal(signal.SIGTERM, _interrupt)
+def plot(raw: dict[str, Any], path: str) -> None:
+    """The measured delay distributions (CDFs) against the requested normal and the simulated
+    in-order one."""
+    import matplotlib
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for label, xs in raw.items():
+        s = sorted(x / 1000 for x in xs)
+        if s:
+            ax.plot(s, [(i + 1) / len(s) for i in range(len(s))], label=label, linewidth=1)
+    normal = statistics.NormalDist(20.0, 5.0)
+    grid = [i / 10 for i in range(0, 451)]
+    ax.plot(grid, [normal.cdf(x) for x in grid], "k--", label="requested N(20 ms, 5 ms)")
+    ax.set_xlabel("one-way delay minus the no-delay median (ms)")
+    ax.set_ylabel("cumulative share of frames")
+    ax.set_title("delay 20ms 5ms distribution normal: measured against requested")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def run_impair_bench(
+    quick: bool, json_path: str | None, plot_path: str | None = None, peers: bool = True
+) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
     bench = Bench(quick, False, log)
-    try:
-        s = bench.build_tapveth()
-        bench.subjects.append(s)
-        log("measuring impairments on tapveth")
-        rows = ImpairBench(bench, s, log).run()
-    except KeyboardInterrupt:
-        log("interrupted: cleaning up")
-        return 130
-    except BenchError as exc:
-        log(f"tapveth bench: {exc}")
-        return 1
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        bench.cleanup()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    print(table(rows))
+    ib = ImpairBench(bench, log)
+
+    def body() -> None:
+        ib.build(peers and shutil.which("vde_switch") is not None)
+        log("measuring impairments (" + ", ".join(ib.targets) + ")")
+        try:
+            ib.run()
+        except ProbeError as exc:
+            raise BenchError(str(exc)) from None
+
+    rc = guarded(body, bench.cleanup, log)
+    if rc != 0:
+        return rc
+    print(table(ib.rows))
     if json_path:
+        info = {
+            "machine": {"cpus": os.cpu_count(), "kernel": os.uname().release},
+            "loadavg": os.getloadavg(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "quick": quick,
+            "rows": [r.__dict__ for r in ib.rows],
+        }
         with open(json_path, "w") as f:
-            json.dump([r.__dict__ for r in rows], f, indent=2)
+            json.dump(info, f, indent=2, default=_jsonable)
+    if plot_path:
+        plot(ib.raw, plot_path)
     return 0
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, float) and math.isinf(x):
+        return None
+    return str(x)

@@ -463,6 +463,27 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def guarded(
+    body: Callable[[], None], cleanup: Callable[[], None], log: Callable[[str], None]
+) -> int:
+    """The skeleton every bench run shares: SIGTERM as Ctrl-C, a BenchError as one line and
+    exit 1, an interruption as 130, and cleanup always, itself shielded from a second Ctrl-C."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        body()
+    except KeyboardInterrupt:
+        log("interrupted: cleaning up")
+        return 130
+    except BenchError as exc:
+        log(f"tapveth bench: {exc}")
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        cleanup()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    return 0
+
+
 def run_bench(
     quick: bool,
     peers: bool,
@@ -474,7 +495,6 @@ def run_bench(
 ) -> int:
     """Build every subject, then measure them in rounds, the order reversed every other round
     so that no subject always runs first (or last) on a machine whose load drifts."""
-    signal.signal(signal.SIGTERM, _interrupt)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -488,7 +508,8 @@ def run_bench(
         rounds = 1 if quick else 3
     bench = Bench(quick, peers, log, daemon_args, variants)
     samples: Samples = {}
-    try:
+
+    def body() -> None:
         builders: list[Callable[[], Subject | None]] = [bench.build_kernel, bench.build_tapveth]
         if peers:
             builders += [bench.build_vde, bench.build_socat]
@@ -507,16 +528,10 @@ def run_bench(
             for s in order:
                 log(f"round {r + 1}/{rounds}: measuring {s.name}")
                 add_round(samples, s.name, bench.measure(s))
-    except KeyboardInterrupt:
-        log("interrupted: cleaning up")
-        return 130
-    except BenchError as exc:
-        log(f"tapveth bench: {exc}")
-        return 1
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        bench.cleanup()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    rc = guarded(body, bench.cleanup, log)
+    if rc != 0:
+        return rc
     results = medians(samples)
     info = {
         "machine": {"cpus": os.cpu_count(), "kernel": os.uname().release},
@@ -544,19 +559,19 @@ def run_scale(pairs: int, quick: bool, json_path: str | None) -> int:
 
     if not 1 <= pairs <= 1024:
         raise BenchError("--pairs takes 1..1024")
-    signal.signal(signal.SIGTERM, _interrupt)
-    scale = Scale(pairs, 2.0 if quick else 5.0, lambda m: print(m, file=sys.stderr, flush=True))
-    try:
-        result = scale.run()
-    except KeyboardInterrupt:
-        return 130
-    except BenchError as exc:
-        print(f"tapveth bench: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        scale.cleanup()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    scale = Scale(pairs, 2.0 if quick else 5.0, log)
+    result: dict[str, Any] = {}
+
+    def body() -> None:
+        result.update(scale.run())
+
+    rc = guarded(body, scale.cleanup, log)
+    if rc != 0:
+        return rc
     print(scale_table(result))
     if json_path:
         with open(json_path, "w") as f:

@@ -405,7 +405,7 @@ def _run_bench(opts: argparse.Namespace, out: Output) -> int:
     if opts.impair:
         from tapveth.bench.impair import run_impair_bench
 
-        return run_impair_bench(opts.quick, opts.json_file)
+        return run_impair_bench(opts.quick, opts.json_file, opts.plot)
     if opts.vxlan:
         from tapveth.bench.vxlan import run_vxlan_bench
 
