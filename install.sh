@@ -115,10 +115,11 @@ fi
 
 packages="iproute2 iputils-ping iperf3 ethtool procps python3 python3-venv"
 # The tests also drive packet captures, peers for the benchmark (vde, socat), containers, the
-# firewall tools, pipx, and the systemd unit under a real systemd in a systemd-nspawn container.
+# firewall tools, pipx, the systemd unit under a real systemd in a systemd-nspawn container,
+# and Open vSwitch (its userspace datapath) as a far side of a vxlan end.
 [ "$mode" = test ] && packages="$packages tshark tcpdump prometheus podman
     containernetworking-plugins busybox-static vde2 vde-wirefilter socat sockperf pipx runc
-    iptables nftables systemd-container util-linux man-db"
+    iptables nftables systemd-container util-linux man-db openvswitch-switch"
 # shellcheck disable=SC2086
 apt_install $packages
 [ -x .venv/bin/python ] || python3 -m venv .venv
