@@ -4,8 +4,8 @@ interface and the underlay address, a bridge br-int has the vxlan port and the o
 address. ovsdb-server and ovs-vswitchd are the test's own, in host B's namespace, with their
 database, sockets and logs in a temporary directory."""
 
-import re
 import os
+import re
 import shutil
 import time
 from pathlib import Path
