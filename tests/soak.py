@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from soakrig import SoakRig, after_warmup, proc_status, rss_grew, sh
+from soakrig import SoakRig, after_warmup, floor_grew, proc_status, rss_grew, sh
 
 
 def main() -> int:
@@ -83,9 +83,9 @@ def main() -> int:
     last = samples[-1]
     grew = {
         "rss": rss_grew(base, last),
-        "fds": last["fds"] > base["fds"],
-        "threads": last["threads"] > base["threads"],
-        "tasks": last["tasks"] > base["tasks"],
+        "fds": floor_grew(samples, base, "fds"),
+        "threads": floor_grew(samples, base, "threads"),
+        "tasks": floor_grew(samples, base, "tasks"),
     }
     moving = samples[-1]["relayed_mb"] > samples[0]["relayed_mb"]
     ok = not any(grew.values()) and moving and rc == 0 and last["pairs"] == 1

@@ -43,6 +43,14 @@ def rss_grew(base: dict[str, Any], last: dict[str, Any]) -> bool:
     return bool(last["rss_mib"] - base["rss_mib"] > RSS_SLACK_MIB)
 
 
+def floor_grew(samples: list[dict[str, Any]], base: dict[str, Any], key: str) -> bool:
+    """Whether the lowest reading of the final third is above the warm-up's. A leak raises the
+    floor; a resource held for a moment (an fd of a pair being torn down while the sample is
+    served, seen as 21, 22, 21) does not."""
+    tail = samples[-max(1, len(samples) // 3) :]
+    return bool(min(s[key] for s in tail) > base[key])
+
+
 class SoakRig:
     """`with SoakRig("tvsoak", "ab") as rig:` makes namespaces PREFIX-TAG-a, -b…, starts a
     private daemon; on exit kills every process spawned, stops the daemon (its exit code in
