@@ -52,6 +52,7 @@ class Subject:
     if_b: str
     pid: int | None = None
     undo: list[Callable[[], None]] = field(default_factory=list)
+    client: tuple[str, ...] = ()  # prefix of the senders' commands (ping, iperf3 -c): taskset
 
 
 def sh(*cmd: str, timeout: float = 120, check: bool = True) -> str:
@@ -274,7 +275,17 @@ class Bench:
 
     def ping(self, s: Subject) -> tuple[float, float]:
         out = in_ns(
-            s.ns_a, "ping", "-c", str(self.probes), "-i", "0.01", "-W", "1", IP_B, check=False
+            s.ns_a,
+            *s.client,
+            "ping",
+            "-c",
+            str(self.probes),
+            "-i",
+            "0.01",
+            "-W",
+            "1",
+            IP_B,
+            check=False,
         )
         times = sorted(float(t) * 1000 for t in re.findall(r"time=([\d.]+) ms", out))
         if len(times) < self.probes // 2:
@@ -366,6 +377,7 @@ class Bench:
                 time.sleep(0.05)
             out = in_ns(
                 s.ns_a,
+                *s.client,
                 "iperf3",
                 "-c",
                 IP_B,

@@ -371,6 +371,12 @@ def _cmd_bench(sub: Any) -> None:
         help="measure a pair stretched over VXLAN against the kernel's vxlan instead",
     )
     b.add_argument(
+        "--designs",
+        action="store_true",
+        help="instead: relay designs (bare prototypes, CPU placement) beside the kernel veth, "
+        "the daemon and vde_switch",
+    )
+    b.add_argument(
         "--impair",
         action="store_true",
         help="instead: how closely a receiver sees the netem settings asked for",
@@ -395,9 +401,13 @@ def _run_bench(opts: argparse.Namespace, out: Output) -> int:
             raise UsageError("--plot needs matplotlib: pip install 'tapveth[plot]'")
         if not os.access(os.path.dirname(os.path.abspath(opts.plot)), os.W_OK):
             raise UsageError(f"--plot: cannot write into the directory of {opts.plot}")
-    if opts.variant and (opts.impair or opts.vxlan or opts.pairs is not None):
+    if opts.variant and (opts.impair or opts.vxlan or opts.designs or opts.pairs is not None):
         raise UsageError(
-            "--variant: only with the side-by-side run (not --impair, --vxlan, --pairs)"
+            "--variant: only with the side-by-side run (not --impair, --vxlan, --designs, --pairs)"
+        )
+    if opts.designs and (opts.impair or opts.vxlan or opts.pairs is not None or opts.plot):
+        raise UsageError(
+            "--designs: a run of its own (not with --impair, --vxlan, --pairs, --plot)"
         )
     from tapveth.bench.sidebyside import run_bench
 
@@ -406,6 +416,10 @@ def _run_bench(opts: argparse.Namespace, out: Output) -> int:
         from tapveth.bench.impair import run_impair_bench
 
         return run_impair_bench(opts.quick, opts.json_file, opts.plot)
+    if opts.designs:
+        from tapveth.bench.designs import run_designs
+
+        return run_designs(opts.quick, opts.json_file, opts.rounds)
     if opts.vxlan:
         from tapveth.bench.vxlan import run_vxlan_bench
 
