@@ -276,7 +276,11 @@ class Relay:
         if link is None:
             return
         link.timer.clear()
-        self._before_batch()
+        # As in pump: ask whether events are queued rather than drain an empty socket, which
+        # on a timer's path cost more than the poll (README, "Impairments").
+        events_poll = self._events_poll
+        if events_poll is None or events_poll(0):
+            self._before_batch()
         self.deliver(src, dst)
 
     def deliver(self, src: End, dst: End) -> None:
