@@ -6,10 +6,11 @@ numbers in, numbers out, so each judgement of `bench --impair` is unit-tested wi
 Written here rather than taken from scipy: the four formulas needed are short, exact enough
 for 100k samples, and keep the benchmark free of a large optional dependency."""
 
+import bisect
 import math
 import random
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 Z999 = statistics.NormalDist().inv_cdf(1 - 0.001 / 2)  # two-sided 99.9%: 3.2905
@@ -157,6 +158,49 @@ def in_order_delays(
         last = arrive
         out.append(arrive - t)
     return out
+
+
+def ks_distance_sorted(sorted_xs: Sequence[float], sorted_ref: Sequence[float]) -> float:
+    """The K-S distance between a sample's empirical CDF and a (large) reference sample's, both
+    sorted: the largest gap, looked at on both sides of each of the sample's steps (between
+    them the sample's CDF is flat, so its gap to the reference is largest at an end)."""
+    n, m = len(sorted_xs), len(sorted_ref)
+    if n == 0 or m == 0:
+        raise ValueError("ks_distance_sorted: no samples")
+    left, right = bisect.bisect_left, bisect.bisect_right
+    d = 0.0
+    for i, x in enumerate(sorted_xs):
+        below, upto = left(sorted_ref, x) / m, right(sorted_ref, x) / m
+        d = max(d, abs((i + 1) / n - upto), abs(i / n - below))
+    return d
+
+
+def ks_monte_carlo(
+    samples: Sequence[float], simulate: Callable[[int], list[float]], runs: int = 100
+) -> tuple[float, float]:
+    """K-S of samples against a simulated process, with the p-value taken from the process
+    itself: (D, p). For samples that are not independent, where Kolmogorov's p-value does not
+    hold: delays kept in order are correlated over many frames (two simulated runs of 4000
+    such delays at 1 kpps failed the two-sample test at 1% in 18 of 100 tries). simulate(k)
+    gives run k of the process (independent runs, same conditions as the samples). The
+    reference is runs 0..9 pooled; D of the samples against it is compared with the D of each
+    of `runs` further runs against it: p = (1 + how many reach D) / (1 + runs)."""
+    ref = sorted(x for k in range(10) for x in simulate(k))
+    d = ks_distance_sorted(sorted(samples), ref)
+    above = sum(ks_distance_sorted(sorted(simulate(10 + k)), ref) >= d for k in range(runs))
+    return d, (1 + above) / (1 + runs)
+
+
+def mean_stderr(stddev: float, n: int) -> float:
+    """The standard error of a sample mean of n independent values."""
+    return stddev / math.sqrt(n)
+
+
+def stddev_stderr(stddev: float, n: int) -> float:
+    """The standard error of a normal sample's standard deviation (sigma / sqrt(2 (n - 1))):
+    how far the measured sd strays from the true one by sampling alone, 4.1% of it at n = 300
+    and 0.5% at n = 20000."""
+    return stddev / math.sqrt(2 * (n - 1)) if n > 1 else math.inf
 
 
 def reordered(seqs_in_arrival_order: Sequence[int]) -> int:

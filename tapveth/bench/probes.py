@@ -36,6 +36,7 @@ SO_TIMESTAMPNS = 35
 SO_RCVBUFFORCE = 33
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
+PR_SET_TIMERSLACK = 29
 _UDP_HEAD = struct.Struct("!IQ")  # seq, send time (ns, CLOCK_REALTIME)
 _FRAME_HEAD = struct.Struct("!IIIQQQ")  # seq and send time, three copies of each
 PATTERN = bytes((i * 37 + 11) & 0xFF for i in range(64))
@@ -46,10 +47,21 @@ class ProbeError(RuntimeError):
     pass
 
 
+def _fine_timer_slack() -> None:
+    """Let this process's sleeps end within a microsecond of their time rather than the
+    default 50 us (prctl PR_SET_TIMERSLACK), so that the sender can sleep between datagrams
+    instead of spinning."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)
+
+
 def _pace(count: int, pps: float, send_one: Any, deadline: float) -> tuple[int, float]:
-    """Call send_one(i) for i in 0..count-1 on a schedule of pps per second: sleep while the
-    next one is more than 1 ms away, spin below that, send everything due at each wake-up.
-    Returns (sent, seconds)."""
+    """Call send_one(i) for i in 0..count-1 on a schedule of pps per second, sleeping until the
+    next one is due and sending everything due at each wake-up. Returns (sent, seconds).
+    It sleeps even 50 us (20 kpps): a sender spinning between datagrams takes one of the
+    machine's two vCPUs from the relay it measures."""
+    _fine_timer_slack()
     start = time.perf_counter()
     i = 0
     while i < count:
@@ -57,8 +69,8 @@ def _pace(count: int, pps: float, send_one: Any, deadline: float) -> tuple[int, 
         if now > deadline:
             break
         due = start + i / pps
-        if due - now > 0.001:
-            time.sleep(due - now - 0.0005)
+        if due > now:
+            time.sleep(due - now)
             continue
         while i < count and start + i / pps <= now:
             send_one(i)

@@ -382,6 +382,12 @@ def _cmd_bench(sub: Any) -> None:
         help="instead: how closely a receiver sees the netem settings asked for",
     )
     b.add_argument(
+        "--rows",
+        metavar="GROUP,...",
+        help="with --impair: only these groups of rows, of delay, jitter, frames, rate, "
+        "longfat, carrier (default: all; the full run takes about 35 minutes)",
+    )
+    b.add_argument(
         "--rounds",
         type=int,
         default=None,
@@ -409,13 +415,23 @@ def _run_bench(opts: argparse.Namespace, out: Output) -> int:
         raise UsageError(
             "--designs: a run of its own (not with --impair, --vxlan, --pairs, --plot)"
         )
+    if opts.rows is not None and not opts.impair:
+        raise UsageError("--rows: only with --impair")
     from tapveth.bench.sidebyside import run_bench
 
     extra = () if opts.busy_poll is None else ("--busy-poll", str(opts.busy_poll))
     if opts.impair:
-        from tapveth.bench.impair import run_impair_bench
+        from tapveth.bench.impair import ROWS, run_impair_bench
 
-        return run_impair_bench(opts.quick, opts.json_file, opts.plot)
+        rows = ROWS
+        if opts.rows is not None:
+            rows = tuple(w.strip() for w in opts.rows.split(",") if w.strip())
+            wrong = [w for w in rows if w not in ROWS]
+            if wrong or not rows:
+                raise UsageError(
+                    f"--rows: {', '.join(wrong) or 'none given'}: not among {', '.join(ROWS)}"
+                )
+        return run_impair_bench(opts.quick, opts.json_file, opts.plot, rows=rows)
     if opts.designs:
         from tapveth.bench.designs import run_designs
 

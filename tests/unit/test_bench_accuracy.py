@@ -148,3 +148,20 @@ def test_judge_counts_two_bits_and_ignores_other_protocols() -> None:
     other = bytearray(frame(5, SRC, 1))
     other[12:14] = b"\x08\x00"
     assert judge(bytes(other)) is None
+
+
+def test_ks_monte_carlo_accepts_the_process_and_rejects_a_shift() -> None:
+    sends = [i * 1000.0 for i in range(2000)]
+
+    def sim(k: int) -> list[float]:
+        return acc.in_order_delays(sends, 20000.0, 5000.0, seed=500 + k)
+
+    same = acc.in_order_delays(sends, 20000.0, 5000.0, seed=3)
+    assert acc.ks_monte_carlo(same, sim, runs=40)[1] > 0.01
+    shifted = [x + 3000.0 for x in same]
+    assert acc.ks_monte_carlo(shifted, sim, runs=40)[1] < 0.05
+
+
+def test_standard_errors() -> None:
+    assert acc.stddev_stderr(5.0, 301) == pytest.approx(5.0 / 24.49, rel=1e-3)
+    assert acc.mean_stderr(5.0, 100) == pytest.approx(0.5)
