@@ -315,6 +315,7 @@ class Daemon:
             on_gone=self.tracker.on_gone,
             before_batch=self.tracker.on_events,
             on_traffic=self._busy.traffic,
+            events_fd=self.tracker.fileno(),
         )
         pair = Pair(end, far_end)
         holder.append(pair)

@@ -105,7 +105,7 @@ class Rig:
 
     def from_tunnel(self, frame: bytes) -> bool:
         dgram = memoryview(vxlan.header(VNI) + frame)
-        return self.end._decap(self.tap, dgram, len(dgram), self.end.captures)
+        return self.end.receiver.decap(self.tap, dgram, len(dgram), self.end.captures)
 
 
 def _frames(n: int) -> list[bytes]:
