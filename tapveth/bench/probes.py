@@ -1,9 +1,13 @@
 """The probes of `bench --impair`, each a sender in one namespace and a receiver in the other,
 run as `python -m tapveth.bench.probes ROLE ...` under `ip netns exec`:
 
-- udp-send / udp-recv: timestamped UDP datagrams (sequence number, CLOCK_REALTIME at send). Both
-  namespaces share the host's clock, so the receiver computes each one-way delay itself, from
-  the kernel's receive timestamp (SO_TIMESTAMPNS) so that its own scheduling does not count.
+- udp-send / udp-recv: timestamped UDP datagrams (sequence number, CLOCK_MONOTONIC at send).
+  Both namespaces share the host's clocks, so the receiver computes each one-way delay itself,
+  from the kernel's receive timestamp (SO_TIMESTAMPNS) so that its own scheduling does not
+  count. That timestamp is CLOCK_REALTIME, which a time service may step or move against
+  CLOCK_MONOTONIC while a run lasts (on one VM here it gained 5 ms a second, which read as
+  +0.5 ms on a 100 ms delay); the receiver converts it to CLOCK_MONOTONIC with the offset
+  between the two clocks read right after each receive.
   The sender paces a tight loop against a schedule and sends every datagram already due at
   each wake-up, so a late wake-up sends a small burst rather than falling behind; it reports
   the rate it achieved.
@@ -37,7 +41,7 @@ SO_RCVBUFFORCE = 33
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
 PR_SET_TIMERSLACK = 29
-_UDP_HEAD = struct.Struct("!IQ")  # seq, send time (ns, CLOCK_REALTIME)
+_UDP_HEAD = struct.Struct("!IQ")  # seq, send time (ns, CLOCK_MONOTONIC)
 _FRAME_HEAD = struct.Struct("!IIIQQQ")  # seq and send time, three copies of each
 PATTERN = bytes((i * 37 + 11) & 0xFF for i in range(64))
 _TS = struct.Struct("@qq")  # struct timespec
@@ -78,12 +82,16 @@ def _pace(count: int, pps: float, send_one: Any, deadline: float) -> tuple[int, 
     return i, time.perf_counter() - start
 
 
-def _recv_ts(anc: list[tuple[int, int, bytes]]) -> int:
+def _recv_mono(anc: list[tuple[int, int, bytes]]) -> int:
+    """The kernel's receive timestamp of a datagram, on CLOCK_MONOTONIC. Call right after the
+    receive: the offset between the clocks is read now, so a step of the realtime clock between
+    the arrival and this call (microseconds at most) is all that can count."""
+    offset = time.time_ns() - time.monotonic_ns()
     for level, kind, data in anc:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
             sec, nsec = _TS.unpack(data[: _TS.size])
-            return int(sec) * 1_000_000_000 + int(nsec)
-    return time.time_ns()  # no timestamp: the kernel always gives one once asked
+            return int(sec) * 1_000_000_000 + int(nsec) - offset
+    return time.monotonic_ns()  # no timestamp: the kernel always gives one once asked
 
 
 def _big_buffer(sock: socket.socket) -> None:
@@ -101,7 +109,7 @@ def udp_send(host: str, port: int, count: int, pps: float, size: int, seconds: f
     def one(i: int) -> None:
         nonlocal errors
         try:
-            sock.sendto(_UDP_HEAD.pack(i, time.time_ns()) + pad, (host, port))
+            sock.sendto(_UDP_HEAD.pack(i, time.monotonic_ns()) + pad, (host, port))
         except OSError:  # ENOBUFS under load: counted, and seen as a loss by the receiver
             errors += 1
 
@@ -130,7 +138,7 @@ def udp_recv(host: str, port: int, count: int, seconds: float) -> Any:
         seq, ts = _UDP_HEAD.unpack_from(data)
         seqs.append(seq)
         sent_ns.append(ts)
-        delay_ns.append(_recv_ts(anc) - ts)
+        delay_ns.append(_recv_mono(anc) - ts)
     t0 = min(sent_ns) if sent_ns else 0
     return {
         "seq": seqs,
@@ -157,7 +165,7 @@ def frames_send(ifname: str, count: int, pps: float, seconds: float) -> Any:
 
     def one(i: int) -> None:
         nonlocal retries
-        data = frame(i, src, time.time_ns())
+        data = frame(i, src, time.monotonic_ns())
         for _ in range(100):
             try:
                 sock.send(data)
@@ -238,7 +246,7 @@ def frames_recv(ifname: str, count: int, seconds: float) -> Any:
         if j is None:
             continue
         seqs.append(j.seq)
-        delay_us.append((_recv_ts(anc) - j.sent_ns) / 1000)
+        delay_us.append((_recv_mono(anc) - j.sent_ns) / 1000)
         if j.bits:
             changed.append([j.seq, j.bits, j.offset])
     stats = sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)

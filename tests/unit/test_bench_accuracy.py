@@ -1,12 +1,14 @@
 """The statistics and frame judging of `bench --impair`, against known values."""
 
 import random
+import socket
 import statistics
+import time
 
 import pytest
 
 from tapveth.bench import accuracy as acc
-from tapveth.bench.probes import ETH_HLEN, frame, judge
+from tapveth.bench.probes import _TS, ETH_HLEN, SO_TIMESTAMPNS, _recv_mono, frame, judge
 
 SRC = bytes.fromhex("020000000001")
 
@@ -165,3 +167,20 @@ def test_ks_monte_carlo_accepts_the_process_and_rejects_a_shift() -> None:
 def test_standard_errors() -> None:
     assert acc.stddev_stderr(5.0, 301) == pytest.approx(5.0 / 24.49, rel=1e-3)
     assert acc.mean_stderr(5.0, 100) == pytest.approx(0.5)
+
+
+def test_receive_timestamp_is_converted_to_the_monotonic_clock() -> None:
+    # a kernel timestamp (CLOCK_REALTIME) 2 ms ago reads as 2 ms before CLOCK_MONOTONIC's now,
+    # however far apart the two clocks are
+    real = time.time_ns() - 2_000_000
+    stamp = _TS.pack(real // 1_000_000_000, real % 1_000_000_000)
+    before = time.monotonic_ns()
+    got = _recv_mono([(socket.SOL_SOCKET, SO_TIMESTAMPNS, stamp)])
+    after = time.monotonic_ns()
+    assert before - 2_000_000 - 1_000_000 < got <= after - 2_000_000 + 1_000_000
+    assert abs(time.time_ns() - time.monotonic_ns()) > 10**9  # the clocks do differ here
+
+
+def test_receive_without_timestamp_reads_the_monotonic_clock_now() -> None:
+    before = time.monotonic_ns()
+    assert before <= _recv_mono([]) <= time.monotonic_ns()
