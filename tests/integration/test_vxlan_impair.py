@@ -224,6 +224,8 @@ def test_config_declared_vxlan_pair(lab: Lab, tmp_path: Path) -> None:
     assert check.returncode == 0 and "valid, 1 pair(s)" in check.stdout, check
     d = PrivateDaemon(log_level="debug", daemon_args=("--config", str(cfg))).start()
     try:
+        # The daemon answers on its socket before it has made the configured pairs.
+        wait_for("the configured end", lambda: o1.has_link(v1))
         wait_for("carrier", lambda: has_carrier(o1, v1))
         rtt = rtt_min_ms(o1, OV_B)
         print(f"config: delay 50ms out of the tunnel: rtt min {rtt} ms")
