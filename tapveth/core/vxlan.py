@@ -5,9 +5,15 @@ The daemon's vxlan end (daemon/vxlan_end.py) feeds these functions bytes and act
 answers; nothing here touches a socket.
 """
 
+import functools
 import struct
 import zlib
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 # The kernel's default destination port when `dstport` is not given (iproute2 warns that it is
 # not the IANA port 4789; tapveth keeps the kernel's meaning so that lines carry over).
@@ -330,6 +336,8 @@ def merge_tcp(
     nothing = (0, 0, 0, 0)
     if count < 2 or size % 2 or size < HLEN + ETH_HLEN + 40 + 20:
         return nothing
+    if not data[0] & FLAG_I or data[4:7] != vni_field:
+        return nothing
     inner = data[HLEN:size]
     etype = bytes(inner[12:14])
     if etype == _ETH_IPV4 and inner[14] == 0x45 and inner[23] == 6:
@@ -343,46 +351,39 @@ def merge_tcp(
     mss = size - HLEN - hlen
     if doff < 20 or mss <= 0 or bytes(inner[:6]) == BFD_MAC:
         return nothing
-    count = min(count, (0xFFFF - (hlen - ETH_HLEN)) // mss)  # an IP length must hold it
-    u64 = np.uint64
-    rows = np.frombuffer(data, dtype=np.uint8, count=count * size).reshape(count, size)
-    # columns that must equal the first datagram's: all of the headers but the varying fields
-    same = np.ones(HLEN + hlen, dtype=bool)
-    same[0] = same[1:4] = same[7] = False  # VXLAN flags and reserved: checked apart, ignored
-    vary = [l4 + 4, l4 + 5, l4 + 6, l4 + 7, l4 + 13, l4 + 16, l4 + 17]
-    if l4 == ETH_HLEN + 20:
-        vary += [18, 19, 24, 25]
-        if (
-            (inner[20] & 0x3F)
-            or inner[21]
-            or int.from_bytes(inner[16:18], "big") != size - HLEN - ETH_HLEN
-        ):
+    v4 = l4 == ETH_HLEN + 20
+    if v4:
+        if (inner[20] & 0x3F) or inner[21] or _u16(inner, 16) != size - HLEN - ETH_HLEN:
             return nothing
-    elif int.from_bytes(inner[18:20], "big") != size - HLEN - ETH_HLEN - 40:
+    elif _u16(inner, 18) != size - HLEN - ETH_HLEN - 40:
         return nothing
-    same[[HLEN + v for v in vary]] = False
+    count = min(count, (0xFFFF - (hlen - ETH_HLEN)) // mss)  # an IP length must hold it
+    u32 = np.uint32
+    rows = np.frombuffer(data, dtype=np.uint8, count=count * size).reshape(count, size)
+    # Every header byte equals the first datagram's where the mask says (the first's VXLAN
+    # flags and VNI were checked above), in one pass.
     head = rows[:, : HLEN + hlen]
-    ok = (head[:, same] == head[0, same]).all(axis=1)
-    ok &= (rows[:, 0] & FLAG_I) != 0
-    ok &= (rows[:, 4:7] == np.frombuffer(vni_field, dtype=np.uint8)).all(axis=1)
+    ok = ~((head ^ head[0]) & _merge_mask(l4, hlen)).any(axis=1)
     flags = rows[:, HLEN + l4 + 13]
-    ok &= (flags == 0x10) | (flags == 0x18)
-    seq = rows[:, HLEN + l4 + 4 : HLEN + l4 + 8].copy().view(">u4").reshape(count).astype(u64)
-    ok &= seq == (seq[0] + np.arange(count, dtype=u64) * u64(mss)) & u64(0xFFFFFFFF)
-    # checksums, summed as native words (RFC 1071 2(B)); a correct one sums to 0 mod 0xFFFF
+    ok &= (flags | 0x08) == 0x18  # ACK or PSH|ACK
+    seq = rows[:, HLEN + l4 + 4 : HLEN + l4 + 8].copy().view(">u4").reshape(count)
+    ok &= (seq - seq[0]).astype(u32) == np.arange(0, count * mss, mss, dtype=u32)
+    # Checksums, summed as native words (RFC 1071 2(B)); a correct one sums to 0 mod 0xFFFF.
+    # The addresses, which both checksums cover, lie just before the TCP header: one pass
+    # sums the IPv4 header's first words, the addresses, and the TCP segment, apart.
     words = rows.view("<u2")
     base = (HLEN + ETH_HLEN) // 2
-    if l4 == ETH_HLEN + 20:
-        ok &= words[:, base : base + 10].sum(axis=1, dtype=u64) % u64(0xFFFF) == 0
-        addrs = words[:, base + 6 : base + 10]
+    addrs = base + (6 if v4 else 4)
+    tcp = (HLEN + l4) // 2
+    if v4:
+        part = np.add.reduceat(words, [base, addrs, tcp], axis=1, dtype=u32)
+        ok &= (part[:, 0] + part[:, 1]) % u32(0xFFFF) == 0
+        tail = part[:, 1] + part[:, 2]
     else:
-        addrs = words[:, base + 4 : base + 20]
+        tail = words[:, addrs:].sum(axis=1, dtype=u32)
     tcp_len = size - HLEN - l4
-    pseudo = u64(_swap16(6) + _swap16(tcp_len))
-    tcp = words[:, (HLEN + l4) // 2 :].sum(axis=1, dtype=u64) + addrs.sum(axis=1, dtype=u64)
-    ok &= (tcp + pseudo) % u64(0xFFFF) == 0
-    run = np.logical_and.accumulate(ok)
-    merged = int(run.sum())
+    ok &= (tail + u32(_swap16(6) + _swap16(tcp_len))) % u32(0xFFFF) == 0
+    merged = count if ok.all() else int(np.argmin(ok))  # the first that fails ends the run
     pushed = np.flatnonzero(flags[:merged] == 0x18)
     if pushed.size:
         merged = int(pushed[0]) + 1
@@ -391,11 +392,11 @@ def merge_tcp(
     length = hlen + merged * mss
     dst = np.frombuffer(out, dtype=np.uint8, count=length)
     dst[:hlen] = rows[0, HLEN : HLEN + hlen]
-    dst[hlen:] = rows[:merged, HLEN + hlen :].reshape(-1)
+    dst[hlen:].reshape(merged, mss)[...] = rows[:merged, HLEN + hlen :]  # one copy
     frame = memoryview(out)[:length] if not isinstance(out, memoryview) else out[:length]
     frame[l4 + 13] = int(flags[merged - 1])
     seg_len = length - l4
-    if l4 == ETH_HLEN + 20:
+    if v4:
         frame[16:18] = (length - ETH_HLEN).to_bytes(2, "big")
         frame[24:26] = bytes(2)
         frame[24:26] = (0xFFFF - _sum(frame[ETH_HLEN:l4])).to_bytes(2, "big")
@@ -405,3 +406,25 @@ def merge_tcp(
         pseudo_sum = (_sum(frame[22:54]) + 6 + seg_len) % 0xFFFF
     frame[l4 + 16 : l4 + 18] = (pseudo_sum or 0xFFFF).to_bytes(2, "big")
     return merged, length, l4, mss
+
+
+def _u16(data: bytes | bytearray | memoryview, at: int) -> int:
+    return int.from_bytes(data[at : at + 2], "big")
+
+
+@functools.cache
+def _merge_mask(l4: int, hlen: int) -> "npt.NDArray[np.uint8]":
+    """Which header bits of a datagram must equal the first's for merge_tcp, VXLAN header
+    included: all but the VXLAN flags other than I, its reserved bytes, the IPv4 id and
+    checksum, the TCP sequence number, flags (checked apart) and checksum."""
+    import numpy as np
+
+    mask = np.full(HLEN + hlen, 0xFF, dtype=np.uint8)
+    mask[0] = FLAG_I
+    mask[1:4] = mask[7] = 0
+    vary = [l4 + 4, l4 + 5, l4 + 6, l4 + 7, l4 + 13, l4 + 16, l4 + 17]
+    if l4 == ETH_HLEN + 20:
+        vary += [18, 19, 24, 25]
+    mask[[HLEN + v for v in vary]] = 0
+    mask.flags.writeable = False
+    return mask
