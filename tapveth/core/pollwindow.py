@@ -34,3 +34,25 @@ class PollWindow:
                 self.window_ns = self.base_ns
         self._last = now_ns
         return now_ns + self.window_ns
+
+
+class Ticks:
+    """Whether any frame arrived between two busy-poll ticks.
+
+    A tick that finds none gives the CPU away for a moment: a task that the daemon has just
+    woken on its own CPU (the far daemon, the process a frame was for) then runs at once
+    instead of when the poll window closes. A tick that follows traffic keeps the CPU.
+    """
+
+    def __init__(self) -> None:
+        self._arrived = False
+
+    def arrival(self) -> None:
+        """A frame arrived."""
+        self._arrived = True
+
+    def quiet(self) -> bool:
+        """A tick: True when nothing arrived since the previous tick."""
+        quiet = not self._arrived
+        self._arrived = False
+        return quiet

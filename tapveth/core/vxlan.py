@@ -5,9 +5,15 @@ The daemon's vxlan end (daemon/vxlan_end.py) feeds these functions bytes and act
 answers; nothing here touches a socket.
 """
 
+import functools
 import struct
 import zlib
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 # The kernel's default destination port when `dstport` is not given (iproute2 warns that it is
 # not the IANA port 4789; tapveth keeps the kernel's meaning so that lines carry over).
@@ -204,10 +210,12 @@ def segment_tcp(
     full, total): count datagrams, all `full` bytes long but the last, total bytes in all.
     Raises ValueError for a frame that is not IPv4/IPv6 TCP or whose headers do not fit.
 
-    numpy does the per-segment work for all segments at once: the sums over every payload
-    byte are the cost (a Python loop over 16-bit words is two orders slower). The payload is
-    summed as native 16-bit words and the result byte-swapped, which RFC 1071 (section 2(B))
-    shows equal to summing big-endian words."""
+    numpy does the per-segment work for the full segments at once, on a header template
+    broadcast to every row, the varying fields written in place; a shorter last segment is
+    done in Python. The sums over every payload byte are the cost (a Python loop over 16-bit
+    words is two orders slower): the payload is summed as native 16-bit words in 32-bit lanes
+    and the result byte-swapped, which RFC 1071 (section 2(B)) shows equal to summing
+    big-endian words."""
     import numpy as np
 
     n = len(frame)
@@ -235,68 +243,81 @@ def segment_tcp(
     if len(out) < need:
         raise ValueError("output buffer too small")
 
-    u64 = np.uint64
-    src = np.frombuffer(frame, dtype=np.uint8, count=n)
-    lens = np.full(count, mss, dtype=u64)
-    lens[-1] = last_len
-    k = np.arange(count, dtype=u64)
-    tcp_len = lens + u64(doff)
-    head = bytearray(frame[:hlen])  # the template: fields that vary zeroed, for the sums
+    # The template: prefix and headers of a full segment in the middle, the fields that vary
+    # from one segment to the next zeroed (IPv4 id and checksum, sequence number, checksum).
     flags = frame[l4 + 13]
     seq0 = int.from_bytes(frame[l4 + 4 : l4 + 8], "big")
-    head[l4 + 4 : l4 + 8] = bytes(4)
-    head[l4 + 13] = 0
-    head[l4 + 16 : l4 + 18] = bytes(2)
-    # per segment: its flags (FIN and PSH on the last only, CWR on the first only) and seq
-    seg_flags = np.full(count, flags & 0x76, dtype=u64)
-    seg_flags[0] = flags & 0xF6
-    seg_flags[-1] |= flags & 0x09
-    seq = (k * u64(mss) + u64(seq0)) & u64(0xFFFFFFFF)
-    heads = np.tile(np.frombuffer(bytes(head), dtype=np.uint8), (count, 1))
+    tmpl = bytearray(prefix) + bytes(frame[:hlen])
+    ip, tcp = p + ETH_HLEN, p + l4  # where the IP and TCP headers start in a datagram
+    tmpl[tcp + 4 : tcp + 8] = bytes(4)
+    tmpl[tcp + 13] = flags & 0x76  # FIN and PSH on the last only, CWR on the first only
+    tmpl[tcp + 16 : tcp + 18] = bytes(2)
+    ip_id = 0
     if v4:
         ip_id = int.from_bytes(frame[18:20], "big")
-        head[16:20] = bytes(4)
-        head[24:26] = bytes(2)
-        ip_len = tcp_len + u64(l4 - ETH_HLEN)
-        ids = (k + u64(ip_id)) & u64(0xFFFF)
-        ip_sum = (ip_len + ids + u64(_sum(head[ETH_HLEN:l4]))) % u64(0xFFFF)
-        heads[:, 16:18] = ip_len.astype(">u2").view(np.uint8).reshape(count, 2)
-        heads[:, 18:20] = ids.astype(">u2").view(np.uint8).reshape(count, 2)
-        heads[:, 24:26] = (u64(0xFFFF) - ip_sum).astype(">u2").view(np.uint8).reshape(count, 2)
+        tmpl[ip + 2 : ip + 4] = (l4 - ETH_HLEN + doff + mss).to_bytes(2, "big")
+        tmpl[ip + 4 : ip + 6] = tmpl[ip + 10 : ip + 12] = bytes(2)
         pseudo = _sum(frame[26:34]) + 6
     else:
-        heads[:, 18:20] = tcp_len.astype(">u2").view(np.uint8).reshape(count, 2)
+        tmpl[ip + 4 : ip + 6] = (doff + mss).to_bytes(2, "big")
         pseudo = _sum(frame[22:54]) + 6
-    heads[:, l4 + 4 : l4 + 8] = seq.astype(">u4").view(np.uint8).reshape(count, 4)
-    heads[:, l4 + 13] = seg_flags
-    sums = (
-        tcp_len + u64(pseudo + _sum(head[l4:])) + (seq >> u64(16)) + (seq & u64(0xFFFF)) + seg_flags
-    )
-    if full_rows and mss % 2 == 0:
-        words = np.frombuffer(frame, dtype="<u2", count=full_rows * mss // 2, offset=hlen)
-        native = words.reshape(full_rows, mss // 2).sum(axis=1, dtype=u64) % u64(0xFFFF)
-        sums[:full_rows] += ((native >> u64(8)) | (native << u64(8))) & u64(0xFFFF)
-    else:  # an odd mss: each segment's payload starts on its own word boundary
-        for i in range(full_rows):
-            sums[i] += u64(_sum(frame[hlen + i * mss : hlen + (i + 1) * mss]))
-    if full_rows < count:
-        sums[-1] += u64(_sum(frame[hlen + full_rows * mss :]))
-    csum = u64(0xFFFF) - sums % u64(0xFFFF)
-    heads[:, l4 + 16 : l4 + 18] = csum.astype(">u2").view(np.uint8).reshape(count, 2)
+    ip_sum = _sum(tmpl[ip:tcp]) if v4 else 0
+    tcp_sum = pseudo + doff + mss + _sum(tmpl[tcp:])  # a full segment's, but for seq and payload
+    first_flags, last_flags = flags & 0xF6, flags & 0x7F
 
     dst = np.frombuffer(out, dtype=np.uint8, count=need)
-    pre = np.frombuffer(prefix, dtype=np.uint8)
-    payload = src[hlen:]
     if full_rows:
+        u32 = np.uint32
         grid = dst[: full_rows * row].reshape(full_rows, row)
-        grid[:, :p] = pre
-        grid[:, p : p + hlen] = heads[:full_rows]
-        grid[:, p + hlen :] = payload[: full_rows * mss].reshape(full_rows, mss)
-    if full_rows < count:
-        last = dst[full_rows * row :]
-        last[:p] = pre
-        last[p : p + hlen] = heads[-1]
-        last[p + hlen :] = payload[full_rows * mss :]
+        grid[:, : p + hlen] = np.frombuffer(bytes(tmpl), dtype=np.uint8)  # broadcast
+        grid[:, p + hlen :] = np.frombuffer(frame, np.uint8, full_rows * mss, hlen).reshape(
+            full_rows, mss
+        )
+        # payload sums as native 16-bit words: a byte swap, i.e. x 256 mod 0xFFFF, makes them
+        # the big-endian sums (RFC 1071 2(B)); 32-bit lanes hold up to 65537 words
+        if mss % 2 == 0:
+            words = grid[:, p + hlen :].view("<u2")
+            sums = words.sum(axis=1, dtype=u32) % u32(0xFFFF) * u32(256)
+        else:  # an odd mss: each segment's payload starts on its own word boundary
+            sums = np.array(
+                [_sum(frame[hlen + i * mss : hlen + (i + 1) * mss]) for i in range(full_rows)],
+                dtype=u32,
+            )
+        seq = np.arange(0, full_rows * mss, mss, dtype=u32) + u32(seq0)  # wraps at 2**32
+        sums += (seq >> u32(16)) + (seq & u32(0xFFFF)) + u32(tcp_sum)
+        sums[0] += u32(first_flags - (flags & 0x76))
+        if full_rows == count:
+            sums[-1] += u32(last_flags - (flags & 0x76))
+            grid[-1, tcp + 13] = last_flags
+        grid[0, tcp + 13] = first_flags | (last_flags if count == 1 else 0)
+        grid[:, tcp + 4 : tcp + 8].view(">u4")[:, 0] = seq
+        grid[:, tcp + 16 : tcp + 18].view(">u2")[:, 0] = u32(0xFFFF) - sums % u32(0xFFFF)
+        if v4:
+            ids = np.arange(full_rows, dtype=np.uint16) + np.uint16(ip_id)  # wraps at 2**16
+            grid[:, ip + 4 : ip + 6].view(">u2")[:, 0] = ids
+            isum = (ids.astype(u32) + u32(ip_sum)) % u32(0xFFFF)
+            grid[:, ip + 10 : ip + 12].view(">u2")[:, 0] = u32(0xFFFF) - isum
+    if full_rows < count:  # the last, shorter segment, one packet: in Python
+        k = count - 1
+        seq_k = (seq0 + k * mss) & 0xFFFFFFFF
+        at = k * row
+        head = memoryview(out)[at : at + p + hlen]
+        head[:] = tmpl
+        head[tcp + 13] = last_flags if k else last_flags | first_flags
+        head[tcp + 4 : tcp + 8] = seq_k.to_bytes(4, "big")
+        short = mss - last_len  # bytes fewer than a full segment
+        if v4:
+            ident = (ip_id + k) & 0xFFFF
+            head[ip + 2 : ip + 4] = (l4 - ETH_HLEN + doff + last_len).to_bytes(2, "big")
+            head[ip + 4 : ip + 6] = ident.to_bytes(2, "big")
+            isum_k = (ip_sum - short + ident) % 0xFFFF
+            head[ip + 10 : ip + 12] = (0xFFFF - isum_k).to_bytes(2, "big")
+        else:
+            head[ip + 4 : ip + 6] = (doff + last_len).to_bytes(2, "big")
+        tsum = tcp_sum - short + (seq_k >> 16) + (seq_k & 0xFFFF) + _sum(frame[hlen + k * mss :])
+        tsum += (head[tcp + 13] - (flags & 0x76)) + 0xFFFF * 4  # kept positive
+        head[tcp + 16 : tcp + 18] = (0xFFFF - tsum % 0xFFFF).to_bytes(2, "big")
+        memoryview(out)[at + p + hlen : need] = frame[hlen + k * mss :]
     return count, row, need
 
 
@@ -330,6 +351,8 @@ def merge_tcp(
     nothing = (0, 0, 0, 0)
     if count < 2 or size % 2 or size < HLEN + ETH_HLEN + 40 + 20:
         return nothing
+    if not data[0] & FLAG_I or data[4:7] != vni_field:
+        return nothing
     inner = data[HLEN:size]
     etype = bytes(inner[12:14])
     if etype == _ETH_IPV4 and inner[14] == 0x45 and inner[23] == 6:
@@ -343,46 +366,39 @@ def merge_tcp(
     mss = size - HLEN - hlen
     if doff < 20 or mss <= 0 or bytes(inner[:6]) == BFD_MAC:
         return nothing
-    count = min(count, (0xFFFF - (hlen - ETH_HLEN)) // mss)  # an IP length must hold it
-    u64 = np.uint64
-    rows = np.frombuffer(data, dtype=np.uint8, count=count * size).reshape(count, size)
-    # columns that must equal the first datagram's: all of the headers but the varying fields
-    same = np.ones(HLEN + hlen, dtype=bool)
-    same[0] = same[1:4] = same[7] = False  # VXLAN flags and reserved: checked apart, ignored
-    vary = [l4 + 4, l4 + 5, l4 + 6, l4 + 7, l4 + 13, l4 + 16, l4 + 17]
-    if l4 == ETH_HLEN + 20:
-        vary += [18, 19, 24, 25]
-        if (
-            (inner[20] & 0x3F)
-            or inner[21]
-            or int.from_bytes(inner[16:18], "big") != size - HLEN - ETH_HLEN
-        ):
+    v4 = l4 == ETH_HLEN + 20
+    if v4:
+        if (inner[20] & 0x3F) or inner[21] or _u16(inner, 16) != size - HLEN - ETH_HLEN:
             return nothing
-    elif int.from_bytes(inner[18:20], "big") != size - HLEN - ETH_HLEN - 40:
+    elif _u16(inner, 18) != size - HLEN - ETH_HLEN - 40:
         return nothing
-    same[[HLEN + v for v in vary]] = False
+    count = min(count, (0xFFFF - (hlen - ETH_HLEN)) // mss)  # an IP length must hold it
+    u32 = np.uint32
+    rows = np.frombuffer(data, dtype=np.uint8, count=count * size).reshape(count, size)
+    # Every header byte equals the first datagram's where the mask says (the first's VXLAN
+    # flags and VNI were checked above), in one pass.
     head = rows[:, : HLEN + hlen]
-    ok = (head[:, same] == head[0, same]).all(axis=1)
-    ok &= (rows[:, 0] & FLAG_I) != 0
-    ok &= (rows[:, 4:7] == np.frombuffer(vni_field, dtype=np.uint8)).all(axis=1)
+    ok = ~((head ^ head[0]) & _merge_mask(l4, hlen)).any(axis=1)
     flags = rows[:, HLEN + l4 + 13]
-    ok &= (flags == 0x10) | (flags == 0x18)
-    seq = rows[:, HLEN + l4 + 4 : HLEN + l4 + 8].copy().view(">u4").reshape(count).astype(u64)
-    ok &= seq == (seq[0] + np.arange(count, dtype=u64) * u64(mss)) & u64(0xFFFFFFFF)
-    # checksums, summed as native words (RFC 1071 2(B)); a correct one sums to 0 mod 0xFFFF
+    ok &= (flags | 0x08) == 0x18  # ACK or PSH|ACK
+    seq = rows[:, HLEN + l4 + 4 : HLEN + l4 + 8].copy().view(">u4").reshape(count)
+    ok &= (seq - seq[0]).astype(u32) == np.arange(0, count * mss, mss, dtype=u32)
+    # Checksums, summed as native words (RFC 1071 2(B)); a correct one sums to 0 mod 0xFFFF.
+    # The addresses, which both checksums cover, lie just before the TCP header: one pass
+    # sums the IPv4 header's first words, the addresses, and the TCP segment, apart.
     words = rows.view("<u2")
     base = (HLEN + ETH_HLEN) // 2
-    if l4 == ETH_HLEN + 20:
-        ok &= words[:, base : base + 10].sum(axis=1, dtype=u64) % u64(0xFFFF) == 0
-        addrs = words[:, base + 6 : base + 10]
+    addrs = base + (6 if v4 else 4)
+    tcp = (HLEN + l4) // 2
+    if v4:
+        part = np.add.reduceat(words, [base, addrs, tcp], axis=1, dtype=u32)
+        ok &= (part[:, 0] + part[:, 1]) % u32(0xFFFF) == 0
+        tail = part[:, 1] + part[:, 2]
     else:
-        addrs = words[:, base + 4 : base + 20]
+        tail = words[:, addrs:].sum(axis=1, dtype=u32)
     tcp_len = size - HLEN - l4
-    pseudo = u64(_swap16(6) + _swap16(tcp_len))
-    tcp = words[:, (HLEN + l4) // 2 :].sum(axis=1, dtype=u64) + addrs.sum(axis=1, dtype=u64)
-    ok &= (tcp + pseudo) % u64(0xFFFF) == 0
-    run = np.logical_and.accumulate(ok)
-    merged = int(run.sum())
+    ok &= (tail + u32(_swap16(6) + _swap16(tcp_len))) % u32(0xFFFF) == 0
+    merged = count if ok.all() else int(np.argmin(ok))  # the first that fails ends the run
     pushed = np.flatnonzero(flags[:merged] == 0x18)
     if pushed.size:
         merged = int(pushed[0]) + 1
@@ -391,11 +407,11 @@ def merge_tcp(
     length = hlen + merged * mss
     dst = np.frombuffer(out, dtype=np.uint8, count=length)
     dst[:hlen] = rows[0, HLEN : HLEN + hlen]
-    dst[hlen:] = rows[:merged, HLEN + hlen :].reshape(-1)
+    dst[hlen:].reshape(merged, mss)[...] = rows[:merged, HLEN + hlen :]  # one copy
     frame = memoryview(out)[:length] if not isinstance(out, memoryview) else out[:length]
     frame[l4 + 13] = int(flags[merged - 1])
     seg_len = length - l4
-    if l4 == ETH_HLEN + 20:
+    if v4:
         frame[16:18] = (length - ETH_HLEN).to_bytes(2, "big")
         frame[24:26] = bytes(2)
         frame[24:26] = (0xFFFF - _sum(frame[ETH_HLEN:l4])).to_bytes(2, "big")
@@ -405,3 +421,25 @@ def merge_tcp(
         pseudo_sum = (_sum(frame[22:54]) + 6 + seg_len) % 0xFFFF
     frame[l4 + 16 : l4 + 18] = (pseudo_sum or 0xFFFF).to_bytes(2, "big")
     return merged, length, l4, mss
+
+
+def _u16(data: bytes | bytearray | memoryview, at: int) -> int:
+    return int.from_bytes(data[at : at + 2], "big")
+
+
+@functools.cache
+def _merge_mask(l4: int, hlen: int) -> "npt.NDArray[np.uint8]":
+    """Which header bits of a datagram must equal the first's for merge_tcp, VXLAN header
+    included: all but the VXLAN flags other than I, its reserved bytes, the IPv4 id and
+    checksum, the TCP sequence number, flags (checked apart) and checksum."""
+    import numpy as np
+
+    mask = np.full(HLEN + hlen, 0xFF, dtype=np.uint8)
+    mask[0] = FLAG_I
+    mask[1:4] = mask[7] = 0
+    vary = [l4 + 4, l4 + 5, l4 + 6, l4 + 7, l4 + 13, l4 + 16, l4 + 17]
+    if l4 == ETH_HLEN + 20:
+        vary += [18, 19, 24, 25]
+    mask[[HLEN + v for v in vary]] = 0
+    mask.flags.writeable = False
+    return mask

@@ -6,18 +6,25 @@ a userspace hop and the kernel veth, which answers a ping with no wake-up at all
 traffic the window closes and the daemon sleeps in epoll: 0% CPU when idle. How long the window
 is (fixed, or bridging the gaps of steady traffic) is core/pollwindow.py; figures for the
 defaults are in cli/main.py.
+
+A tick that finds nothing new yields the CPU (sched_yield): polling would otherwise keep from
+it, until the window closes, a task that the daemon's own frame has just woken on that CPU
+(the far daemon of a tunnel, the process answering a ping), and each such hop would wait out
+the window. With nothing else runnable the yield returns at once and polling goes on.
 """
 
 import asyncio
+import os
 import time
 
-from tapveth.core.pollwindow import PollWindow
+from tapveth.core.pollwindow import PollWindow, Ticks
 
 
 class BusyPoll:
     def __init__(self, loop: asyncio.AbstractEventLoop, window_us: int, gap_us: int = 0) -> None:
         self._loop = loop
         self._window = PollWindow(window_us * 1000, gap_us * 1000)
+        self._ticks = Ticks()
         self._enabled = window_us > 0 or gap_us > 0
         self._deadline = 0
         self._active = False
@@ -27,6 +34,7 @@ class BusyPoll:
         if not self._enabled:
             return
         self._deadline = self._window.arrival(time.monotonic_ns())
+        self._ticks.arrival()
         if not self._active:
             self._active = True
             self._loop.call_soon(self._tick)
@@ -34,6 +42,8 @@ class BusyPoll:
     def _tick(self) -> None:
         # While a callback is ready, the loop polls its fds with a zero timeout.
         if time.monotonic_ns() < self._deadline:
+            if self._ticks.quiet():
+                os.sched_yield()
             self._loop.call_soon(self._tick)
         else:
             self._active = False

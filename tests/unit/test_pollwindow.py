@@ -1,7 +1,7 @@
 """The busy-poll window: fixed after any frame, and bridging the gaps of steady traffic only
 when asked to and only for gaps up to the limit."""
 
-from tapveth.core.pollwindow import PollWindow
+from tapveth.core.pollwindow import PollWindow, Ticks
 
 MS = 1_000_000
 
@@ -45,3 +45,16 @@ def test_disabled() -> None:
     w = PollWindow(0)
     for t in (0, 10 * MS, 11 * MS):
         assert w.arrival(t) == t
+
+
+def test_a_tick_is_quiet_when_nothing_arrived_since_the_previous_one() -> None:
+    t = Ticks()
+    assert t.quiet()  # nothing yet
+    t.arrival()
+    assert not t.quiet()  # the tick right after traffic keeps the CPU
+    assert t.quiet()
+    assert t.quiet()
+    t.arrival()
+    t.arrival()
+    assert not t.quiet()  # several frames between two ticks: one busy tick
+    assert t.quiet()

@@ -84,13 +84,21 @@ def test_segments_are_complete_packets(v6: bool, size: int) -> None:
     assert got == payload
 
 
-def test_flags_follow_the_kernel() -> None:
-    """FIN and PSH on the last segment only, CWR on the first only (tcp_gso_segment)."""
-    dgrams = cut(super_frame(bytes(3000), flags="FPAC", options=False), 1000)
-    flags = [str(verified(d)[TCP].flags) for d in dgrams]
-    assert flags == ["AC", "A", "FPA"]
-    (one,) = cut(super_frame(bytes(10), flags="FPAC", options=False), 1000)
-    assert str(verified(one)[TCP].flags) == "FPAC"
+@pytest.mark.parametrize("v6", [False, True])
+@pytest.mark.parametrize(
+    ("size", "want"),
+    [
+        (3000, ["AC", "A", "FPA"]),  # full segments only
+        (2500, ["AC", "A", "FPA"]),  # a shorter last one
+        (1000, ["FPAC"]),  # one full segment
+        (10, ["FPAC"]),  # one short segment
+    ],
+)
+def test_flags_follow_the_kernel(v6: bool, size: int, want: list[str]) -> None:
+    """FIN and PSH on the last segment only, CWR on the first only (tcp_gso_segment), with the
+    checksums that go with them, whichever segment is full or shorter."""
+    dgrams = cut(super_frame(os.urandom(size), v6, flags="FPAC", options=False), 1000)
+    assert [str(verified(d)[TCP].flags) for d in dgrams] == want
 
 
 def test_odd_sizes() -> None:
@@ -196,6 +204,15 @@ def test_merge_stops_where_the_flow_breaks() -> None:
     other[size * 6 + 8 + 36] ^= 0x01  # another source port (checksum left: the flow differs)
     assert vxlan.merge_tcp(bytes(other), size, count, vni, out)[0] == 6
     assert vxlan.merge_tcp(data, size, count, vxlan.header(43)[4:7], out)[0] == 0
+    later = bytearray(data)
+    later[size * 7 + 6] ^= 0x01  # another VNI from the eighth datagram on
+    assert vxlan.merge_tcp(bytes(later), size, count, vni, out)[0] == 7
+    later = bytearray(data)
+    later[size * 5] &= ~vxlan.FLAG_I  # the sixth without the I flag
+    assert vxlan.merge_tcp(bytes(later), size, count, vni, out)[0] == 5
+    later = bytearray(data)
+    later[size * 5 + 1] = 0xFF  # reserved bits are ignored
+    assert vxlan.merge_tcp(bytes(later), size, count, vni, out)[0] == 10
     pushed = super_frame(os.urandom(1000), flags="PA")
     one, _, _ = gro_buffer(pushed, 1000)
     assert vxlan.merge_tcp(one + data, size, count + 1, vni, out)[0] == 0  # PSH first: alone
