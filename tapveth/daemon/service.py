@@ -9,6 +9,7 @@ single worker thread (see worker.py). Pair state changes only on the loop thread
 import asyncio
 import dataclasses
 import errno
+import gc
 import logging
 import signal
 import time
@@ -119,6 +120,7 @@ class Daemon:
         # From the start: a SIGHUP's default action would kill the daemon.
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         log.info("listening on %s", self.socket_path)
+        _freeze_startup_heap()
         self.events.listen(self._on_event)
         status = 0
         try:
@@ -532,3 +534,12 @@ class Daemon:
 def _peer_tap(pair: Pair) -> "Tap | None":
     """The peer's TAP; None when the peer is the far end of a VXLAN tunnel."""
     return pair.b.tap if isinstance(pair.b, End) else None
+
+
+def _freeze_startup_heap() -> None:
+    """Take what start-up made (modules, classes, functions: ~20k objects that live as long as
+    the process) out of the cyclic collector's walk. A full collection walked them all, 2-5 ms
+    in which no frame moved; now it walks only what was made since. No pair exists yet, so
+    nothing that may later be freed is frozen."""
+    gc.collect()
+    gc.freeze()
