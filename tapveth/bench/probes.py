@@ -177,6 +177,8 @@ def frames_send(ifname: str, count: int, pps: float, seconds: float) -> Any:
                     raise
             retries += 1
             time.sleep(0.0002)
+        # Counted as sent, an unsent frame would read as lost: the row's figure would be wrong.
+        raise RuntimeError(f"{ifname}: frame {i} not sent, the device's queue full for 20 ms")
 
     sent, took = _pace(count, pps, one, time.perf_counter() + seconds)
     return {"sent": sent, "seconds": took, "pps": sent / took if took else 0.0, "retries": retries}
