@@ -506,9 +506,11 @@ class ImpairBench:
         assert d is not None
         n = 5 if self.quick else 20
         self.log(f"  tapveth: carrier off/on x{n}")
-        seconds = n * 0.6 + 3
+        # A bound only: each watcher stops once it has seen its 2n changes. The cuts take
+        # longer than their 0.3 s pauses (a CLI call each), so a tight bound missed the last.
+        seconds = n * 0.6 + 60
         watchers = [
-            spawn_carrier_watch(ns, ifname, seconds)
+            spawn_carrier_watch(ns, ifname, seconds, 2 * n)
             for ns, ifname in ((s.ns_a, s.if_a), (s.ns_b, s.if_b))
         ]
         try:

@@ -256,9 +256,10 @@ def frames_recv(ifname: str, count: int, seconds: float) -> Any:
     return {"seq": seqs, "delay_us": delay_us, "changed": changed, "socket_drops": socket_drops}
 
 
-def carrier_watch(ifname: str, seconds: float) -> Any:
+def carrier_watch(ifname: str, seconds: float, count: int = 0) -> Any:
     """Poll the end's carrier in sysfs (netif_carrier_ok itself, not the netlink event, which
-    the kernel's linkwatch may hold back up to a second) and note when it changed."""
+    the kernel's linkwatch may hold back up to a second) and note when it changed; stop after
+    `count` changes (0: none expected) or `seconds`."""
     path = f"/sys/class/net/{ifname}/carrier"
     changes: list[list[int]] = []
     fd = os.open(path, os.O_RDONLY)
@@ -266,7 +267,7 @@ def carrier_watch(ifname: str, seconds: float) -> Any:
         last = os.pread(fd, 8, 0)
         print("ready", flush=True)
         end = time.monotonic() + seconds
-        while time.monotonic() < end:
+        while time.monotonic() < end and (count == 0 or len(changes) < count):
             try:
                 now = os.pread(fd, 8, 0)
             except OSError:  # EINVAL while the device is down: no carrier to read
@@ -280,9 +281,14 @@ def carrier_watch(ifname: str, seconds: float) -> Any:
     return {"changes": changes}
 
 
-def spawn_carrier_watch(ns: str, ifname: str, seconds: float) -> "subprocess.Popen[str]":
-    """Start a carrier watcher in ns; returns once it is polling."""
-    p = _spawn(ns, "carrier-watch", "--ifname", ifname, "--count", "0", "--seconds", str(seconds))
+def spawn_carrier_watch(
+    ns: str, ifname: str, seconds: float, count: int
+) -> "subprocess.Popen[str]":
+    """Start a carrier watcher in ns that stops after count changes or seconds; returns once
+    it is polling."""
+    p = _spawn(
+        ns, "carrier-watch", "--ifname", ifname, "--count", str(count), "--seconds", str(seconds)
+    )
     assert p.stdout is not None
     if p.stdout.readline().strip() != "ready":
         p.kill()
@@ -388,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif o.role == "frames-recv":
         res = frames_recv(o.ifname, o.count, o.seconds)
     else:
-        res = carrier_watch(o.ifname, o.seconds)
+        res = carrier_watch(o.ifname, o.seconds, o.count)
     json.dump(res, sys.stdout)
     sys.stdout.flush()
     os._exit(0)  # nothing left to flush; skip interpreter teardown under load
