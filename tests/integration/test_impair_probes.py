@@ -1,6 +1,7 @@
 """The probes of `bench --impair` through a real impaired tapveth pair, small counts: what must
 hold whatever the machine's load (all or nothing, bit counts, delays from below only)."""
 
+import json
 import time
 from collections import Counter
 from typing import Any
@@ -8,7 +9,7 @@ from typing import Any
 import pytest
 from netlab import Lab, Netns
 
-from tapveth.bench.probes import run_frames, run_udp
+from tapveth.bench.probes import run_frames, run_udp, spawn_carrier_watch
 from tapveth.private import PrivateDaemon
 
 pytestmark = pytest.mark.integration
@@ -83,3 +84,26 @@ def test_jitter_keeps_order(pair: Pair) -> None:
     pair.netem("delay", "20ms", "5ms", "distribution", "normal")
     _, got = run_udp(pair.ns1.name, pair.ns2.name, "10.0.0.2", N, 1000)
     assert got["seq"] == list(range(N))
+
+
+def test_carrier_watch_sees_each_cut_and_stops_after_them(pair: Pair) -> None:
+    """Both ends' watchers note every change of a cut and its restore, and stop once they have
+    seen the changes they expect, long before their bound."""
+    start = time.monotonic()
+    watchers = [
+        spawn_carrier_watch(ns.name, ifname, 60.0, 4)
+        for ns, ifname in ((pair.ns1, pair.if1), (pair.ns2, pair.if2))
+    ]
+    try:
+        for state in ("off", "on", "off", "on"):
+            assert pair.daemon.cli("link", "set", "dev", pair.if1, "carrier", state).returncode == 0
+            time.sleep(0.1)
+        outs = [json.loads(w.communicate(timeout=90)[0]) for w in watchers]
+    finally:
+        for w in watchers:
+            if w.poll() is None:
+                w.kill()
+                w.wait(5)
+    assert time.monotonic() - start < 60  # stopped after the changes, not at the bound
+    for out in outs:
+        assert [up for _, up in out["changes"]] == [False, True, False, True]
