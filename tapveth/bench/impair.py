@@ -278,7 +278,7 @@ class ImpairBench:
         for name, s in subjects:
             self.log(f"  {name}: {st.netem}, 1 kpps")
             sent, got = self.udp(s, dense_n, 1000)
-            xs = [d - self.base[name, 40] for d in got["delay_us"]]
+            xs = [d - self.base[name, 1000] for d in got["delay_us"]]
             late = acc.reordered(got["seq"])
             order = sorted(range(len(got["seq"])), key=lambda i: got["seq"][i])
             sends = [got["sent_us"][i] for i in order]
