@@ -157,6 +157,12 @@ class ImpairBench:
     def baseline(self, name: str, s: Subject, n: int, pps: int) -> tuple[float, float]:
         """The no-delay one-way p50 and p99 at this rate, now (the setting must be none)."""
         sent, got = self.udp(s, n, pps)
+        return self._note_baseline(name, n, pps, sent, got)
+
+    def _note_baseline(
+        self, name: str, n: int, pps: int, sent: Any, got: Any
+    ) -> tuple[float, float]:
+        """Keep and log the p50 and p99 of a no-delay probe's one-way delays."""
         xs = sorted(got["delay_us"])
         p50, p99 = acc.percentile(xs, 50), acc.percentile(xs, 99)
         self.base[name, pps] = p50
@@ -234,14 +240,9 @@ class ImpairBench:
             self.baseline(name, s, 1000 if self.quick else 5000, 1000)
         # The sparse run's own baseline, at its own rate: 25 ms apart, the relay and the
         # receiver wake from idle for each datagram, which a 1 kpps probe never pays.
-        idle = self._at_once(subjects, 200 if self.quick else 1000, 40)
-        for name, _ in subjects:
-            xs = sorted(idle[name][1]["delay_us"])
-            self.base[name, 40] = acc.percentile(xs, 50)
-            self.log(
-                f"  {name}: no-delay one-way p50 {self.base[name, 40]:.0f} us, p99"
-                f" {acc.percentile(xs, 99):.0f} us at 40 pps ({len(xs)} received)"
-            )
+        idle_n = 200 if self.quick else 1000
+        for name, (sent, got) in self._at_once(subjects, idle_n, 40).items():
+            self._note_baseline(name, idle_n, 40, sent, got)
         subjects = [(name, s) for name, s in self.each(st) if name != "tbf"]
         self.log(f"  {', '.join(n for n, _ in subjects)}: {st.netem}, sparse, at once")
         sparse_runs = self._at_once(subjects, sparse_n, 40)
