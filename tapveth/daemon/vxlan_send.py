@@ -1,7 +1,7 @@
 """The send path of a vxlan end: frames from its TAP encapsulated into the tunnel.
 
 The TAP offers TSO and checksum offload (TAP_OFFLOADS): a TCP super-frame comes in one read and
-is cut here into wire-sized segments (core/vxlan.segment_tcp), partial checksums are completed
+is cut here into wire-sized segments (core/offload.segment_tcp), partial checksums are completed
 here. Datagrams of one size bound for one source port leave together in one sendmsg with
 UDP_SEGMENT: the kernel cuts them apart in one trip through its stack.
 """
@@ -13,7 +13,7 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from tapveth.core import vnet, vxlan
+from tapveth.core import offload, vnet, vxlan
 from tapveth.core.rules import DropReason, Flow
 from tapveth.daemon.pair import End
 from tapveth.daemon.vxlan_underlay import SOL_UDP, UDP_SEGMENT
@@ -109,7 +109,7 @@ class TunnelSender:
                     for cap in caps:
                         cap.frame(tap, frame, reason)
                     continue
-                if not vxlan.fill_checksum(frame, start, offset):
+                if not offload.fill_checksum(frame, start, offset):
                     reason = DropReason.INVALID_HEADER
             if reason is not None:
                 flow.refused(reason)
@@ -147,7 +147,9 @@ class TunnelSender:
         if gso & ~vnet.GSO_ECN not in _TCP_GSO:
             return DropReason.INVALID_HEADER  # not offered: TAP_OFFLOADS has TCP only
         try:
-            count, full, total = vxlan.segment_tcp(frame, l4, gso_size, self._vxhdr, self._gso_buf)
+            count, full, total = offload.segment_tcp(
+                frame, l4, gso_size, self._vxhdr, self._gso_buf
+            )
         except ValueError:
             return DropReason.INVALID_HEADER
         i = ((vxlan.flow_hash(frame) & 0xFFFFFFFF) * self._n_tx) >> 32

@@ -10,7 +10,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
-from tapveth.core import vxlan
+from tapveth.core import offload, vxlan
 
 PREFIX = vxlan.header(42)
 
@@ -32,7 +32,7 @@ def cut(frame: bytes, mss: int) -> list[bytes]:
     """The datagrams segment_tcp lays out, split by the sizes it returns."""
     l4 = 14 + (40 if frame[12:14] == b"\x86\xdd" else (frame[14] & 0x0F) * 4)
     out = bytearray(len(frame) * 2 + 4096)
-    count, full, total = vxlan.segment_tcp(frame, l4, mss, PREFIX, out)
+    count, full, total = offload.segment_tcp(frame, l4, mss, PREFIX, out)
     hlen = l4 + (frame[l4 + 12] >> 4) * 4
     assert total == full * (count - 1) + len(PREFIX) + hlen + (
         len(frame) - hlen - mss * (count - 1)
@@ -110,11 +110,11 @@ def test_odd_sizes() -> None:
 def test_not_tcp_refused() -> None:
     udp = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP() / bytes(3000))
     with pytest.raises(ValueError):
-        vxlan.segment_tcp(udp, 34, 1000, PREFIX, bytearray(8000))
+        offload.segment_tcp(udp, 34, 1000, PREFIX, bytearray(8000))
     with pytest.raises(ValueError):
-        vxlan.segment_tcp(super_frame(bytes(10))[:40], 34, 1000, PREFIX, bytearray(8000))
+        offload.segment_tcp(super_frame(bytes(10))[:40], 34, 1000, PREFIX, bytearray(8000))
     with pytest.raises(ValueError):
-        vxlan.segment_tcp(super_frame(bytes(3000)), 34, 1000, PREFIX, bytearray(100))
+        offload.segment_tcp(super_frame(bytes(3000)), 34, 1000, PREFIX, bytearray(100))
 
 
 def pseudo_sum(src: bytes, dst: bytes, proto: int, length: int) -> int:
@@ -139,7 +139,7 @@ def test_fill_checksum(size: int, udp: bool) -> None:
     l4_len = len(partial) - 34
     pseudo = pseudo_sum(bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), 17 if udp else 6, l4_len)
     partial[at : at + 2] = pseudo.to_bytes(2, "big")
-    assert vxlan.fill_checksum(partial, 34, at - 34)
+    assert offload.fill_checksum(partial, 34, at - 34)
     want = good[layer].chksum
     got = int.from_bytes(partial[at : at + 2], "big")
     assert got == (want or 0xFFFF)  # scapy writes 0xFFFF for a UDP sum of 0 too
@@ -150,15 +150,15 @@ def test_fill_checksum(size: int, udp: bool) -> None:
 
 
 def test_fill_checksum_out_of_frame() -> None:
-    assert not vxlan.fill_checksum(bytearray(40), 34, 16)
-    assert not vxlan.fill_checksum(bytearray(60), 4, 6)
+    assert not offload.fill_checksum(bytearray(40), 34, 16)
+    assert not offload.fill_checksum(bytearray(60), 4, 6)
 
 
 def gro_buffer(frame: bytes, mss: int) -> tuple[bytes, int, int]:
     """What one UDP_GRO read returns for the super-frame's segments: (data, size, count)."""
     l4 = 14 + (40 if frame[12:14] == b"\x86\xdd" else 20)
     out = bytearray(len(frame) * 2 + 4096)
-    count, full, total = vxlan.segment_tcp(frame, l4, mss, PREFIX, out)
+    count, full, total = offload.segment_tcp(frame, l4, mss, PREFIX, out)
     return bytes(out[:total]), full, count
 
 
@@ -180,7 +180,7 @@ def test_merge_undoes_segmenting(v6: bool) -> None:
     del fresh[TCP].chksum
     want = Ether(bytes(fresh))[TCP].chksum
     partial = bytearray(out[:length])
-    assert vxlan.fill_checksum(partial, l4, 16)
+    assert offload.fill_checksum(partial, l4, 16)
     assert int.from_bytes(partial[l4 + 16 : l4 + 18], "big") in (want, want or 0xFFFF)
     if not v6:
         check = pkt.copy()
