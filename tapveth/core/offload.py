@@ -4,6 +4,10 @@ make. Used where no kernel path segments for us: the vxlan end's socket, and rat
 which hands a super-frame on segment by segment as the wire would carry it.
 """
 
+import struct
+
+from tapveth.core import vnet
+
 ETH_HLEN = 14
 _ETH_IPV4 = b"\x08\x00"
 _ETH_IPV6 = b"\x86\xdd"
@@ -165,3 +169,75 @@ def segment_tcp(
         head[tcp + 16 : tcp + 18] = (0xFFFF - tsum % 0xFFFF).to_bytes(2, "big")
         memoryview(out)[at + p + hlen : need] = frame[hlen + k * mss :]
     return count, row, need
+
+
+# -- a super-frame in smaller super-frames: for pacing, not for the wire -----------------------
+
+_TCP_CHECK = 16  # offset of the checksum in the TCP header
+
+
+def split_tcp(frame: bytes | bytearray | memoryview, per: int) -> list[bytes] | None:
+    """Cut a TCP super-frame as a TAP hands it (virtio header first, TCP header at csum_start,
+    segments of gso_size) into super-frames of at most `per` segments each, every one a
+    valid TSO frame in its own right: what the kernel's GSO would make of it is unchanged,
+    segment for segment. None for anything that is not IPv4/IPv6 TCP or does not parse.
+
+    No payload byte is summed: each piece keeps the partial checksum (NEEDS_CSUM), its TCP
+    checksum field holding the pseudo-header sum for its own length, as tcp_v4_send_check()
+    leaves it for TSO; the receiver's stack or a later GSO completes it. IPv4 header checksums
+    are recomputed (ip_rcv() checks them on every packet). IPv4 ids continue from the
+    super-frame's, one per segment; PSH and FIN stay on the last piece, CWR on the first."""
+    flags, gso_type, _, mss, l4, _, _ = struct.unpack_from(vnet.HDR_FORMAT, frame, 0)
+    body = memoryview(frame)[vnet.HDR_LEN :]
+    n = len(body)
+    if mss <= 0 or per <= 0 or l4 + 20 > n:
+        return None
+    etype = bytes(body[12:14])
+    v4 = etype == _ETH_IPV4
+    if gso_type & ~vnet.GSO_ECN != (vnet.GSO_TCPV4 if v4 else vnet.GSO_TCPV6):
+        return None
+    if v4:
+        if body[14] >> 4 != 4 or body[23] != 6 or l4 != ETH_HLEN + (body[14] & 0x0F) * 4:
+            return None
+    elif etype != _ETH_IPV6 or body[14] >> 4 != 6 or body[20] != 6 or l4 != ETH_HLEN + 40:
+        return None
+    doff = (body[l4 + 12] >> 4) * 4
+    hlen = l4 + doff
+    if doff < 20 or hlen > n:
+        return None
+    plen = n - hlen
+    chunk = per * mss
+    if plen <= chunk:
+        return [bytes(frame)]
+    tcp_flags = body[l4 + 13]
+    seq0 = int.from_bytes(body[l4 + 4 : l4 + 8], "big")
+    ip_id = int.from_bytes(body[18:20], "big") if v4 else 0
+    addr_sum = ones_sum(body[26:34]) if v4 else ones_sum(body[22:54])
+    head = bytearray(body[:hlen])
+    out: list[bytes] = []
+    for at in range(0, plen, chunk):
+        size = min(chunk, plen - at)
+        segs = -(-size // mss)
+        first, last = at == 0, at + size == plen
+        bits = tcp_flags & (0xFF if last else ~0x09) & (0xFF if first else ~0x80)
+        head[l4 + 4 : l4 + 8] = ((seq0 + at) & 0xFFFFFFFF).to_bytes(4, "big")
+        head[l4 + 13] = bits
+        if v4:
+            head[16:18] = (hlen - ETH_HLEN + size).to_bytes(2, "big")
+            head[18:20] = ((ip_id + at // mss) & 0xFFFF).to_bytes(2, "big")
+            head[24:26] = bytes(2)
+            head[24:26] = (0xFFFF - ones_sum(head[ETH_HLEN:l4])).to_bytes(2, "big")
+        else:
+            head[18:20] = (doff + size).to_bytes(2, "big")
+        pseudo = (addr_sum + 6 + doff + size) % 0xFFFF
+        head[l4 + _TCP_CHECK : l4 + _TCP_CHECK + 2] = (pseudo or 0xFFFF).to_bytes(2, "big")
+        vhdr = vnet.pack(
+            flags | vnet.FLAG_NEEDS_CSUM,
+            gso_type if segs > 1 else vnet.GSO_NONE,
+            hlen,
+            mss,
+            l4,
+            _TCP_CHECK,
+        )
+        out.append(vhdr + head + body[hlen + at : hlen + at + size])
+    return out

@@ -14,6 +14,7 @@ import pytest
 from netlab import Lab, Netns, Stream, finish
 
 from tapveth.conformance.endpoints import pattern
+from tapveth.core.impair import PIECE_NS
 from tapveth.private import PrivateDaemon
 
 pytestmark = pytest.mark.integration
@@ -145,6 +146,20 @@ def test_rate_limits_the_transfer_time(link: Link) -> None:
     assert elapsed >= 1.0, elapsed
     stats = link.show(link.if1)["stats"]
     assert isinstance(stats, dict) and stats["sent_bytes"] >= MB
+
+
+def test_rate_hands_super_frames_on_in_pieces_intact(link: Link) -> None:
+    """Under a rate the sender's TCP super-frames go on in pieces of at most PIECE_NS of wire
+    time, each a valid TSO frame: the stream arrives intact and no frame handed on is longer
+    than a piece (1448-byte segments, 1514 bytes each on the wire)."""
+    link.qdisc("add", "dev", link.if1, "root", "netem", "rate", "200mbit")
+    Stream(link.ns1, link.ns2, "10.0.0.2", 8 * MB, port=5314).finish(timeout=60)
+    stats = link.show(link.if1)["stats"]
+    assert isinstance(stats, dict)
+    per = PIECE_NS // (1514 * 8 * 1000 // 200)  # segments in a piece
+    longest = 66 + per * 1448
+    assert stats["sent_bytes"] >= 8 * MB
+    assert stats["sent_packets"] * longest >= stats["sent_bytes"], stats
 
 
 def test_change_keeps_a_tcp_stream_intact(link: Link) -> None:

@@ -8,9 +8,12 @@ import statistics
 import struct
 
 import pytest
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
 
-from tapveth.core import vnet
+from tapveth.core import offload, vnet
 from tapveth.core.impair import (
+    PIECE_NS,
     CorrelatedRandom,
     ImpairDrop,
     Impairment,
@@ -145,6 +148,114 @@ def test_rate_counts_each_gso_segment_with_its_headers() -> None:
     out = run(imp, [big], 0, gso=(mss, hdr_len))
     wire = 3 * (hdr_len + mss) + (hdr_len + 100)
     assert [t for t, _ in out] == [wire * 1000]
+
+
+def tcp_super_frame(payload: bytes, gso_type: int = vnet.GSO_TCPV4) -> bytes:
+    """A TCP super-frame as a TAP with TSO hands it: virtio header (NEEDS_CSUM, csum_start at
+    the TCP header), one IPv4 and TCP header with a timestamp option, all the payload."""
+    eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    ip = IP(src="10.0.0.1", dst="10.0.0.2", id=7, flags="DF")
+    tcp = TCP(sport=40000, dport=5201, seq=1000, flags="PA", options=[("Timestamp", (1, 2))])
+    body = bytes(eth / ip / tcp / payload)
+    hdr = vnet.pack(
+        flags=vnet.FLAG_NEEDS_CSUM,
+        gso_type=gso_type,
+        hdr_len=66,
+        gso_size=1448,
+        csum_start=34,
+        csum_offset=16,
+    )
+    return hdr + body
+
+
+def wire_segments(frame: bytes) -> list[bytes]:
+    """What GSO makes of a frame (virtio header first) on a wire: complete segments."""
+    _, gso_type, _, mss, l4, _, _ = struct.unpack_from(vnet.HDR_FORMAT, frame, 0)
+    body = frame[vnet.HDR_LEN :]
+    if gso_type == vnet.GSO_NONE:
+        done = bytearray(frame)
+        assert vnet.complete_checksum(done)
+        return [bytes(done[vnet.HDR_LEN :])]
+    out = bytearray(2 * len(body) + 4096)
+    _, full, total = offload.segment_tcp(body, l4, mss, b"", out)
+    return [bytes(out[i : min(i + full, total)]) for i in range(0, total, full)]
+
+
+def test_rate_hands_a_tcp_super_frame_on_segment_by_segment() -> None:
+    """At a low rate each segment leaves at its own wire time: the first is not held until
+    the last has been paced (which left TCP below a low rate). Each is a valid packet."""
+    imp = Impairment(parse("rate 8mbit".split()))  # 1000 bytes take 1 ms
+    payload = bytes(random.Random(1).getrandbits(8) for _ in range(3 * 1448 + 100))
+    big = tcp_super_frame(payload)
+    out = run(imp, [big], 0, gso=vnet.gso_geometry(big, len(big)))
+    hlen = 14 + 20 + 32  # Ethernet, IPv4, TCP with the timestamp option
+    sizes = [hlen + 1448] * 3 + [hlen + 100]
+    assert [len(d) - vnet.HDR_LEN for _, d in out] == sizes
+    assert [t for t, _ in out] == [sum(sizes[: i + 1]) * 1000 for i in range(4)]
+    got = b""
+    for i, (_, d) in enumerate(out):
+        assert d[vnet.GSO_TYPE_OFFSET] == vnet.GSO_NONE  # one segment: no GSO left
+        (seg,) = wire_segments(d)
+        pkt = Ether(seg)
+        ip, tcp = pkt[IP], pkt[TCP]
+        assert ip.len == len(seg) - 14
+        assert ip.id == 7 + i
+        assert tcp.seq == 1000 + i * 1448
+        assert tcp.flags == ("PA" if i == 3 else "A")
+        chk_ip, chk_tcp = ip.chksum, tcp.chksum
+        del ip.chksum, tcp.chksum
+        again = Ether(bytes(pkt))
+        assert (again[IP].chksum, again[TCP].chksum) == (chk_ip, chk_tcp)
+        got += bytes(tcp.payload)
+    assert got == payload
+    st = imp.stats
+    assert (st.sent_packets, st.sent_bytes) == (4, sum(sizes))
+    assert (st.backlog_packets, st.backlog_bytes) == (0, 0)
+
+
+@pytest.mark.parametrize("gso_type", [vnet.GSO_TCPV4, vnet.GSO_TCPV4 | vnet.GSO_ECN])
+def test_rate_hands_a_super_frame_on_in_pieces_gso_would_cut_the_same(gso_type: int) -> None:
+    """At a fast rate the pieces are smaller super-frames of at most PIECE_NS of wire time;
+    cut by GSO they give exactly the segments the whole super-frame gives."""
+    imp = Impairment(parse("rate 1gbit".split()))  # 1514 bytes: 12.1 us
+    big = tcp_super_frame(
+        bytes(random.Random(2).getrandbits(8) for _ in range(45 * 1448)), gso_type
+    )
+    out = run(imp, [big], 0, gso=vnet.gso_geometry(big, len(big)))
+    per = PIECE_NS // 12_112
+    assert [len(d) - vnet.HDR_LEN for _, d in out] == [
+        66 + k * 1448 for k in (per, per, 45 - 2 * per)
+    ]
+    assert [t for t, _ in out] == [12_112 * k for k in (per, 2 * per, 45)]
+    assert all(d[vnet.GSO_TYPE_OFFSET] == gso_type for _, d in out)
+    pieces = [seg for _, d in out for seg in wire_segments(d)]
+    assert pieces == wire_segments(big)
+
+
+def test_rate_keeps_a_super_frame_it_cannot_cut_whole() -> None:
+    """A UDP GSO super-frame (or one whose headers do not parse) travels whole, paced by its
+    segments' wire time."""
+    imp = Impairment(parse("rate 8mbit".split()))
+    big = tcp_super_frame(bytes(3000), gso_type=vnet.GSO_UDP_L4)
+    out = run(imp, [big], 0, gso=(1448, 66))
+    assert [d for _, d in out] == [big]
+    assert [t for t, _ in out] == [(2 * (66 + 1448) + 66 + 104) * 1000]
+
+
+def test_rate_segments_follow_earlier_frames_in_order() -> None:
+    """A super-frame behind a queued frame starts after it; frames behind it wait for its
+    last segment."""
+    imp = Impairment(parse("rate 8mbit".split()))
+    big = tcp_super_frame(bytes(2 * 1448))
+    frames = [frame(1000, seq=1), big, frame(1000, seq=2)]
+    out: list[tuple[int, bytes]] = []
+    for f in frames:
+        imp.enqueue(0, f, *vnet.gso_geometry(f, len(f)))
+    while (nxt := imp.next_time()) is not None:
+        out += [(nxt, d) for d in imp.due(nxt)]
+    times = [t for t, _ in out]
+    assert times == [1 * MS, 1 * MS + 1514_000, 1 * MS + 2 * 1514_000, 2 * MS + 2 * 1514_000]
+    assert seq_of(out[0][1]) == 1 and seq_of(out[-1][1]) == 2
 
 
 def test_gso_geometry_measures_the_headers() -> None:

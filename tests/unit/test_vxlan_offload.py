@@ -3,6 +3,7 @@ wire-sized segments with complete checksums, partial checksums filled in. Checke
 scapy's own reading and checksum computation."""
 
 import os
+import struct
 
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
@@ -10,7 +11,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
-from tapveth.core import offload, vxlan
+from tapveth.core import offload, vnet, vxlan
 
 PREFIX = vxlan.header(42)
 
@@ -223,3 +224,49 @@ def test_merge_leaves_other_traffic() -> None:
     udp = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP() / bytes(1000))
     dgram = PREFIX + udp + (b"\0" if len(udp) % 2 else b"")
     assert vxlan.merge_tcp(dgram * 4, len(dgram), 4, PREFIX[4:7], bytearray(9000))[0] == 0
+
+
+def tso(frame: bytes, mss: int, gso_type: int) -> bytes:
+    l4 = 14 + (40 if frame[12:14] == b"\x86\xdd" else 20)
+    return vnet.pack(vnet.FLAG_NEEDS_CSUM, gso_type, 0, mss, l4, 16) + frame
+
+
+def gso_cut(frame: bytes) -> list[bytes]:
+    """The segments GSO makes of a frame with its virtio header."""
+    _, gso_type, _, mss, l4, _, _ = struct.unpack_from(vnet.HDR_FORMAT, frame, 0)
+    if gso_type == vnet.GSO_NONE:
+        done = bytearray(frame)
+        assert vnet.complete_checksum(done)
+        return [bytes(done[vnet.HDR_LEN :])]
+    out = bytearray(2 * len(frame) + 4096)
+    _, full, total = offload.segment_tcp(frame[vnet.HDR_LEN :], l4, mss, b"", out)
+    return [bytes(out[i : min(i + full, total)]) for i in range(0, total, full)]
+
+
+@pytest.mark.parametrize("v6", [False, True])
+@pytest.mark.parametrize("per", [1, 2, 3, 10])
+def test_split_tcp_pieces_segment_as_the_whole_does(v6: bool, per: int) -> None:
+    """Pieces of a super-frame, each a valid TSO frame: GSO cuts them into exactly the
+    segments it cuts the whole into (ids, sequence numbers, FIN/PSH last, CWR first)."""
+    mss = 1000
+    frame = super_frame(os.urandom(7 * mss + 123), v6=v6, flags="FPAC")
+    gso_type = vnet.GSO_TCPV6 if v6 else vnet.GSO_TCPV4
+    whole = tso(frame, mss, gso_type)
+    pieces = offload.split_tcp(whole, per)
+    assert pieces is not None
+    assert len(pieces) == -(-8 // per)
+    assert [s for p in pieces for s in gso_cut(p)] == gso_cut(whole)
+    for p in pieces:  # a piece of one segment is no longer GSO
+        want = gso_type if len(gso_cut(p)) > 1 else vnet.GSO_NONE
+        assert p[vnet.GSO_TYPE_OFFSET] == want
+
+
+def test_split_tcp_leaves_what_it_cannot_cut() -> None:
+    frame = super_frame(os.urandom(3000))
+    assert offload.split_tcp(tso(frame, 1000, vnet.GSO_TCPV4), 10) == [
+        tso(frame, 1000, vnet.GSO_TCPV4)
+    ]
+    assert offload.split_tcp(tso(frame, 1000, vnet.GSO_UDP_L4), 1) is None
+    assert offload.split_tcp(tso(frame, 1000, vnet.GSO_TCPV6), 1) is None  # not IPv6
+    udp = bytes(Ether() / IP() / UDP() / bytes(3000))
+    assert offload.split_tcp(tso(udp, 1000, vnet.GSO_TCPV4), 1) is None
