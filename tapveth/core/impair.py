@@ -16,7 +16,8 @@ Where tapveth differs from netem on purpose (README, "Impairments"):
 - the queue's default bound is in bytes, sized by time (netem.default_limit_bytes), and its
   overflow is its own drop reason, `queue`;
 - rate pacing counts each segment of a GSO super-frame with its own headers, packet overhead
-  and cells, as the wire would carry them;
+  and cells, as the wire would carry them, and hands a TCP super-frame on in pieces of at
+  most PIECE_NS of wire time (core/offload.split_tcp), each when its segments have been paced;
 - a GSO super-frame picked for corruption is dropped (reason `corrupt`), where netem would
   segment it and corrupt one segment, which the receiver then drops for its bad checksum.
 """
