@@ -29,6 +29,11 @@ class BusyPoll:
         self._deadline = 0
         self._active = False
 
+    @property
+    def enabled(self) -> bool:
+        """Whether the daemon polls after traffic at all (--busy-poll 0 turns it off)."""
+        return self._enabled
+
     def traffic(self) -> None:
         """A frame arrived: poll for one more window."""
         if not self._enabled:

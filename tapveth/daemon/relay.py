@@ -276,6 +276,9 @@ class Relay:
         if link is None:
             return
         link.timer.clear()
+        if link.woke_ahead():
+            self._on_traffic()  # poll until the head is due, instead of waking up to it
+            return
         self._before_batch()
         self.deliver(src, dst)
 

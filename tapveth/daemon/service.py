@@ -28,7 +28,7 @@ from tapveth.daemon import provision, sandbox, vxlan_end
 from tapveth.daemon.busypoll import BusyPoll
 from tapveth.daemon.events import Event, EventBus
 from tapveth.daemon.faults import Faults
-from tapveth.daemon.impaired import Impairments
+from tapveth.daemon.impaired import TIMER_LEAD_NS, Impairments
 from tapveth.daemon.notify import Notifier
 from tapveth.daemon.pair import End, Pair
 from tapveth.daemon.persisted import PersistentPlaces
@@ -101,7 +101,8 @@ class Daemon:
         self._relay = Relay(
             self.tracker.on_events, self.tracker.on_gone, busy.traffic, self.tracker.fileno()
         )
-        self.impairments = Impairments(loop, self._relay.fire)
+        lead = TIMER_LEAD_NS if busy.enabled else 0
+        self.impairments = Impairments(loop, self._relay.fire, lead)
         loop.add_reader(self.tracker.fileno(), self.tracker.on_events)
         try:
             if self._metrics_listen is not None:

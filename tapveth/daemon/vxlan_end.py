@@ -287,6 +287,9 @@ class VxlanEnd:
         if link is None:
             return
         link.timer.clear()
+        if link.woke_ahead():
+            self._on_traffic()  # poll until the head is due (daemon/impaired.py)
+            return
         self._events()
         if src is self:
             self._deliver_to_tap()

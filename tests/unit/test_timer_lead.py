@@ -1,0 +1,97 @@
+"""The impairment timer's lead: with busy-polling on, a head frame due after a longer wait is
+timed to fire TIMER_LEAD_NS early, and that early expiry only starts the poll and arms the
+timer at the head itself; the frame leaves at its time, not before. Relay.fire over datagram
+socket pairs, a real timerfd, no TAP, no root."""
+
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tapveth.core import vnet
+from tapveth.core.impair import Impairment
+from tapveth.core.netem import Netem
+from tapveth.daemon.impaired import TIMER_LEAD_NS, ImpairedLink
+from tapveth.daemon.pair import End
+from tapveth.daemon.relay import Relay
+from tapveth.kernel.timerfd import Timer
+
+HDR = bytes(vnet.HDR_LEN)
+MS = 1_000_000
+
+
+class _Fd:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+
+def _link(delay_ns: int, lead_ns: int) -> ImpairedLink:
+    model = Impairment(Netem(latency=delay_ns), now=time.monotonic_ns())
+    return ImpairedLink(model, Timer(), lead_ns)
+
+
+@pytest.mark.parametrize(
+    ("delay_ns", "lead_ns", "early"),
+    [
+        (50 * MS, TIMER_LEAD_NS, True),
+        (TIMER_LEAD_NS // 2, TIMER_LEAD_NS, False),
+        (50 * MS, 0, False),
+    ],
+)
+def test_rearm_leads_only_a_longer_wait(delay_ns: int, lead_ns: int, early: bool) -> None:
+    link = _link(delay_ns, lead_ns)
+    try:
+        link.model.enqueue(time.monotonic_ns(), HDR + bytes(60))
+        due = link.model.next_time()
+        assert due is not None
+        link.rearm()
+        assert link.timer.armed == (due - lead_ns if early else due)
+    finally:
+        link.timer.close()
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket, End, End]]:
+    a_in, a_relay = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    b_relay, b_out = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    a_relay.setblocking(False)
+    b_out.setblocking(False)
+    tap_a: Any = _Fd(a_relay.fileno())
+    tap_b: Any = _Fd(b_relay.fileno())
+    src, dst = End(tap=tap_a, name="a"), End(tap=tap_b, name="b")
+    src.up = dst.up = True
+    try:
+        yield a_in, b_out, src, dst
+    finally:
+        if src.impair is not None:
+            src.impair.timer.close()
+        for s in (a_in, a_relay, b_relay, b_out):
+            s.close()
+
+
+def test_an_early_expiry_polls_and_the_frame_leaves_at_its_time(
+    pair: tuple[socket.socket, socket.socket, End, End],
+) -> None:
+    a_in, b_out, src, dst = pair
+    link = src.impair = _link(20 * MS, TIMER_LEAD_NS)
+    polls: list[int] = []
+    relay = Relay(lambda: None, lambda end, exc: None, lambda: polls.append(1))
+    a_in.send(HDR + b"x" * 60)
+    relay.pump(src, dst)
+    due = link.model.next_time()
+    assert due is not None and link.timer.armed == due - TIMER_LEAD_NS
+    polls.clear()
+    # an expiry ahead of the head (as the lead's, 20 ms early here): nothing leaves, the loop
+    # is told to poll, and the timer is armed at the due time itself
+    relay.fire(src, dst)
+    assert polls == [1]
+    assert link.timer.armed == due
+    with pytest.raises(BlockingIOError):
+        b_out.recv(256)
+    time.sleep(max(0, due - time.monotonic_ns()) / 1e9)
+    relay.fire(src, dst)
+    assert b_out.recv(256) == HDR + b"x" * 60
+    assert time.monotonic_ns() >= due
+    assert link.timer.armed is None and len(link.model) == 0
