@@ -1,7 +1,7 @@
-"""The TAP's offloads done in software, for a frame that must leave wire-sized and whole: a
-partial checksum completed, a TCP super-frame cut into the segments the kernel's GSO would
-make. Used where no kernel path segments for us: the vxlan end's socket, and rate pacing,
-which hands a super-frame on segment by segment as the wire would carry it.
+"""The TAP's offloads done in software. For the vxlan end's socket, where no kernel path
+segments for us, a partial checksum completed and a TCP super-frame cut into the segments the
+kernel's GSO would make; for rate pacing, which hands a super-frame on as the wire would carry
+it, a TCP super-frame cut into smaller super-frames that GSO still segments the same way.
 """
 
 import struct
@@ -49,7 +49,7 @@ def segment_tcp(
 ) -> tuple[int, int, int]:
     """Cut a TCP super-frame (an Ethernet frame with IPv4 or IPv6, its TCP header at l4, as a
     TAP hands it with TSO: checksums not computed) into segments of at most mss payload bytes,
-    each preceded by prefix (a VXLAN header, a virtio header), laid end to end in out.
+    each preceded by prefix (a VXLAN header, or nothing), laid end to end in out.
 
     Every segment is a complete packet, as the kernel's tcp_gso_segment() makes them: IP total
     (or payload) length for its size, IPv4 ids counting up from the super-frame's, IPv4 header
