@@ -8,10 +8,11 @@ import statistics
 import struct
 
 import pytest
+from gsocut import gso_segments
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
-from tapveth.core import offload, vnet
+from tapveth.core import vnet
 from tapveth.core.impair import (
     PIECE_NS,
     CorrelatedRandom,
@@ -168,19 +169,6 @@ def tcp_super_frame(payload: bytes, gso_type: int = vnet.GSO_TCPV4) -> bytes:
     return hdr + body
 
 
-def wire_segments(frame: bytes) -> list[bytes]:
-    """What GSO makes of a frame (virtio header first) on a wire: complete segments."""
-    _, gso_type, _, mss, l4, _, _ = struct.unpack_from(vnet.HDR_FORMAT, frame, 0)
-    body = frame[vnet.HDR_LEN :]
-    if gso_type == vnet.GSO_NONE:
-        done = bytearray(frame)
-        assert vnet.complete_checksum(done)
-        return [bytes(done[vnet.HDR_LEN :])]
-    out = bytearray(2 * len(body) + 4096)
-    _, full, total = offload.segment_tcp(body, l4, mss, b"", out)
-    return [bytes(out[i : min(i + full, total)]) for i in range(0, total, full)]
-
-
 def test_rate_hands_a_tcp_super_frame_on_segment_by_segment() -> None:
     """At a low rate each segment leaves at its own wire time: the first is not held until
     the last has been paced (which left TCP below a low rate). Each is a valid packet."""
@@ -195,7 +183,7 @@ def test_rate_hands_a_tcp_super_frame_on_segment_by_segment() -> None:
     got = b""
     for i, (_, d) in enumerate(out):
         assert d[vnet.GSO_TYPE_OFFSET] == vnet.GSO_NONE  # one segment: no GSO left
-        (seg,) = wire_segments(d)
+        (seg,) = gso_segments(d)
         pkt = Ether(seg)
         ip, tcp = pkt[IP], pkt[TCP]
         assert ip.len == len(seg) - 14
@@ -228,8 +216,8 @@ def test_rate_hands_a_super_frame_on_in_pieces_gso_would_cut_the_same(gso_type: 
     ]
     assert [t for t, _ in out] == [12_112 * k for k in (per, 2 * per, 45)]
     assert all(d[vnet.GSO_TYPE_OFFSET] == gso_type for _, d in out)
-    pieces = [seg for _, d in out for seg in wire_segments(d)]
-    assert pieces == wire_segments(big)
+    pieces = [seg for _, d in out for seg in gso_segments(d)]
+    assert pieces == gso_segments(big)
 
 
 def test_rate_keeps_a_super_frame_it_cannot_cut_whole() -> None:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from relaypair import socket_ends
 
 from tapveth.core import vnet
 from tapveth.core.impair import Impairment
@@ -18,13 +19,6 @@ from tapveth.daemon.relay import Relay
 from tapveth.kernel.timerfd import Timer
 
 HDR = bytes(vnet.HDR_LEN)  # a zero virtio header
-
-
-class _Fd:
-    """Stands in for a Tap: the relay only needs its fd."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
 
 
 class _Recorder:
@@ -43,21 +37,7 @@ class _Recorder:
 
 @pytest.fixture
 def link() -> Iterator[tuple[socket.socket, socket.socket, End, End]]:
-    a_in, a_relay = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    b_relay, b_out = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    a_relay.setblocking(False)
-    b_out.setblocking(False)
-    tap_a: Any = _Fd(a_relay.fileno())
-    tap_b: Any = _Fd(b_relay.fileno())
-    src, dst = End(tap=tap_a, name="a"), End(tap=tap_b, name="b")
-    src.up = dst.up = True
-    try:
-        yield a_in, b_out, src, dst
-    finally:
-        if src.impair is not None:
-            src.impair.timer.close()
-        for s in (a_in, a_relay, b_relay, b_out):
-            s.close()
+    yield from socket_ends()
 
 
 def _impair(src: End, settings: Netem) -> None:

@@ -6,9 +6,9 @@ socket pairs, a real timerfd, no TAP, no root."""
 import socket
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
+from relaypair import socket_ends
 
 from tapveth.core import vnet
 from tapveth.core.impair import Impairment
@@ -20,11 +20,6 @@ from tapveth.kernel.timerfd import Timer
 
 HDR = bytes(vnet.HDR_LEN)
 MS = 1_000_000
-
-
-class _Fd:
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
 
 
 def _link(delay_ns: int, lead_ns: int) -> ImpairedLink:
@@ -54,21 +49,7 @@ def test_rearm_leads_only_a_longer_wait(delay_ns: int, lead_ns: int, early: bool
 
 @pytest.fixture
 def pair() -> Iterator[tuple[socket.socket, socket.socket, End, End]]:
-    a_in, a_relay = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    b_relay, b_out = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    a_relay.setblocking(False)
-    b_out.setblocking(False)
-    tap_a: Any = _Fd(a_relay.fileno())
-    tap_b: Any = _Fd(b_relay.fileno())
-    src, dst = End(tap=tap_a, name="a"), End(tap=tap_b, name="b")
-    src.up = dst.up = True
-    try:
-        yield a_in, b_out, src, dst
-    finally:
-        if src.impair is not None:
-            src.impair.timer.close()
-        for s in (a_in, a_relay, b_relay, b_out):
-            s.close()
+    yield from socket_ends()
 
 
 def test_an_early_expiry_polls_and_the_frame_leaves_at_its_time(

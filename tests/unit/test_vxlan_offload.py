@@ -3,9 +3,9 @@ wire-sized segments with complete checksums, partial checksums filled in. Checke
 scapy's own reading and checksum computation."""
 
 import os
-import struct
 
 import pytest
+from gsocut import gso_segments
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
@@ -231,18 +231,6 @@ def tso(frame: bytes, mss: int, gso_type: int) -> bytes:
     return vnet.pack(vnet.FLAG_NEEDS_CSUM, gso_type, 0, mss, l4, 16) + frame
 
 
-def gso_cut(frame: bytes) -> list[bytes]:
-    """The segments GSO makes of a frame with its virtio header."""
-    _, gso_type, _, mss, l4, _, _ = struct.unpack_from(vnet.HDR_FORMAT, frame, 0)
-    if gso_type == vnet.GSO_NONE:
-        done = bytearray(frame)
-        assert vnet.complete_checksum(done)
-        return [bytes(done[vnet.HDR_LEN :])]
-    out = bytearray(2 * len(frame) + 4096)
-    _, full, total = offload.segment_tcp(frame[vnet.HDR_LEN :], l4, mss, b"", out)
-    return [bytes(out[i : min(i + full, total)]) for i in range(0, total, full)]
-
-
 @pytest.mark.parametrize("v6", [False, True])
 @pytest.mark.parametrize("per", [1, 2, 3, 10])
 def test_split_tcp_pieces_segment_as_the_whole_does(v6: bool, per: int) -> None:
@@ -255,9 +243,9 @@ def test_split_tcp_pieces_segment_as_the_whole_does(v6: bool, per: int) -> None:
     pieces = offload.split_tcp(whole, per)
     assert pieces is not None
     assert len(pieces) == -(-8 // per)
-    assert [s for p in pieces for s in gso_cut(p)] == gso_cut(whole)
+    assert [s for p in pieces for s in gso_segments(p)] == gso_segments(whole)
     for p in pieces:  # a piece of one segment is no longer GSO
-        want = gso_type if len(gso_cut(p)) > 1 else vnet.GSO_NONE
+        want = gso_type if len(gso_segments(p)) > 1 else vnet.GSO_NONE
         assert p[vnet.GSO_TYPE_OFFSET] == want
 
 
