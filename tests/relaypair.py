@@ -17,12 +17,14 @@ class FakeTap:
 
 
 def socket_ends() -> Iterator[tuple[socket.socket, socket.socket, End, End]]:
-    """(a_in, b_out, src, dst), both ends up; closes the sockets and src's impairment timer
-    afterwards. For a fixture: `yield from socket_ends()`."""
+    """(a_in, b_out, src, dst), both ends up, every socket non-blocking as a TAP's fd is;
+    closes the sockets and the ends' impairment timers afterwards. For a fixture:
+    `yield from socket_ends()`."""
     a_in, a_relay = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     b_relay, b_out = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    a_relay.setblocking(False)
-    b_out.setblocking(False)
+    socks = (a_in, a_relay, b_relay, b_out)
+    for s in socks:
+        s.setblocking(False)
     tap_a: Any = FakeTap(a_relay.fileno())
     tap_b: Any = FakeTap(b_relay.fileno())
     src, dst = End(tap=tap_a, name="a"), End(tap=tap_b, name="b")
@@ -30,7 +32,8 @@ def socket_ends() -> Iterator[tuple[socket.socket, socket.socket, End, End]]:
     try:
         yield a_in, b_out, src, dst
     finally:
-        if src.impair is not None:
-            src.impair.timer.close()
-        for s in (a_in, a_relay, b_relay, b_out):
+        for end in (src, dst):
+            if end.impair is not None:
+                end.impair.timer.close()
+        for s in socks:
             s.close()

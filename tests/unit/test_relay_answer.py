@@ -5,9 +5,9 @@ socket pairs, no TAP, no root."""
 
 import socket
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
+from relaypair import FakeTap, socket_ends
 
 from tapveth.core import vnet
 from tapveth.core.impair import Impairment
@@ -18,13 +18,6 @@ from tapveth.daemon.relay import Relay
 from tapveth.kernel.timerfd import Timer
 
 HDR = bytes(vnet.HDR_LEN)  # a zero virtio header
-
-
-class _Fd:
-    """Stands in for a Tap: the relay only needs its fd."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
 
 
 class _Capture:
@@ -40,24 +33,8 @@ Link = tuple[socket.socket, socket.socket, End, End]
 
 @pytest.fixture
 def link() -> Iterator[Link]:
-    """a_host <-> (a's fd) relay (b's fd) <-> b_host, every fd non-blocking as a TAP's is."""
-    a_host, a_relay = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    b_relay, b_host = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    socks = (a_host, a_relay, b_relay, b_host)
-    for s in socks:
-        s.setblocking(False)
-    tap_a: Any = _Fd(a_relay.fileno())
-    tap_b: Any = _Fd(b_relay.fileno())
-    a, b = End(tap=tap_a, name="a"), End(tap=tap_b, name="b")
-    a.up = b.up = True
-    try:
-        yield a_host, b_host, a, b
-    finally:
-        for end in (a, b):
-            if end.impair is not None:
-                end.impair.timer.close()
-        for s in socks:
-            s.close()
+    """a_host <-> (a's fd) relay (b's fd) <-> b_host."""
+    yield from socket_ends()
 
 
 def _drain(sock: socket.socket) -> list[bytes]:
@@ -130,7 +107,7 @@ def test_an_end_that_failed_is_reported_once(link: Link) -> None:
     closed_fd = spare.fileno()
     spare.close()
     other.close()
-    b.tap = _Fd(closed_fd)  # type: ignore[assignment]  # b's device went away: EBADF
+    b.tap = FakeTap(closed_fd)  # type: ignore[assignment]  # b's device went away: EBADF
     relay.pump(a, b)
     assert gone == ["b"]  # the write found it; no read of b's answers after that
 
