@@ -8,9 +8,9 @@ import statistics
 import struct
 
 import pytest
-from gsocut import gso_segments
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
+from tsoframes import gso_segments, super_frame, tso
 
 from tapveth.core import vnet
 from tapveth.core.impair import (
@@ -152,21 +152,8 @@ def test_rate_counts_each_gso_segment_with_its_headers() -> None:
 
 
 def tcp_super_frame(payload: bytes, gso_type: int = vnet.GSO_TCPV4) -> bytes:
-    """A TCP super-frame as a TAP with TSO hands it: virtio header (NEEDS_CSUM, csum_start at
-    the TCP header), one IPv4 and TCP header with a timestamp option, all the payload."""
-    eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
-    ip = IP(src="10.0.0.1", dst="10.0.0.2", id=7, flags="DF")
-    tcp = TCP(sport=40000, dport=5201, seq=1000, flags="PA", options=[("Timestamp", (1, 2))])
-    body = bytes(eth / ip / tcp / payload)
-    hdr = vnet.pack(
-        flags=vnet.FLAG_NEEDS_CSUM,
-        gso_type=gso_type,
-        hdr_len=66,
-        gso_size=1448,
-        csum_start=34,
-        csum_offset=16,
-    )
-    return hdr + body
+    """A TCP/IPv4 super-frame of 1448-byte segments as a TAP with TSO hands it."""
+    return tso(super_frame(payload), 1448, gso_type)
 
 
 def test_rate_hands_a_tcp_super_frame_on_segment_by_segment() -> None:
@@ -187,8 +174,8 @@ def test_rate_hands_a_tcp_super_frame_on_segment_by_segment() -> None:
         pkt = Ether(seg)
         ip, tcp = pkt[IP], pkt[TCP]
         assert ip.len == len(seg) - 14
-        assert ip.id == 7 + i
-        assert tcp.seq == 1000 + i * 1448
+        assert ip.id == (0xFFFE + i) & 0xFFFF  # across the wrap
+        assert tcp.seq == (0xFFFFF000 + i * 1448) & 0xFFFFFFFF
         assert tcp.flags == ("PA" if i == 3 else "A")
         chk_ip, chk_tcp = ip.chksum, tcp.chksum
         del ip.chksum, tcp.chksum

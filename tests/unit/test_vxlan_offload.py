@@ -5,28 +5,15 @@ scapy's own reading and checksum computation."""
 import os
 
 import pytest
-from gsocut import gso_segments
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet
+from tsoframes import gso_segments, super_frame, tso
 
 from tapveth.core import offload, vnet, vxlan
 
 PREFIX = vxlan.header(42)
-
-
-def super_frame(payload: bytes, v6: bool = False, flags: str = "PA", options: bool = True) -> bytes:
-    """A super-frame as a TAP with TSO hands it: one TCP header, all the payload, with the
-    TCP checksum field holding whatever (here: garbage, as it must not matter)."""
-    opts = [("NOP", None), ("NOP", None), ("Timestamp", (1, 2))] if options else []
-    tcp = TCP(sport=40000, dport=5201, seq=0xFFFFF000, ack=7, flags=flags, options=opts, chksum=1)
-    ip: Packet = (
-        IPv6(src="fd00::1", dst="fd00::2")
-        if v6
-        else IP(src="10.0.0.1", dst="10.0.0.2", id=0xFFFE, flags="DF", chksum=1)
-    )
-    return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / ip / tcp / payload)
 
 
 def cut(frame: bytes, mss: int) -> list[bytes]:
@@ -224,11 +211,6 @@ def test_merge_leaves_other_traffic() -> None:
     udp = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP() / bytes(1000))
     dgram = PREFIX + udp + (b"\0" if len(udp) % 2 else b"")
     assert vxlan.merge_tcp(dgram * 4, len(dgram), 4, PREFIX[4:7], bytearray(9000))[0] == 0
-
-
-def tso(frame: bytes, mss: int, gso_type: int) -> bytes:
-    l4 = 14 + (40 if frame[12:14] == b"\x86\xdd" else 20)
-    return vnet.pack(vnet.FLAG_NEEDS_CSUM, gso_type, 0, mss, l4, 16) + frame
 
 
 @pytest.mark.parametrize("v6", [False, True])
