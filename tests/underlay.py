@@ -89,3 +89,12 @@ def wait_for(what: str, cond: Callable[[], bool], timeout: float = 20.0) -> floa
 def has_carrier(ns: Netns, ifname: str) -> bool:
     flags: list[str] = ns.link(ifname)["flags"]
     return "LOWER_UP" in flags and "NO-CARRIER" not in flags
+
+
+def carrier_active(ns: Netns, ifname: str) -> bool:
+    """Carrier, and the kernel has acted on it: linkwatch, which may hold a carrier change
+    back up to a second after an earlier one, sets operstate UP and only then activates the
+    device's queue; until it runs, frames sent on the device are dropped."""
+    link = ns.link(ifname)
+    flags: list[str] = link["flags"]
+    return "LOWER_UP" in flags and "NO-CARRIER" not in flags and link["operstate"] == "UP"

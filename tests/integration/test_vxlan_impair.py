@@ -24,6 +24,7 @@ from underlay import (
     PORT,
     VNI,
     Hosts,
+    carrier_active,
     has_carrier,
     kernel_vxlan,
     show,
@@ -159,7 +160,7 @@ def test_carrier_cut_takes_the_stretched_link_down(lab: Lab, daemon: PrivateDaem
     assert stats(daemon, v1)["tx_dropped"] > before["tx_dropped"]
 
     daemon.cli("link", "set", "dev", v1, "carrier", "on")
-    wait_for("carrier back", lambda: has_carrier(o1, v1))
+    wait_for("carrier back", lambda: carrier_active(o1, v1))
     assert ping_loss(o1, OV_B) == 0
     assert ping_loss(hosts.b, OV_A) == 0
     changes = stats(daemon, v1)["carrier_changes"]
@@ -194,7 +195,7 @@ def test_cut_with_bfd_takes_the_far_side_down(
     assert ping_loss(o2, OV_A, count=3) == 100
 
     daemon.cli("link", "set", "dev", v1, "carrier", "on")
-    wait_for("both back", lambda: has_carrier(o1, v1) and has_carrier(o2, v2))
+    wait_for("both back", lambda: carrier_active(o1, v1) and carrier_active(o2, v2))
     assert ping_loss(o1, OV_B) == 0
 
 
