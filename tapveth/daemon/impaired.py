@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 from tapveth.control import ControlError
 from tapveth.core.netem import Netem, describe, format_size
 from tapveth.daemon.pair import End, Pair
-from tapveth.daemon.relay import SPIN_AHEAD_NS
 from tapveth.daemon.vxlan_end import VxlanEnd
 
 if TYPE_CHECKING:
@@ -30,12 +29,11 @@ HANDLE = "8001:"
 # polls from then to the due time: a timerfd that wakes an idle process fires late (77 us at
 # p50, 140 us at p99 on this 2-vCPU VM, armed 25 ms ahead), one seen by a polling loop is met
 # within a tick. Sparse delayed traffic (a ping through `delay 20ms`) pays that wake-up on
-# every frame; dense traffic keeps the loop polling anyway. The lead is the relay's rule for
-# frames due soon (poll for those due within SPIN_AHEAD_NS); the poll lasts the busy-poll
+# every frame; dense traffic keeps the loop polling anyway. The poll lasts the busy-poll
 # window (1 ms by default) whatever the lead. Measured at 40 pps with `delay 20ms`, one-way
 # delay p50 over the undelayed, runs interleaved: +177 to +268 us without a lead, +44 to
 # +86 us with 200 us, +16 to +45 us with 500 us.
-TIMER_LEAD_NS = SPIN_AHEAD_NS
+TIMER_LEAD_NS = 500_000
 
 
 @dataclass(eq=False, slots=True)

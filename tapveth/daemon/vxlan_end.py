@@ -19,7 +19,6 @@ from tapveth.core import vnet, vxlan
 from tapveth.core.rules import DropReason, Flow, admit
 from tapveth.core.vxlanspec import VxlanSpec
 from tapveth.daemon.pair import End
-from tapveth.daemon.relay import SPIN_AHEAD_NS  # the impaired directions' busy-poll rule
 from tapveth.daemon.vxlan_bfd import BfdLink
 from tapveth.daemon.vxlan_receive import NO_VNET, TunnelReceiver
 from tapveth.daemon.vxlan_send import TAP_OFFLOADS, TunnelSender
@@ -225,7 +224,7 @@ class VxlanEnd:
         for cap in caps:
             cap.flush()
         if link is not None:
-            self._spin_if_due(link, now)
+            self._on_traffic()  # poll as after any arrival (daemon/relay.py _pump_impaired)
             self._deliver_to_tunnel()
 
     def held(self, tap: End, frame: memoryview, caps: "tuple[Capture, ...]") -> bool:
@@ -239,7 +238,7 @@ class VxlanEnd:
             return True
         now = time.monotonic_ns()
         self._queue(self, link, now, _NO_VNET + bytes(frame), caps)
-        self._spin_if_due(link, now)
+        self._on_traffic()
         return self._deliver_to_tap()
 
     def _queue(
@@ -273,12 +272,6 @@ class VxlanEnd:
         for reason in dropped:
             for cap in caps:
                 cap.frame(src, memoryview(data)[_HDR:], reason)
-
-    def _spin_if_due(self, link: "ImpairedLink", now: int) -> None:
-        """Busy-poll only for a frame due very soon; for a later one the timer wakes the loop."""
-        head = link.model.next_time()
-        if head is not None and head - now <= SPIN_AHEAD_NS:
-            self._on_traffic()
 
     def fire(self, src: "End | VxlanEnd") -> None:
         """src's impairment timer expired (src: the TAP end for frames into the tunnel, this

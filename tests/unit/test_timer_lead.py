@@ -1,6 +1,8 @@
-"""The impairment timer's lead: with busy-polling on, a head frame due after a longer wait is
-timed to fire TIMER_LEAD_NS early, and that early expiry only starts the poll and arms the
-timer at the head itself; the frame leaves at its time, not before. Relay.fire over datagram
+"""How an impaired direction keeps the loop polling. Every arrival starts a poll window, as on
+the plain path, however far ahead its frame is due (a read after a wake-up from idle is
+stamped late). With busy-polling on, a head frame due after a longer wait is timed to fire
+TIMER_LEAD_NS early, and that early expiry only starts the poll and arms the timer at the head
+itself; the frame leaves at its time, not before. Relay.pump and Relay.fire over datagram
 socket pairs, a real timerfd, no TAP, no root."""
 
 import socket
@@ -76,3 +78,23 @@ def test_an_early_expiry_polls_and_the_frame_leaves_at_its_time(
     assert b_out.recv(256) == HDR + b"x" * 60
     assert time.monotonic_ns() >= due
     assert link.timer.armed is None and len(link.model) == 0
+
+
+@pytest.mark.parametrize("delay_ns", [100 * MS, TIMER_LEAD_NS // 2, 0])
+def test_every_arrival_polls_however_far_ahead_it_is_due(
+    pair: tuple[socket.socket, socket.socket, End, End], delay_ns: int
+) -> None:
+    a_in, b_out, src, dst = pair
+    link = src.impair = _link(delay_ns, TIMER_LEAD_NS)
+    polls: list[int] = []
+    relay = Relay(lambda: None, lambda end, exc: None, lambda: polls.append(1))
+    for i in range(3):
+        a_in.send(HDR + bytes([i]) * 60)
+        relay.pump(src, dst)
+        assert len(polls) == i + 1
+    if delay_ns:
+        assert len(link.model) == 3
+        with pytest.raises(BlockingIOError):
+            b_out.recv(256)
+    else:  # due at once: delivered by the same pump
+        assert [b_out.recv(256)[-1] for _ in range(3)] == [0, 1, 2]
