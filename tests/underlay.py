@@ -98,3 +98,10 @@ def carrier_active(ns: Netns, ifname: str) -> bool:
     link = ns.link(ifname)
     flags: list[str] = link["flags"]
     return "LOWER_UP" in flags and "NO-CARRIER" not in flags and link["operstate"] == "UP"
+
+
+def tcp_checksum_errors(ns: Netns) -> int:
+    """TCP's InCsumErrors in a namespace (/proc/net/snmp is per namespace)."""
+    lines = [ln.split() for ln in ns.run("cat", "/proc/net/snmp").stdout.splitlines()]
+    head, values = (ln for ln in lines if ln[0] == "Tcp:")
+    return int(values[head.index("InCsumErrors")])

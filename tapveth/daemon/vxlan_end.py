@@ -204,7 +204,7 @@ class VxlanEnd:
         self._events()
         link, caps, buf = tap.impair, tap.captures, self._ibuf
         view = memoryview(buf)
-        now = time.monotonic_ns()
+        batch: list[bytes] = []
         for _ in range(BATCH):
             try:
                 n = os.readv(tap.fd, [buf])
@@ -220,7 +220,12 @@ class VxlanEnd:
                 for cap in caps:
                     cap.frame(tap, view[_HDR:n], DropReason.CARRIER)
                 continue
-            self._queue(tap, link, now, bytes(view[:n]), caps)
+            batch.append(bytes(view[:n]))
+        # Stamped once read, as the relay does (daemon/relay.py _enqueue): none leaves early.
+        now = time.monotonic_ns()
+        if link is not None:
+            for data in batch:
+                self._queue(tap, link, now, data, caps)
         for cap in caps:
             cap.flush()
         if link is not None:
@@ -251,9 +256,13 @@ class VxlanEnd:
     ) -> None:
         """One frame (virtio header first) into src's impairments. Captures see the frames the
         model drops (loss, a full queue) as they arrived: its drop callback is wrapped for the
-        call, as the relay does."""
+        call, as the relay does. A TCP super-frame from the TAP (TSO) goes in with its
+        geometry, so that rate counts each segment and hands it on in pieces."""
+        gso_size = hdr_len = 0
+        if data[_GSO_OFF] & _GSO_MASK:
+            gso_size, hdr_len = vnet.gso_geometry(data, len(data))
         if not caps:
-            link.model.enqueue(now, data)
+            link.model.enqueue(now, data, gso_size, hdr_len)
             return
         stats = link.model.stats
         counted = stats.on_drop
@@ -266,7 +275,7 @@ class VxlanEnd:
 
         stats.on_drop = drop
         try:
-            link.model.enqueue(now, data)
+            link.model.enqueue(now, data, gso_size, hdr_len)
         finally:
             stats.on_drop = counted
         for reason in dropped:
@@ -306,8 +315,13 @@ class VxlanEnd:
                 reason = DropReason.RUNT
             elif session is not None and not session.up:
                 reason = DropReason.PEER_DOWN
-            elif data[_GSO_OFF] & _GSO_MASK:
-                reason = DropReason.MTU  # a super-frame: the TAP offers no TSO (see start())
+            elif data[0] & vnet.FLAG_NEEDS_CSUM or data[_GSO_OFF]:
+                # the TAP's offloads (TAP_OFFLOADS): a super-frame or a partial checksum,
+                # finished as on the plain path, which counts it
+                reason = self.sender.send_offloaded(flow, data)
+                for cap in caps:
+                    cap.frame(tap, frame, reason)
+                continue
             else:
                 reason = self.sender.send_frame(frame)
             if reason is None:

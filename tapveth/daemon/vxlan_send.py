@@ -104,8 +104,6 @@ class TunnelSender:
                         self._flush(port, seg_view[:off], seg, lengths)
                         off, lengths = 0, []
                     reason = self._send_super(frame, gso, gso_size, start)
-                    if reason is not None:
-                        flow.refused(reason)
                     for cap in caps:
                         cap.frame(tap, frame, reason)
                     continue
@@ -142,15 +140,19 @@ class TunnelSender:
         return frames
 
     def _send_super(self, frame: memoryview, gso: int, gso_size: int, l4: int) -> DropReason | None:
-        """Cut a TCP super-frame into wire-sized segments (core/vxlan.py) and send them, as
-        many as fit in one UDP_SEGMENT send at a time. The reason when any was dropped."""
+        """Cut a TCP super-frame into wire-sized segments (core/offload.py) and send them, as
+        many as fit in one UDP_SEGMENT send at a time. Each segment is counted (sent or
+        dropped), or the super-frame once when it cannot be cut; the reason when any was
+        dropped."""
         if gso & ~vnet.GSO_ECN not in _TCP_GSO:
-            return DropReason.INVALID_HEADER  # not offered: TAP_OFFLOADS has TCP only
+            self.flow.refused(DropReason.INVALID_HEADER)  # not offered: TAP_OFFLOADS is TCP
+            return DropReason.INVALID_HEADER
         try:
             count, full, total = offload.segment_tcp(
                 frame, l4, gso_size, self._vxhdr, self._gso_buf
             )
         except ValueError:
+            self.flow.refused(DropReason.INVALID_HEADER)
             return DropReason.INVALID_HEADER
         i = ((vxlan.flow_hash(frame) & 0xFFFFFFFF) * self._n_tx) >> 32
         per_send = max(1, min(_GSO_MAX // full, _GSO_SEGS)) if GSO else 1
@@ -194,6 +196,27 @@ class TunnelSender:
                 return DropReason.MTU if exc.errno == errno.EMSGSIZE else DropReason.WRITE_ERROR
             return None
         return DropReason.WRITE_ERROR  # not reached: the second attempt returns
+
+    def send_offloaded(self, flow: Flow, data: bytes) -> DropReason | None:
+        """A frame the impairments release that still uses the TAP's offloads (virtio header
+        first): a TCP super-frame leaves as its segments, a partial checksum is completed, as
+        pump() does. Counted in flow (a super-frame as its segments); the reason when any was
+        dropped."""
+        self.flow = flow
+        _, gso, _, gso_size, start, offset = _VNET.unpack_from(data)
+        if gso:
+            return self._send_super(memoryview(data)[_HDR:], gso, gso_size, start)
+        frame = bytearray(memoryview(data)[_HDR:])  # the queued copy is immutable
+        length = len(frame)
+        if not offload.fill_checksum(frame, start, offset):
+            flow.refused(DropReason.INVALID_HEADER)
+            return DropReason.INVALID_HEADER
+        reason = self.send_frame(memoryview(frame))
+        if reason is None:
+            flow.forwarded(length)
+        else:
+            flow.refused(reason)
+        return reason
 
     def send_frame(self, frame: memoryview) -> DropReason | None:
         """One frame into the tunnel from the source port its flow hashes to (the impaired

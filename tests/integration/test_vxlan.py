@@ -24,6 +24,7 @@ from underlay import (
     show,
     stats,
     tapveth_end,
+    tcp_checksum_errors,
     two_hosts,
     wait_for,
 )
@@ -82,13 +83,6 @@ class Capture:
             outer = [v.split(";")[0] for v in (src, sport, dport)]
             rows.append([*outer, vni, etype.split(";")[-1], icmp])
         return rows
-
-
-def tcp_checksum_errors(ns: Netns) -> int:
-    """TCP's InCsumErrors in a namespace (/proc/net/snmp is per namespace)."""
-    lines = [ln.split() for ln in ns.run("cat", "/proc/net/snmp").stdout.splitlines()]
-    head, values = (ln for ln in lines if ln[0] == "Tcp:")
-    return int(values[head.index("InCsumErrors")])
 
 
 def test_interop_with_kernel_vxlan(lab: Lab, daemon: PrivateDaemon) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netlab import Lab, Netns, private_daemon, start_stream
+from netlab import Lab, Netns, Stream, private_daemon, start_stream
 from prometheus_client.parser import text_string_to_metric_families
 from underlay import (
     IP_A,
@@ -30,6 +30,7 @@ from underlay import (
     show,
     stats,
     tapveth_end,
+    tcp_checksum_errors,
     two_hosts,
     wait_for,
 )
@@ -41,6 +42,7 @@ pytestmark = pytest.mark.integration
 
 OV_A, OV_B = "10.42.0.1", "10.42.0.2"
 TUNNEL = "vxlan:42"
+MB = 1 << 20
 
 
 @pytest.fixture
@@ -109,6 +111,25 @@ def test_netem_on_the_tap_end_impairs_what_enters_the_tunnel(
     daemon.cli("qdisc", "del", "dev", v1, "root")
     assert qdisc(daemon, v1)["kind"] == "noqueue"
     assert ping_loss(o1, OV_B) == 0
+
+
+@pytest.mark.parametrize("netem", [("delay", "2ms"), ("delay", "2ms", "rate", "200mbit")])
+def test_tcp_offloads_cross_netem_into_the_tunnel(
+    lab: Lab, daemon: PrivateDaemon, netem: tuple[str, ...]
+) -> None:
+    """veth1's TAP offers TSO and checksum offload: the super-frames and partial checksums
+    that its impairments queue (under rate, in pieces) leave as complete wire-sized segments,
+    as on the unimpaired path, and a TCP stream arrives whole without a checksum error."""
+    hosts, o1, v1 = facing_kernel(lab, daemon)
+    daemon.cli("qdisc", "add", "dev", v1, "root", "netem", *netem)
+    bad_before = tcp_checksum_errors(hosts.b)
+    Stream(o1, hosts.b, OV_B, 8 * MB, seed=3, timeout=30).finish()
+    assert tcp_checksum_errors(hosts.b) == bad_before
+    q = qdisc(daemon, v1)
+    drops = stats(daemon, v1)["drops"]
+    print(f"netem {' '.join(netem)}: {q['stats']}, drops {drops}")
+    assert drops == {}, drops
+    assert q["stats"]["sent_packets"] > 0
 
 
 def test_netem_on_the_tunnel_end_impairs_what_leaves_it(lab: Lab, daemon: PrivateDaemon) -> None:
