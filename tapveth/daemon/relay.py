@@ -159,10 +159,10 @@ class Relay:
         by the model; what is due already goes out at once, the rest at its timer."""
         link = src.impair
         if src.captures and link is not None:
-            now = self._enqueue_shown(src, link)
+            read = self._enqueue_shown(src, link)
         else:
-            now = self._enqueue(src)
-        if now is None:
+            read = self._enqueue(src)
+        if not read:
             return
         # Poll after an arrival as the plain path does, whenever its frame is due: a frame is
         # stamped when it is read, so one read after a wake-up from idle is stamped, and
@@ -172,9 +172,9 @@ class Relay:
         self._on_traffic()
         self.deliver(src, dst)
 
-    def _enqueue(self, src: End) -> int | None:
-        """Read a batch from src into its impairments (or refuse it: carrier cut); the time
-        of its arrival, None if src is gone. Captures of a cut link see each frame refused."""
+    def _enqueue(self, src: End) -> bool:
+        """Read a batch from src into its impairments (or refuse it: carrier cut); False if
+        src is gone. Captures of a cut link see each frame refused."""
         link = src.impair
         caps = src.captures
         buf, bufs, view = self._buf, self._bufs, self._view
@@ -190,7 +190,7 @@ class Relay:
                 if exc.errno == errno.EINTR:
                     continue
                 self._on_gone(src, exc)
-                return None
+                return False
             if link is None:  # carrier cut, no impairments
                 src.out.refused(DropReason.CARRIER)
                 for cap in caps:
@@ -212,9 +212,9 @@ class Relay:
                 enqueue(now, data, gso_size, hdr_len)
         for cap in caps:  # deliver() flushes the rest; with no impairments it is not called
             cap.flush()
-        return now
+        return True
 
-    def _enqueue_shown(self, src: End, link: "ImpairedLink") -> int | None:
+    def _enqueue_shown(self, src: End, link: "ImpairedLink") -> bool:
         """As _enqueue while a capture watches src: the frames the model drops (loss, a full
         queue, a super-frame picked for corruption) are shown with their reason, as they
         arrived. The model reports each drop through its callback, wrapped for this batch.
@@ -242,7 +242,7 @@ class Relay:
                 if exc.errno == errno.EINTR:
                     continue
                 self._on_gone(src, exc)
-                return None
+                return False
             if buf[_GSO_OFF] & _GSO_MASK:
                 gso_size, hdr_len = vnet.gso_geometry(buf, n)
             else:
@@ -261,7 +261,7 @@ class Relay:
                     dropped.clear()
         finally:
             stats.on_drop = counted
-        return now
+        return True
 
     def fire(self, src: End, dst: End) -> None:
         """src's impairment timer expired: apply pending link events (the veth rules are judged
