@@ -315,13 +315,20 @@ class VxlanEnd:
                 reason = DropReason.RUNT
             elif session is not None and not session.up:
                 reason = DropReason.PEER_DOWN
-            elif data[0] & vnet.FLAG_NEEDS_CSUM or data[_GSO_OFF]:
-                # the TAP's offloads (TAP_OFFLOADS): a super-frame or a partial checksum,
-                # finished as on the plain path, which counts it
-                reason = self.sender.send_offloaded(flow, data)
+            elif data[_GSO_OFF]:
+                # a TCP super-frame (the TAP offers TSO): cut into segments as on the plain
+                # path, which counts each of them
+                reason = self.sender.send_super(flow, data)
                 for cap in caps:
                     cap.frame(tap, frame, reason)
                 continue
+            elif data[0] & vnet.FLAG_NEEDS_CSUM:
+                done = self.sender.finish_checksum(data)  # checksum offload, as unimpaired
+                if done is None:
+                    reason = DropReason.INVALID_HEADER
+                else:
+                    frame = done
+                    reason = self.sender.send_frame(frame)
             else:
                 reason = self.sender.send_frame(frame)
             if reason is None:

@@ -197,26 +197,21 @@ class TunnelSender:
             return None
         return DropReason.WRITE_ERROR  # not reached: the second attempt returns
 
-    def send_offloaded(self, flow: Flow, data: bytes) -> DropReason | None:
-        """A frame the impairments release that still uses the TAP's offloads (virtio header
-        first): a TCP super-frame leaves as its segments, a partial checksum is completed, as
-        pump() does. Counted in flow (a super-frame as its segments); the reason when any was
+    def send_super(self, flow: Flow, data: bytes) -> DropReason | None:
+        """A TCP super-frame the impairments release (virtio header first, the TAP offers TSO):
+        cut and sent as pump() does, each segment counted in flow; the reason when any was
         dropped."""
         self.flow = flow
-        _, gso, _, gso_size, start, offset = _VNET.unpack_from(data)
-        if gso:
-            return self._send_super(memoryview(data)[_HDR:], gso, gso_size, start)
-        frame = bytearray(memoryview(data)[_HDR:])  # the queued copy is immutable
-        length = len(frame)
-        if not offload.fill_checksum(frame, start, offset):
-            flow.refused(DropReason.INVALID_HEADER)
-            return DropReason.INVALID_HEADER
-        reason = self.send_frame(memoryview(frame))
-        if reason is None:
-            flow.forwarded(length)
-        else:
-            flow.refused(reason)
-        return reason
+        _, gso, _, gso_size, start, _ = _VNET.unpack_from(data)
+        return self._send_super(memoryview(data)[_HDR:], gso, gso_size, start)
+
+    @staticmethod
+    def finish_checksum(data: bytes) -> memoryview | None:
+        """The frame of data (virtio header first) with its partial checksum completed in a
+        copy, as pump() completes one; None when the offsets fall outside the frame."""
+        _, _, _, _, start, offset = _VNET.unpack_from(data)
+        frame = bytearray(memoryview(data)[_HDR:])
+        return memoryview(frame) if offload.fill_checksum(frame, start, offset) else None
 
     def send_frame(self, frame: memoryview) -> DropReason | None:
         """One frame into the tunnel from the source port its flow hashes to (the impaired
