@@ -497,6 +497,7 @@ class StreamClient:
             self.sock.close()
             raise ControlError(reply.get("error", "the daemon refused the request"))
         self.head: Any = reply.get("result")
+        self.finish_by: float | None = None  # set by done(): the stream must end by then
         self.sock.settimeout(None)
 
     def read(self) -> bytes:
@@ -506,11 +507,19 @@ class StreamClient:
             return data
         return self.sock.recv(1 << 20)
 
+    @property
+    def buffered(self) -> bool:
+        """read() has bytes at hand: no need to wait for the socket."""
+        return bool(self._pending)
+
     def done(self, timeout: float = 5.0) -> None:
-        """Tell the daemon to end the stream; read() then returns what is left, then b""."""
+        """Tell the daemon to end the stream; read() then returns what is left, then b"". The
+        daemon has `timeout` seconds for that (see `finish_by`)."""
+        if self.finish_by is not None:
+            return
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)
-        self.sock.settimeout(timeout)
+        self.finish_by = time.monotonic() + timeout
 
     def close(self) -> None:
         self.sock.close()

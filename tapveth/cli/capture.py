@@ -2,9 +2,12 @@
 writing it to a file or a pipe, or printing one line per frame (decoded here, with scapy's
 dissectors, never in the daemon)."""
 
+import contextlib
 import os
+import select
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +32,7 @@ def run_capture(
         "buffer_kib": buffer_kib,
     }
     client = StreamClient(path, "capture", args)
-    _stop_on_signals(client)
+    wake = _stop_on_signals()
     head = client.head
     sink: Callable[[bytes], None]
     out: int | None = None  # the output's fd
@@ -58,7 +61,7 @@ def run_capture(
     )
     stats = _Totals()
     try:
-        _pump(client, sink, stats)
+        _pump(client, sink, stats, wake)
     finally:
         client.close()
         if out is not None and write != "-":
@@ -93,10 +96,15 @@ class _Totals:
         return self.reader.packets_seen
 
 
-def _stop_on_signals(client: StreamClient) -> None:
+def _stop_on_signals() -> int:
     """Ctrl-C or SIGTERM (also when a shell started us in the background, ignoring SIGINT)
     asks the daemon to end the stream, so the last frames and the counts still arrive and no
-    block is cut in half; a second one gives up at once."""
+    block is cut in half; a second one gives up at once. The handler only notes the signal:
+    Python writes its number to the returned pipe, which the pump waits on beside the socket,
+    and the pump half-closes. (A handler that touched the socket ran in the middle of a read
+    or a write, and a read that the signal interrupted is retried blocking, PEP 475.)"""
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     stopping = False
 
     def handler(signum: int, frame: object) -> None:
@@ -104,20 +112,31 @@ def _stop_on_signals(client: StreamClient) -> None:
         if stopping:
             raise KeyboardInterrupt
         stopping = True
-        client.done()
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+    return wake_r
 
 
-def _pump(client: StreamClient, sink: Callable[[bytes], None], stats: _Totals) -> None:
-    """Read until the daemon closes the stream. A reader that went away (a closed pipe) also
-    asks the daemon to finish."""
+def _pump(client: StreamClient, sink: Callable[[bytes], None], stats: _Totals, wake: int) -> None:
+    """Read until the daemon closes the stream, half-closing once a signal came (see
+    _stop_on_signals). A reader that went away (a closed pipe) also asks the daemon to finish."""
     while True:
-        try:
-            data = client.read()
-        except TimeoutError:
-            raise ControlError("the daemon did not end the capture in time") from None
+        if not client.buffered:
+            timeout = None
+            if client.finish_by is not None:
+                timeout = max(0.0, client.finish_by - time.monotonic())
+            sock = client.sock.fileno()
+            ready, _, _ = select.select([sock, wake], [], [], timeout)
+            if not ready:
+                raise ControlError("the daemon did not end the capture in time")
+            if wake in ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake, 64)
+                client.done()
+            if sock not in ready:
+                continue
+        data = client.read()
         if not data:
             return
         stats.feed(data)

@@ -217,17 +217,26 @@ def start(d: "Daemon", args: dict[str, Any]) -> Stream:
         writer.write(cap.header(d.registry.ns_name))  # once attached: no frame is missed after
         who = f"{first.name} <-> {cap.ends[1].name}"
         log.info("capture of %s started", who)
+        why = "the client went away"
         try:
             async with d.events.serving() as closing:
                 # EOF from the client: it is done; or -c reached, or the pair deleted
                 await first_of(reader.read(1), cap.finished.wait(), closing.wait())
+                why = (
+                    "the daemon stops"
+                    if closing.is_set()
+                    else "its count reached or its pair deleted"
+                    if cap.finished.is_set()
+                    else "the client is done"
+                )
         finally:
             cap.stop()
             d.events.unlisten(on_event)
             cap.flush()
             log.info(
-                "capture of %s ended: %d frames, %d left out",
+                "capture of %s ended (%s): %d frames, %d left out",
                 who,
+                why,
                 sum(cap.delivered),
                 sum(c[2] for c in cap.counts()),
             )

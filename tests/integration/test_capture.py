@@ -187,7 +187,8 @@ def test_pipe_into_tcpdump_live(lab: Lab, daemon: PrivateDaemon) -> None:
     assert cap.poll() is None and pinger.poll() is None  # live, not at the end
     pinger.kill()
     cap.send_signal(signal.SIGINT)
-    assert cap.wait(30) == 0
+    _, err = cap.communicate(timeout=30)
+    assert cap.returncode == 0, err
     dump.wait(30)
 
     # tshark reads the stream from a pipe too; -c 4 ends the capture by itself
