@@ -5,6 +5,7 @@ TAP's own counters); everything else a behaviour observes through iproute2 and s
 same way on both."""
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,7 +118,15 @@ class TapVeth(Backend):
 
     def audit(self, pair: "Pair") -> list[str]:
         """The daemon still serves the pair, its carrier count is the kernel's, and every frame
-        it read from A was forwarded to B or dropped with a reason."""
+        it read from A was forwarded to B or dropped with a reason. The daemon's counts and the
+        kernel's are read one after the other, and a frame may pass between the reads: what
+        does not add up is read again, for up to two seconds."""
+        deadline = time.monotonic() + 2
+        while (problems := self._audit_once(pair)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return problems
+
+    def _audit_once(self, pair: "Pair") -> list[str]:
         problems = []
         pairs = self.daemon.request("ping")["pairs"]
         if pairs != 1:
@@ -223,10 +232,11 @@ def send_frames(
     p: Pair, sizes: list[int], vlan: int | None = None, dst: str | None = None, seq0: int = 0
 ) -> Sent:
     """Send one raw frame per size from A (sequence numbers seq0 + index), to B's MAC unless
-    dst is given, 802.1Q-tagged with vlan if given; B's receiver listens for 1.5 s."""
+    dst is given, 802.1Q-tagged with vlan if given. B's receiver listens for 3 s from when it
+    is ready, the sender's start-up included (it stops early once every frame has come)."""
     dst = dst or str(p.link("b")["address"])
     recv = p.ns_b.spawn_traffic(
-        "raw-recv", "--ifname", p.b, "--timeout", "1.5", "--count", str(len(sizes))
+        "raw-recv", "--ifname", p.b, "--timeout", "3", "--count", str(len(sizes))
     )
     args = ["raw-send", "--ifname", p.a, "--dst", dst, "--sizes", ",".join(map(str, sizes))]
     args += ["--seed", str(seq0)]

@@ -89,8 +89,17 @@ class Netns:
         self.ip("link", "set", ifname, "up")
 
     def ping(
-        self, addr: str, count: int = 3, size: int = 56, extra: tuple[str, ...] = ()
+        self,
+        addr: str,
+        count: int = 3,
+        size: int = 56,
+        extra: tuple[str, ...] = (),
+        deadline: int | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        """ping -c count; with a deadline (s), until count replies or the deadline. Without
+        one, ping waits two round trips after its last request, so a reply slowed by a
+        loaded machine counts as lost: give one wherever every reply is expected."""
+        wait = ("-w", str(deadline)) if deadline is not None else ()
         return self.run(
             "ping",
             "-c",
@@ -99,12 +108,13 @@ class Netns:
             "0.05",
             "-W",
             "2",
+            *wait,
             "-s",
             str(size),
             *extra,
             addr,
             check=False,
-            timeout=30,
+            timeout=30 + (deadline or 0),
         )
 
     def traffic(self, *args: str, timeout: float = 120) -> Any:

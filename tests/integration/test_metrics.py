@@ -64,6 +64,13 @@ def make_pair(lab: Lab, d: PrivateDaemon) -> tuple[Netns, Netns, str, str]:
     d.cli("add", x, "netns", a.name, "peer", "name", y, "netns", b.name)
     a.configure(x, "10.0.0.1/24")
     b.configure(y, "10.0.0.2/24")
+    # static neighbours: no ARP probe (5 s after the first reply) adds frames to exact counts
+    a.ip(
+        "neigh", "replace", "10.0.0.2", "lladdr", b.link(y)["address"], "dev", x, "nud", "permanent"
+    )
+    b.ip(
+        "neigh", "replace", "10.0.0.1", "lladdr", a.link(x)["address"], "dev", y, "nud", "permanent"
+    )
     return a, b, x, y
 
 

@@ -78,7 +78,9 @@ def link(lab: Lab, daemon: PrivateDaemon) -> Link:
 
 
 def rtts(ns: Netns, addr: str, count: int = 10) -> list[float]:
-    r = ns.run("ping", "-c", str(count), "-i", "0.05", "-W", "5", addr, check=False, timeout=60)
+    r = ns.run(
+        "ping", "-c", str(count), "-i", "0.05", "-w", "30", addr, check=False, timeout=60
+    )  # fmt: skip
     return [float(x) for x in re.findall(r"time=([0-9.]+) ms", r.stdout)]
 
 

@@ -61,7 +61,7 @@ def udp_sizes(src: Netns, dst: Netns, dst_ip: str) -> None:
 
 def test_classic_experiment_ping(lab: Lab, daemon: PrivateDaemon) -> None:
     s = classic(lab, daemon)
-    r = s.ns1.ping("10.0.0.2", count=5)
+    r = s.ns1.ping("10.0.0.2", count=5, deadline=20)
     assert r.returncode == 0 and " 0% packet loss" in r.stdout, r.stdout
     link = s.ns1.link(s.if1)
     assert "LOWER_UP" in link["flags"] and link["operstate"] == "UP"
@@ -71,7 +71,7 @@ def test_ping6_link_local(lab: Lab, daemon: PrivateDaemon) -> None:
     s = classic(lab, daemon)
     ll = s.ns2.link_local(s.if2)
     s.ns1.link_local(s.if1)
-    r = s.ns1.ping(f"{ll}%{s.if1}", count=3)
+    r = s.ns1.ping(f"{ll}%{s.if1}", count=3, deadline=20)
     assert r.returncode == 0 and " 0% packet loss" in r.stdout, r.stdout
 
 
@@ -88,7 +88,7 @@ def test_end_moved_to_third_namespace(lab: Lab, daemon: PrivateDaemon) -> None:
     s.ns1.ip("link", "set", s.if1, "netns", ns3.name)
     assert not s.ns1.has_link(s.if1)
     ns3.configure(s.if1, "10.0.0.1/24")
-    r = ns3.ping("10.0.0.2", count=3)
+    r = ns3.ping("10.0.0.2", count=3, deadline=20)
     assert r.returncode == 0 and " 0% packet loss" in r.stdout, r.stdout
     ll = s.ns2.link_local(s.if2)
     ns3.link_local(s.if1)

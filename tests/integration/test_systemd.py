@@ -275,7 +275,7 @@ def test_readme_service_section_as_written(readme_container: Container) -> None:
             assert "# or: systemctl start tapveth" in line
             continue
         if "ping" in line:
-            line = line.replace("ping ", "ping -c 2 -i 0.2 ")
+            line = line.replace("ping ", "ping -c 2 -i 0.2 -w 20 ")
         out = sh(line)
     assert " 0% packet loss" in out
     sh("ip netns del ns1; ip netns del ns2")  # the experiment's namespaces: its pair goes too
@@ -319,7 +319,7 @@ def test_readme_service_section_as_written(readme_container: Container) -> None:
     ends = sh.ends()
     assert ends["veth1"]["ifindex"] == veth1_index
     assert "pair veth1 <-> veth2 re-attached" in sh("journalctl -u tapveth -o cat --no-pager")
-    assert " 0% packet loss" in sh("ip netns exec ns1 ping -c 2 -i 0.2 10.0.0.2")
+    assert " 0% packet loss" in sh("ip netns exec ns1 ping -c 2 -i 0.2 -w 20 10.0.0.2")
 
     # The drop-in that allows IP sockets (vxlan ends, metrics), installed as README writes it.
     for line in inet:
@@ -351,7 +351,7 @@ def test_readme_service_section_as_written(readme_container: Container) -> None:
     sh("systemctl stop tapveth")
     assert c.show("tapveth@lab", "ActiveState")["ActiveState"] == "active"
     assert set(sh.ends(lab_sock)) == {"lab1", "lab2"}
-    assert " 0% packet loss" in sh("ip netns exec ns3 ping -c 2 -i 0.2 10.9.0.2")
+    assert " 0% packet loss" in sh("ip netns exec ns3 ping -c 2 -i 0.2 -w 20 10.9.0.2")
 
     # The persistent pair, dropped from the file while the daemon was stopped: reported at
     # start, shown as orphaned, removed by `tapveth del`.

@@ -60,13 +60,19 @@ def facing_kernel(lab: Lab, daemon: PrivateDaemon) -> tuple[Hosts, Netns, str]:
     o1.configure(v1, f"{OV_A}/24")
     wait_for("carrier", lambda: has_carrier(o1, v1))
     kernel_vxlan(hosts.b, hosts.ub, "vx42", IP_A, f"{OV_B}/24")
-    assert ping_loss(o1, OV_B) == 0
+    assert answered(o1, OV_B)
     return hosts, o1, v1
 
 
 def ping(ns: Netns, addr: str, count: int = 5) -> str:
     out = ns.ping(addr, count=count, extra=("-W", "1"))
     return out.stdout
+
+
+def answered(ns: Netns, addr: str, count: int = 5) -> bool:
+    """Every one of count pings answered (waiting up to 20 s for slow replies)."""
+    out = ns.ping(addr, count=count, deadline=20)
+    return out.returncode == 0 and " 0% packet loss" in out.stdout
 
 
 def ping_loss(ns: Netns, addr: str, count: int = 5) -> int:
@@ -110,7 +116,7 @@ def test_netem_on_the_tap_end_impairs_what_enters_the_tunnel(
 
     daemon.cli("qdisc", "del", "dev", v1, "root")
     assert qdisc(daemon, v1)["kind"] == "noqueue"
-    assert ping_loss(o1, OV_B) == 0
+    assert answered(o1, OV_B)
 
 
 @pytest.mark.parametrize("netem", [("delay", "2ms"), ("delay", "2ms", "rate", "200mbit")])
@@ -156,7 +162,7 @@ def test_netem_on_the_tunnel_end_impairs_what_leaves_it(lab: Lab, daemon: Privat
 
     for dev in (TUNNEL, v1):
         daemon.cli("qdisc", "del", "dev", dev, "root")
-    assert ping_loss(o1, OV_B) == 0
+    assert answered(o1, OV_B)
     # The tunnel end's name works wherever an end's name does: show, stats, del.
     for cmd in ("show", "stats"):
         rows = json.loads(daemon.cli("-j", cmd, TUNNEL).stdout)
@@ -182,17 +188,17 @@ def test_carrier_cut_takes_the_stretched_link_down(lab: Lab, daemon: PrivateDaem
 
     daemon.cli("link", "set", "dev", v1, "carrier", "on")
     wait_for("carrier back", lambda: carrier_active(o1, v1))
-    assert ping_loss(o1, OV_B) == 0
-    assert ping_loss(hosts.b, OV_A) == 0
+    assert answered(o1, OV_B)
+    assert answered(hosts.b, OV_A)
     changes = stats(daemon, v1)["carrier_changes"]
     assert changes == before["carrier_changes"] + 2  # one cut, one restore
 
     # A schedule on the tunnel end: one cut of 1 s, then done; the link comes back.
     daemon.cli("fault", "add", "dev", TUNNEL, "at", "+0s", "cut", "for", "1s")
     wait_for("cut", lambda: not has_carrier(o1, v1))
-    wait_for("restored", lambda: has_carrier(o1, v1))
+    wait_for("restored", lambda: carrier_active(o1, v1))
     wait_for("done", lambda: json.loads(daemon.cli("-j", "fault", "show").stdout) == [])
-    assert ping_loss(o1, OV_B) == 0
+    assert answered(o1, OV_B)
 
 
 def test_cut_with_bfd_takes_the_far_side_down(
@@ -206,7 +212,7 @@ def test_cut_with_bfd_takes_the_far_side_down(
     o1.configure(v1, f"{OV_A}/24")
     o2.configure(v2, f"{OV_B}/24")
     wait_for("bfd up", lambda: has_carrier(o1, v1) and has_carrier(o2, v2))
-    assert ping_loss(o1, OV_B) == 0
+    assert answered(o1, OV_B)
 
     daemon.cli("link", "set", "dev", v1, "carrier", "off")
     wait_for("far side down", lambda: not has_carrier(o2, v2))
@@ -217,7 +223,7 @@ def test_cut_with_bfd_takes_the_far_side_down(
 
     daemon.cli("link", "set", "dev", v1, "carrier", "on")
     wait_for("both back", lambda: carrier_active(o1, v1) and carrier_active(o2, v2))
-    assert ping_loss(o1, OV_B) == 0
+    assert answered(o1, OV_B)
 
 
 def test_config_declared_vxlan_pair(lab: Lab, tmp_path: Path) -> None:
@@ -264,7 +270,7 @@ def test_config_declared_vxlan_pair(lab: Lab, tmp_path: Path) -> None:
 
         write("", "")
         d.cli("reload")
-        assert ping_loss(o1, OV_B) == 0
+        assert answered(o1, OV_B)
         assert o1.link(v1)["ifindex"] == index
     finally:
         rc = d.stop()
