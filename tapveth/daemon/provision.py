@@ -44,9 +44,11 @@ def create_ends(
     own_inode: int,
     persist: bool = False,
     owner: str = "",
+    gso_max_segs: int | None = None,
 ) -> tuple[list[Tap], list[Location]]:
     """Make the TAP of each end asked for, in its namespace, under its final name. With two
-    ends and persist, each is marked with its peer's name and `owner`."""
+    ends and persist, each is marked with its peer's name and `owner`; gso_max_segs bounds
+    the super-frames the stack hands each TAP (None: the kernel's default)."""
     taps: list[Tap] = []
     try:
         for i, want in enumerate(wants):
@@ -71,6 +73,7 @@ def create_ends(
                     want.address,
                     want.txqueuelen,
                     orphans.alias_for(peer.name, owner) if persist and peer else None,
+                    gso_max_segs,
                 )
                 nl.set_noqueue(tap)
                 if want.up:  # `ip link add … up`: admin-up once in place

@@ -297,7 +297,13 @@ class Daemon:
             raise ControlError(one_line(exc)) from None
         try:
             taps, locs = await self.worker.call(
-                provision.create_ends, (want,), caller_ns, self.registry.own_inode
+                provision.create_ends,
+                (want,),
+                caller_ns,
+                self.registry.own_inode,
+                False,
+                "",
+                vxlan_end.tap_gso_max_segs(want.mtu),
             )
         except (SpecError, NetnsError, TapError, PlaceError) as exc:
             underlay.close()

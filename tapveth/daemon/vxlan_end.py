@@ -21,7 +21,7 @@ from tapveth.core.vxlanspec import VxlanSpec
 from tapveth.daemon.pair import End
 from tapveth.daemon.vxlan_bfd import BfdLink
 from tapveth.daemon.vxlan_receive import NO_VNET, TunnelReceiver
-from tapveth.daemon.vxlan_send import TAP_OFFLOADS, TunnelSender
+from tapveth.daemon.vxlan_send import TAP_OFFLOADS, TunnelSender, tap_gso_max_segs
 from tapveth.daemon.vxlan_underlay import Underlay, UnderlayError, open_underlay
 
 if TYPE_CHECKING:
@@ -29,7 +29,14 @@ if TYPE_CHECKING:
     from tapveth.daemon.capture import Capture
     from tapveth.daemon.impaired import ImpairedLink
 
-__all__ = ["TAP_OFFLOADS", "Underlay", "UnderlayError", "VxlanEnd", "open_underlay"]
+__all__ = [
+    "TAP_OFFLOADS",
+    "Underlay",
+    "UnderlayError",
+    "VxlanEnd",
+    "open_underlay",
+    "tap_gso_max_segs",
+]
 
 BATCH = 64
 BUF_LEN = 65536 + 1024

@@ -83,9 +83,11 @@ class Netlink:
         address: str | None,
         txqueuelen: int | None = None,
         alias: str | None = None,
+        gso_max_segs: int | None = None,
     ) -> None:
-        """Give a freshly opened TAP its MTU, MAC and queue length, then move it into ns_fd
-        (None: stay) with its final name, in one RTM_NEWLINK as `ip link set … netns … name …`
+        """Give a freshly opened TAP its MTU, MAC, queue length and (for a tunnel end) the
+        most segments the stack may hand it in one super-frame, then move it into ns_fd (None:
+        stay) with its final name, in one RTM_NEWLINK as `ip link set … netns … name …`
         would."""
         try:
             index = socket.if_nametoindex(tap.ifname())
@@ -94,7 +96,7 @@ class Netlink:
         # One request: the kernel moves the device first, then applies the rest there.
         rename = ns_fd is not None or tap.ifname() != name
         try:
-            if (mtu, address, txqueuelen, alias, ns_fd) != (None,) * 5 or rename:
+            if (mtu, address, txqueuelen, alias, ns_fd, gso_max_segs) != (None,) * 6 or rename:
                 self.rtnl.link_set(
                     index,
                     mtu=mtu,
@@ -103,6 +105,7 @@ class Netlink:
                     alias=alias,
                     net_ns_fd=ns_fd,
                     name=name if rename else None,
+                    gso_max_segs=gso_max_segs,
                 )
         except NetlinkError as exc:
             if exc.code == errno.EEXIST:

@@ -57,6 +57,7 @@ IFLA_STATS64 = 23
 IFLA_NET_NS_FD = 28
 IFLA_EXT_MASK = 29
 IFLA_CARRIER_CHANGES = 35
+IFLA_GSO_MAX_SEGS = 40
 IFLA_TARGET_NETNSID = 46
 IFLA_INFO_KIND = 1
 IFLA_INFO_DATA = 2
@@ -264,10 +265,13 @@ class Rtnl:
         alias: str | None = None,
         net_ns_fd: int | None = None,
         name: str | None = None,
+        gso_max_segs: int | None = None,
     ) -> None:
         """RTM_NEWLINK on an existing link, as `ip link set` (a move with net_ns_fd is done
         first by the kernel, then the rest is applied there)."""
         a = b""
+        if gso_max_segs is not None:
+            a += attr(IFLA_GSO_MAX_SEGS, struct.pack("=I", gso_max_segs))
         if mtu is not None:
             a += attr(IFLA_MTU, struct.pack("=I", mtu))
         if address is not None:

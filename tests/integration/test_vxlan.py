@@ -3,6 +3,7 @@ against another tapveth daemon (with BFD carrying the carrier), MTU limits and h
 on the tunnel's socket."""
 
 import functools
+import json
 import os
 import sys
 import tempfile
@@ -119,6 +120,10 @@ def test_interop_with_kernel_vxlan(lab: Lab, daemon: PrivateDaemon) -> None:
     features = o1.run("ethtool", "-k", v1).stdout
     assert "tcp-segmentation-offload: on" in features, features
     assert "tx-checksumming: on" in features, features
+    # ...and takes super-frames of no more segments than one UDP_SEGMENT send holds (44 of
+    # 1472 bytes at MTU 1450), so that each leaves in one send
+    (detail,) = json.loads(o1.run("ip", "-d", "-j", "link", "show", "dev", v1).stdout)
+    assert detail["gso_max_segs"] == 44, detail
     bad_before = [tcp_checksum_errors(ns) for ns in (o1, hosts.b)]
     # 50 MB each way, checked end to end (SHA-256 on both sides).
     Stream(o1, hosts.b, OV_B, 50 * MB, seed=1).finish()
