@@ -88,11 +88,14 @@ class Scale:
         return out
 
     def _ping_all(self, spaces: list[tuple[str, str]]) -> int:
+        """How many pairs answer a ping within 5 s (ping sends again each second until then:
+        the kernel activates a device's queue some time after its carrier came, and drops
+        what is sent before, the first ARP request included)."""
         ok = 0
         for start in range(0, len(spaces), 32):
             procs = [
                 subprocess.Popen(
-                    ["ip", "netns", "exec", a, "ping", "-c", "1", "-W", "2", IP_B],
+                    ["ip", "netns", "exec", a, "ping", "-c", "1", "-w", "5", IP_B],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
