@@ -244,6 +244,16 @@ def wire_time_ns(length: int, s: Netem) -> int:
 PIECE_NS = 250_000
 
 
+def qdisc_size(length: int, gso_size: int, hdr_len: int) -> tuple[int, int]:
+    """(packets, bytes) that a frame of `length` bytes counts for in the qdisc's statistics, as
+    the kernel's qdisc_pkt_len() and bstats count a GSO super-frame: each segment one packet,
+    each with its own headers."""
+    if not gso_size or length <= hdr_len:
+        return 1, length
+    segs = -(-(length - hdr_len) // gso_size)
+    return segs, length + (segs - 1) * hdr_len
+
+
 def segments_time_ns(length: int, gso_size: int, hdr_len: int, s: Netem) -> int:
     """Wire time of a frame, each GSO segment counted with its own headers."""
     if not gso_size or length <= hdr_len:
@@ -305,8 +315,11 @@ class Impairment:
         on_drop: Callable[[DropReason], None] | None = None,
     ) -> None:
         self.stats = QdiscStats(on_drop=on_drop)
-        self._urgent: deque[tuple[int, bytes]] = deque()  # reordered: out before anything else
-        self._heap: list[tuple[int, int, int, bytes]] = []  # (time, seq, length, frame)
+        # Entries carry a frame's size as the qdisc counts it (qdisc_size): reordered frames,
+        # out before anything else, as (packets, bytes, frame); the others as (time, seq,
+        # packets, bytes, frame).
+        self._urgent: deque[tuple[int, int, bytes]] = deque()
+        self._heap: list[tuple[int, int, int, int, bytes]] = []
         self._seq = 0
         self._last_time = 0  # latest time given to a frame still to leave (rate, order)
         self.settings = settings
@@ -360,6 +373,7 @@ class Impairment:
         s = self.settings
         stats = self.stats
         length = len(frame) - vnet.HDR_LEN
+        segs, qlen = qdisc_size(length, gso_size, hdr_len) if gso_size else (1, length)
         count = 1
         if dup_p and dup_p >= self._dup_rnd.next():
             count += 1
@@ -389,7 +403,7 @@ class Impairment:
                 stats.corrupted += 1
         if original and (
             (s.limit is not None and stats.backlog_packets >= s.limit)
-            or (s.limit is None and stats.backlog_bytes + length > self._limit_bytes)
+            or (s.limit is None and stats.backlog_bytes + qlen > self._limit_bytes)
         ):
             stats.overlimits += 1
             stats.drop(ImpairDrop.QUEUE)
@@ -418,21 +432,21 @@ class Impairment:
                         return queued + 1
                 t += segments_time_ns(length, gso_size, hdr_len, s)
             stats.backlog_packets += 1
-            stats.backlog_bytes += length
+            stats.backlog_bytes += qlen
             if s.keeps_order and t < self._last_time:
                 t = self._last_time
             if t > self._last_time or not self._heap:
                 self._last_time = t
             self._counter += 1
             self._seq += 1
-            heapq.heappush(self._heap, (t, self._seq, length, data))
+            heapq.heappush(self._heap, (t, self._seq, segs, qlen, data))
         else:
             # reordered: sent at once, ahead of every queued frame (netem's enqueue at head)
             stats.backlog_packets += 1
-            stats.backlog_bytes += length
+            stats.backlog_bytes += qlen
             self._counter = 0
             stats.requeues += 1
-            self._urgent.append((length, data))
+            self._urgent.append((segs, qlen, data))
         return queued + 1
 
     def _enqueue_pieces(self, t: int, pieces: list[bytes], gso_size: int, hdr_len: int) -> None:
@@ -445,9 +459,10 @@ class Impairment:
             length = len(piece) - vnet.HDR_LEN
             t += segments_time_ns(length, gso_size, hdr_len, s)
             self._seq += 1
-            heapq.heappush(heap, (t, self._seq, length, piece))
+            segs, qlen = qdisc_size(length, gso_size, hdr_len)
+            heapq.heappush(heap, (t, self._seq, segs, qlen, piece))
             stats.backlog_packets += 1
-            stats.backlog_bytes += length
+            stats.backlog_bytes += qlen
         self._last_time = t
         self._counter += 1
 
@@ -490,9 +505,9 @@ class Impairment:
         while True:
             if self._urgent:
                 t = now
-                length, data = self._urgent[0]
+                segs, length, data = self._urgent[0]
             elif heap and heap[0][0] <= now:
-                t, _, length, data = heap[0]
+                t, _, segs, length, data = heap[0]
             else:
                 return
             if self._slotted:
@@ -506,7 +521,7 @@ class Impairment:
                 heapq.heappop(heap)
             stats.backlog_packets -= 1
             stats.backlog_bytes -= length
-            stats.sent_packets += 1
+            stats.sent_packets += segs
             stats.sent_bytes += length
             if self._slotted:
                 self._slot_packets -= 1
@@ -538,15 +553,15 @@ class Impairment:
     def release_all(self) -> None:
         """Make every queued frame due now, in the order it would have left (for removing the
         impairments without losing what they hold)."""
-        self._urgent.extend((entry[2], entry[3]) for entry in sorted(self._heap))
+        self._urgent.extend((entry[2], entry[3], entry[4]) for entry in sorted(self._heap))
         self._heap.clear()
         self._slotted = False
         self._last_time = 0
 
     def flush(self) -> list[bytes]:
         """Everything still queued, in order (for `qdisc del`: the frames are dropped)."""
-        out = [data for _, data in self._urgent]
-        out += [entry[3] for entry in sorted(self._heap)]
+        out = [data for _, _, data in self._urgent]
+        out += [entry[4] for entry in sorted(self._heap)]
         self._urgent.clear()
         self._heap.clear()
         self.stats.backlog_packets = 0

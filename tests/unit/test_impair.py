@@ -20,6 +20,7 @@ from tapveth.core.impair import (
     Impairment,
     dist_table,
     ecn_mark,
+    qdisc_size,
     tabledist,
 )
 from tapveth.core.netem import Netem, parse
@@ -205,6 +206,25 @@ def test_rate_hands_a_super_frame_on_in_pieces_gso_would_cut_the_same(gso_type: 
     assert all(d[vnet.GSO_TYPE_OFFSET] == gso_type for _, d in out)
     pieces = [seg for _, d in out for seg in gso_segments(d)]
     assert pieces == gso_segments(big)
+    # counted as tc counts a GSO packet: every segment, each with its headers
+    st = imp.stats
+    assert (st.sent_packets, st.sent_bytes) == (45, 45 * (66 + 1448))
+
+
+def test_a_super_frame_counts_its_segments_as_tc_does() -> None:
+    """tc -s counts a GSO packet as its gso_segs packets and qdisc_pkt_len() bytes (each
+    segment's headers included): queued whole (no rate), in the backlog and once sent."""
+    imp = Impairment(parse("delay 1ms".split()))
+    big = tcp_super_frame(bytes(10 * 1448 + 300))
+    assert qdisc_size(len(big) - vnet.HDR_LEN, 1448, 66) == (11, 11 * 66 + 10 * 1448 + 300)
+    imp.enqueue(0, big, *vnet.gso_geometry(big, len(big)))
+    imp.enqueue(0, frame(1000, seq=1))
+    st = imp.stats
+    assert (st.backlog_packets, st.backlog_bytes) == (2, 11 * 66 + 10 * 1448 + 300 + 1000)
+    out = list(imp.due(MS))
+    assert out[0] == big  # handed on whole: only the counting is per segment
+    assert (st.sent_packets, st.sent_bytes) == (12, 11 * 66 + 10 * 1448 + 300 + 1000)
+    assert (st.backlog_packets, st.backlog_bytes) == (0, 0)
 
 
 def test_rate_keeps_a_super_frame_it_cannot_cut_whole() -> None:
