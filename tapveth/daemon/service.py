@@ -9,6 +9,7 @@ single worker thread (see worker.py). Pair state changes only on the loop thread
 import asyncio
 import dataclasses
 import errno
+import functools
 import gc
 import logging
 import signal
@@ -296,14 +297,12 @@ class Daemon:
         except NetnsError as exc:
             raise ControlError(one_line(exc)) from None
         try:
+            segs = vxlan_end.tap_gso_max_segs(want.mtu)
             taps, locs = await self.worker.call(
-                provision.create_ends,
+                functools.partial(provision.create_ends, gso_max_segs=segs),
                 (want,),
                 caller_ns,
                 self.registry.own_inode,
-                False,
-                "",
-                vxlan_end.tap_gso_max_segs(want.mtu),
             )
         except (SpecError, NetnsError, TapError, PlaceError) as exc:
             underlay.close()
