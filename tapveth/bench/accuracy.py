@@ -191,6 +191,63 @@ def ks_monte_carlo(
     return d, (1 + above) / (1 + runs)
 
 
+def moving_baseline(
+    times: Sequence[float],
+    ref_times: Sequence[float],
+    ref_values: Sequence[float],
+    half_width: float,
+) -> list[float]:
+    """For each of `times`, the median of the reference values taken within half_width of it
+    (the nearest one if none is): the state of a slowly drifting quantity, here the relay's
+    own one-way delay, at the moment each impaired sample was sent."""
+    if not ref_times or len(ref_times) != len(ref_values):
+        raise ValueError("moving_baseline: no reference, or times and values of unlike length")
+    pairs = sorted(zip(ref_times, ref_values, strict=True))
+    ts = [t for t, _ in pairs]
+    vs = [v for _, v in pairs]
+    out: list[float] = []
+    for t in times:
+        lo = bisect.bisect_left(ts, t - half_width)
+        hi = bisect.bisect_right(ts, t + half_width)
+        if hi > lo:
+            out.append(statistics.median(vs[lo:hi]))
+        else:
+            i = bisect.bisect_left(ts, t)
+            near = [j for j in (i - 1, i) if 0 <= j < len(ts)]
+            out.append(vs[min(near, key=lambda j: abs(ts[j] - t))])
+    return out
+
+
+def _d_against_own_normal(sorted_xs: Sequence[float]) -> float:
+    """The K-S distance between a sorted sample and the normal of its own mean and sd."""
+    n = len(sorted_xs)
+    cdf = statistics.NormalDist(statistics.fmean(sorted_xs), statistics.stdev(sorted_xs)).cdf
+    d = 0.0
+    for i, x in enumerate(sorted_xs):
+        f = cdf(x)
+        d = max(d, (i + 1) / n - f, f - i / n)
+    return d
+
+
+def lilliefors(samples: Sequence[float], sims: int = 200, seed: int = 1) -> tuple[float, float]:
+    """Lilliefors' test of shape: the K-S distance D between the samples and the normal with
+    their own mean and sd, and its p-value. Estimating the two parameters from the sample
+    makes D smaller than Kolmogorov's table assumes, so p is taken by Monte Carlo: the share of
+    `sims` normal samples of the same size whose own D reaches it, (hits + 1) / (sims + 1).
+    It answers "is this a normal curve?" apart from where it sits and how wide it is, which
+    are judged on their own."""
+    n = len(samples)
+    if n < 3:
+        raise ValueError("lilliefors: fewer than 3 samples")
+    d = _d_against_own_normal(sorted(samples))
+    rng = random.Random(seed)
+    hits = 0
+    for _ in range(sims):
+        sim = sorted(rng.gauss(0.0, 1.0) for _ in range(n))
+        hits += _d_against_own_normal(sim) >= d
+    return d, (hits + 1) / (sims + 1)
+
+
 def mean_stderr(stddev: float, n: int) -> float:
     """The standard error of a sample mean of n independent values."""
     return stddev / math.sqrt(n)

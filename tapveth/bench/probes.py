@@ -143,6 +143,7 @@ def udp_recv(host: str, port: int, count: int, seconds: float) -> Any:
     t0 = min(sent_ns) if sent_ns else 0
     return {
         "seq": seqs,
+        "t0_ns": t0,  # sent_us counts from this CLOCK_MONOTONIC time, shared by namespaces
         "sent_us": [(t - t0) / 1000 for t in sent_ns],
         "delay_us": [d / 1000 for d in delay_ns],
     }
@@ -339,12 +340,18 @@ def _pair(
 
 
 def run_udp(
-    send_ns: str, recv_ns: str, host: str, count: int, pps: float, size: int = 64
+    send_ns: str,
+    recv_ns: str,
+    host: str,
+    count: int,
+    pps: float,
+    size: int = 64,
+    port: int = 5399,
 ) -> tuple[Any, Any]:
-    """Send count timestamped datagrams at pps; (sender's report, receiver's samples)."""
+    """Send count timestamped datagrams at pps to host:port; (sender's report, receiver's
+    samples). Two probes may run at once through one pair on different ports."""
     seconds = count / pps * 2 + 10
-    port = "5399"
-    common = ["--host", host, "--port", port, "--count", str(count), "--seconds", str(seconds)]
+    common = ["--host", host, "--port", str(port), "--count", str(count), "--seconds", str(seconds)]
     return _pair(
         recv_ns,
         ["udp-recv", *common],

@@ -184,3 +184,44 @@ def test_receive_timestamp_is_converted_to_the_monotonic_clock() -> None:
 def test_receive_without_timestamp_reads_the_monotonic_clock_now() -> None:
     before = time.monotonic_ns()
     assert before <= _recv_mono([]) <= time.monotonic_ns()
+
+
+def test_moving_baseline_follows_a_step_and_falls_back_to_the_nearest() -> None:
+    ref_t = [float(t) for t in range(100)]
+    ref_v = [100.0 if t < 50 else 200.0 for t in range(100)]
+    got = acc.moving_baseline([10.0, 49.0, 90.0], ref_t, ref_v, 5.0)
+    assert got[0] == 100.0 and got[2] == 200.0
+    assert got[1] == 100.0  # 44..54: six at 100, five at 200
+    # nothing within the half width: the nearest reference, on either side
+    assert acc.moving_baseline([-50.0, 500.0], ref_t, ref_v, 5.0) == [100.0, 200.0]
+    with pytest.raises(ValueError):
+        acc.moving_baseline([1.0], [], [], 5.0)
+
+
+def test_moving_baseline_is_a_median_so_one_outlier_does_not_move_it() -> None:
+    ref_t = [float(t) for t in range(21)]
+    ref_v = [50.0] * 21
+    ref_v[10] = 10_000.0
+    assert acc.moving_baseline([10.0], ref_t, ref_v, 10.0) == [50.0]
+
+
+def test_lilliefors_accepts_a_normal_wherever_it_sits_and_rejects_a_uniform() -> None:
+    rng = random.Random(8)
+    normal = [rng.gauss(20_080.0, 5_000.0) for _ in range(2000)]  # shifted: shape still passes
+    d, p = acc.lilliefors(normal, sims=100)
+    assert p >= 0.01
+    assert 0 < d < 0.05
+    uniform = [rng.uniform(0.0, 1.0) for _ in range(2000)]
+    d2, p2 = acc.lilliefors(uniform, sims=100)
+    assert p2 <= 1 / 101 + 1e-12  # no simulated normal strays as far
+    assert d2 > d
+
+
+def test_lilliefors_p_is_a_monte_carlo_share_and_needs_samples() -> None:
+    rng = random.Random(8)
+    xs = [rng.gauss(0.0, 1.0) for _ in range(200)]
+    _, p = acc.lilliefors(xs, sims=49, seed=3)
+    assert (p * 50) == pytest.approx(round(p * 50))  # (hits + 1) / (sims + 1)
+    assert acc.lilliefors(xs, sims=49, seed=3) == acc.lilliefors(xs, sims=49, seed=3)
+    with pytest.raises(ValueError):
+        acc.lilliefors([1.0, 2.0])
