@@ -1,5 +1,8 @@
 """How `bench --impair` shows a row: met, missed, or out of the relay's reach."""
 
+import pytest
+
+from tapveth.bench import impair
 from tapveth.bench.impair import Row, _abs_sent_s, table
 
 
@@ -39,3 +42,23 @@ def test_absolute_send_times_put_two_probes_on_one_clock() -> None:
     b = {"t0_ns": 5_010_000_000, "sent_us": [0.0]}
     assert _abs_sent_s(a) == [5.0, 5.025]
     assert _abs_sent_s(b) == [5.01]
+
+
+def test_receiver_socket_drops_are_read_from_the_namespace_snmp_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    snmp = (
+        "Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n"
+        "Udp: 537532 0 51695 1 51695 0\n"
+        "UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n"
+        "UdpLite: 0 0 0 0 7 0\n"
+    )
+    seen: list[tuple[str, ...]] = []
+
+    def fake(ns: str, *cmd: str, **_: object) -> str:
+        seen.append((ns, *cmd))
+        return snmp
+
+    monkeypatch.setattr(impair, "in_ns", fake)
+    assert impair._udp_rcvbuf_errors("nsb") == 51695
+    assert seen == [("nsb", "cat", "/proc/net/snmp")]
