@@ -385,7 +385,7 @@ def _cmd_bench(sub: Any) -> None:
         "--rows",
         metavar="GROUP,...",
         help="with --impair: only these groups of rows, of delay, jitter, frames, rate, "
-        "longfat, carrier (default: all; the full run takes about 35 minutes)",
+        "longfat, carrier (default: all; the full run takes 20 to 25 minutes)",
     )
     b.add_argument(
         "--rounds",
