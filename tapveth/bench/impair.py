@@ -29,7 +29,9 @@ peers in peers.py):
   the 99.9% Wilson interval of what was counted; gemodel against the chain's own mean loss and
   burst length; corrupted frames checked bit by bit.
 - rate: iperf3 TCP and UDP goodput against the wire-rate equivalent (the payload share of each
-  frame, Ethernet header included, as netem and tbf count a frame's length).
+  frame, Ethernet header included, as netem and tbf count a frame's length). UDP rows count
+  the datagrams the receiving socket dropped, and a missed one is run again with no setting:
+  a subject that cannot carry the rate even then has met its ceiling, not a setting's error.
 - 100 ms at 1 Gbit/s: iperf3 TCP with the default limit; the queue drops from `qdisc show`.
 - carrier: `link set dev X carrier off|on`, the netlink events of both ends' namespaces.
 """
@@ -681,7 +683,7 @@ def plot(raw: dict[str, Any], path: str) -> None:
     normal = statistics.NormalDist(20.0, 5.0)
     grid = [i / 10 for i in range(0, 451)]
     ax.plot(grid, [normal.cdf(x) for x in grid], "k--", label="requested N(20 ms, 5 ms)")
-    ax.set_xlabel("one-way delay minus the no-delay median (ms)")
+    ax.set_xlabel("one-way delay minus the unimpaired median (ms)")
     ax.set_ylabel("cumulative share of frames")
     ax.set_title("delay 20ms 5ms distribution normal: measured against requested")
     ax.legend(fontsize=8)
