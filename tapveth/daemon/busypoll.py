@@ -16,6 +16,7 @@ the window. With nothing else runnable the yield returns at once and polling goe
 import asyncio
 import os
 import time
+from collections.abc import Callable
 
 from tapveth.core.pollwindow import PollWindow, Ticks
 
@@ -28,6 +29,8 @@ class BusyPoll:
         self._enabled = window_us > 0 or gap_us > 0
         self._deadline = 0
         self._active = False
+        # Impaired directions whose head frame is due: key -> (due time, deliver).
+        self._due: dict[object, tuple[int, Callable[[], None]]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -44,11 +47,32 @@ class BusyPoll:
             self._active = True
             self._loop.call_soon(self._tick)
 
+    def watch(self, key: object, deliver: Callable[[], None], when_ns: int | None) -> bool:
+        """Call deliver() at the first tick at or after when_ns (None: forget key). True if
+        the loop is polling and will tick at or after when_ns before it stops (the last tick
+        of a window runs past its end): then no timer is needed for it."""
+        if when_ns is None:
+            self._due.pop(key, None)
+            return False
+        self._due[key] = (when_ns, deliver)
+        return self._active and when_ns < self._deadline
+
     def _tick(self) -> None:
         # While a callback is ready, the loop polls its fds with a zero timeout.
+        if self._due:
+            self._deliver_due()
         if time.monotonic_ns() < self._deadline:
             if self._ticks.quiet():
                 os.sched_yield()
             self._loop.call_soon(self._tick)
         else:
             self._active = False
+
+    def _deliver_due(self) -> None:
+        now = time.monotonic_ns()
+        due = self._due
+        for key in list(due):
+            entry = due.get(key)  # a delivery may have moved or dropped another's
+            if entry is not None and entry[0] <= now:
+                del due[key]
+                entry[1]()

@@ -44,9 +44,14 @@ class ImpairedLink:
     model: "Impairment"
     timer: "Timer"
     lead_ns: int = 0
+    # Tells the busy-poll ticks when the head is due (None: nothing queued), True if they
+    # will see it; None when the daemon does not busy-poll.
+    poll_at: Callable[[int | None], bool] | None = None
 
     def rearm(self) -> None:
         when = self.model.next_time()
+        if self.poll_at is not None and self.poll_at(when):
+            return  # a polling loop delivers it: no timerfd_settime, no expiry to read
         if when is None:
             self.timer.disarm()
             return
@@ -55,29 +60,33 @@ class ImpairedLink:
         self.timer.arm(when)
 
     def woke_ahead(self) -> bool:
-        """Whether the timer fired for its lead, before the head frame is due; if so it is
-        armed at the head itself (the caller polls until then)."""
+        """Whether the timer fired for its lead, before the head frame is due: the caller
+        then starts a poll window and calls rearm(), which leaves the frame to the poll ticks
+        (or arms the timer at the head itself if the window ends first)."""
         if not self.lead_ns:
             return False
         when = self.model.next_time()
-        if when is None or when <= time.monotonic_ns():
-            return False
-        self.timer.arm(when)
-        return True
+        return when is not None and when > time.monotonic_ns()
 
 
 Deliver = Callable[[End, End], None]
+Watch = Callable[[object, Callable[[], None], "int | None"], bool]
 
 
 class Impairments:
     """Adds, changes and removes the impairments of ends; owns their timers."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, fire: Deliver, timer_lead_ns: int = 0
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fire: Deliver,
+        timer_lead_ns: int = 0,
+        watch: Watch | None = None,
     ) -> None:
         self._loop = loop
         self._fire = fire  # the relay's timer callback: deliver what is due from src to dst
         self._lead_ns = timer_lead_ns  # TIMER_LEAD_NS when the daemon busy-polls
+        self._watch = watch  # BusyPoll.watch when the daemon busy-polls
 
     def set(self, pair: Pair, end: End | VxlanEnd, settings: Netem | None, mode: str) -> None:
         """mode is tc's: add (refused if present), change (refused if absent), replace (either),
@@ -101,8 +110,12 @@ class Impairments:
 
         timer = Timer()
         model = Impairment(settings, now=now, on_drop=end.out.refused)
-        end.impair = ImpairedLink(model, timer, self._lead_ns)
-        self._loop.add_reader(timer.fileno(), self._deliverer(pair, end))
+        link = ImpairedLink(model, timer, self._lead_ns)
+        deliver = self._deliverer(pair, end)
+        if self._watch is not None:
+            link.poll_at = functools.partial(self._watch, link, deliver)
+        end.impair = link
+        self._loop.add_reader(timer.fileno(), deliver)
 
     def _deliverer(self, pair: Pair, end: End | VxlanEnd) -> Callable[[], None]:
         """What delivers the frames `end` sends when its timer fires: the relay toward the peer
@@ -133,6 +146,8 @@ class Impairments:
         if link is None:
             return
         end.impair = None
+        if link.poll_at is not None:
+            link.poll_at(None)
         self._loop.remove_reader(link.timer.fileno())
         link.timer.close()
 

@@ -272,6 +272,7 @@ class Relay:
         link.timer.clear()
         if link.woke_ahead():
             self._on_traffic()  # poll until the head is due, instead of waking up to it
+            link.rearm()
             return
         self._before_batch()
         self.deliver(src, dst)

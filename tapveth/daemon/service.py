@@ -103,7 +103,9 @@ class Daemon:
             self.tracker.on_events, self.tracker.on_gone, busy.traffic, self.tracker.fileno()
         )
         lead = TIMER_LEAD_NS if busy.enabled else 0
-        self.impairments = Impairments(loop, self._relay.fire, lead)
+        self.impairments = Impairments(
+            loop, self._relay.fire, lead, busy.watch if busy.enabled else None
+        )
         loop.add_reader(self.tracker.fileno(), self.tracker.on_events)
         try:
             if self._metrics_listen is not None:

@@ -298,6 +298,7 @@ class VxlanEnd:
         link.timer.clear()
         if link.woke_ahead():
             self._on_traffic()  # poll until the head is due (daemon/impaired.py)
+            link.rearm()
             return
         self._events()
         if src is self:
