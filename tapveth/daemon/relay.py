@@ -264,8 +264,8 @@ class Relay:
         return True
 
     def fire(self, src: End, dst: End) -> None:
-        """src's impairment timer expired: apply pending link events (the veth rules are judged
-        at delivery), then deliver what is due."""
+        """src's impairment timer expired, or a poll tick found its head frame due: apply
+        pending link events (the veth rules are judged at delivery), then deliver what is due."""
         link = src.impair
         if link is None:
             return
