@@ -495,7 +495,7 @@ class ImpairBench:
                 for name, s in self.each(st):
                     self.log(f"  {name}: {st.netem}, iperf3 {proto}")
                     args = self._rate_args(proto, rate, secs)
-                    before = _udp_rcvbuf_errors(s.ns_b)
+                    before = _udp_rcvbuf_errors(s.ns_b) if proto == "UDP" else 0
                     res = self.bench.iperf(s, *args)
                     got = _goodput(res["end"], proto)
                     err = got / want - 1
