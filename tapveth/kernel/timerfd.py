@@ -70,7 +70,11 @@ class Timer:
         self.armed = None
 
     def clear(self) -> int:
-        """Consume the expiry (so the fd stops being readable); how many expiries, 0 if none."""
+        """Consume the expiry (so the fd stops being readable); how many expiries, 0 if none.
+        Not armed, it holds none: timerfd_settime, which disarm() and every arm() call, resets
+        the count of expiries not yet read (fs/timerfd.c), so no read is made for nothing."""
+        if self.armed is None:
+            return 0
         try:
             data = os.read(self._fd, 8)
         except BlockingIOError:

@@ -4,6 +4,7 @@ one: impaired, cut or captured directions keep their own path. Relay.pump over d
 socket pairs, no TAP, no root."""
 
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -166,5 +167,46 @@ def test_link_events_are_applied_only_when_queued(link: Link) -> None:
         assert _drain(b_host) == []  # judged with the new MTU
         assert a.out.dropped == 1
     finally:
+        ev_host.close()
+        ev_relay.close()
+
+
+def test_a_timed_delivery_applies_link_events_only_when_queued(link: Link) -> None:
+    """An impaired frame leaving at its time is judged by the veth rules then: a link event
+    queued by that time is applied first, and with none queued nothing is drained."""
+    a_host, b_host, a, b = link
+    ev_host, ev_relay = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ev_relay.setblocking(False)
+    calls: list[int] = []
+
+    def apply_events() -> None:
+        calls.append(1)
+        try:
+            while ev_relay.recv(64):
+                b.mtu = 68
+        except BlockingIOError:
+            pass
+
+    relay = Relay(apply_events, lambda end, exc: None, events_fd=ev_relay.fileno())
+    delay_ns = 2_000_000
+    link_a = a.impair = ImpairedLink(
+        Impairment(Netem(latency=delay_ns), now=time.monotonic_ns()), Timer()
+    )
+    try:
+        a_host.send(HDR + bytes(200))
+        relay.pump(a, b)
+        time.sleep(2 * delay_ns / 1e9)
+        relay.fire(a, b)
+        assert calls == [] and len(_drain(b_host)) == 1  # nothing queued: not even called
+        a_host.send(HDR + bytes(200))
+        relay.pump(a, b)
+        ev_host.send(b"mtu 68")  # while the frame waits in the queue
+        time.sleep(2 * delay_ns / 1e9)
+        relay.fire(a, b)
+        assert calls == [1]
+        assert _drain(b_host) == []  # judged at delivery, with the new MTU
+        assert a.out.dropped == 1
+    finally:
+        link_a.timer.close()
         ev_host.close()
         ev_relay.close()
