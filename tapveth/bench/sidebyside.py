@@ -66,6 +66,12 @@ def in_ns(ns: str, *cmd: str, timeout: float = 120, check: bool = True) -> str:
     return sh("ip", "netns", "exec", ns, *cmd, timeout=timeout, check=check)
 
 
+def _flags(link: str) -> set[str]:
+    """The flags of one line of `ip -o link show` (UP, LOWER_UP, ...); empty if none."""
+    head, sep, _ = link.partition(">")
+    return set(head.partition("<")[2].split(",")) if sep else set()
+
+
 def _stop(proc: "subprocess.Popen[bytes]") -> None:
     proc.terminate()
     proc.wait(5)
@@ -180,19 +186,39 @@ class Bench:
             return None
         a, b = self._netns_pair("s")
         na, nb = f"tvs{self.tag}a", f"tvs{self.tag}b"
+        # socat exits on the first write that fails, and a write into a TAP that is down fails
+        # (EIO): a frame crossing while a TAP is not up yet, or down because it is being moved
+        # (a move sets a device down), ends it and takes both TAPs with it. Where it was made
+        # in the initial namespace and both TAPs moved, IPv6's first frames (router
+        # solicitation, MLD) did so whenever the move came soon enough (20 of 20 tries with
+        # the move at once). So socat runs in a's namespace with IPv6 off there: its TAPs send
+        # nothing until they are configured, and only b is moved. IPv6 is turned back on after.
+        for key in ("all", "default"):
+            in_ns(a, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
         proc = subprocess.Popen(
             [
+                "ip", "netns", "exec", a,  # exec: proc.pid is socat's, whose CPU is measured
                 "socat",
                 f"TUN,tun-type=tap,tun-name={na},iff-up,iff-no-pi",
                 f"TUN,tun-type=tap,tun-name={nb},iff-up,iff-no-pi",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-        )
+        )  # fmt: skip
         s = Subject("socat", a, b, na, nb, pid=proc.pid)
         s.undo.append(lambda: _stop(proc))
-        self._move_taps(s)
+        # Moved only once socat has set it up: it does so by name, after creating it.
+        deadline = time.monotonic() + 5
+        while "UP" not in _flags(in_ns(a, "ip", "-o", "link", "show", nb, check=False)):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise BenchError("socat: its TAP devices did not come up")
+            time.sleep(0.01)
+        sh("ip", "-n", a, "link", "set", nb, "netns", b)
         self._configure(s)
+        for key in ("all", "default"):
+            in_ns(a, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=0")
+        if proc.poll() is not None:
+            raise BenchError("socat: it exited while its TAPs were set up")
         return s
 
     def build_vde(self) -> Subject | None:
