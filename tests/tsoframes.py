@@ -37,7 +37,7 @@ def gso_segments(frame: bytes) -> list[bytes]:
     _, gso_type, _, mss, l4, _, _ = struct.unpack_from(vnet.HDR_FORMAT, frame, 0)
     if gso_type == vnet.GSO_NONE:
         done = bytearray(frame)
-        assert vnet.complete_checksum(done)
+        assert offload.complete_checksum(done)
         return [bytes(done[vnet.HDR_LEN :])]
     out = bytearray(2 * len(frame) + 4096)
     _, full, total = offload.segment_tcp(frame[vnet.HDR_LEN :], l4, mss, b"", out)

@@ -475,7 +475,7 @@ class Impairment:
         if gso_size:
             return None
         buf = bytearray(frame)
-        if not vnet.complete_checksum(buf):
+        if not offload.complete_checksum(buf):
             return None
         start = vnet.HDR_LEN + ETH_HLEN
         if len(buf) <= start:

@@ -32,6 +32,19 @@ def fill_checksum(frame: bytearray | memoryview, start: int, offset: int) -> boo
     return True
 
 
+def complete_checksum(buf: bytearray) -> bool:
+    """Complete the partial checksum of a frame as a TAP hands it (virtio header first) and
+    clear NEEDS_CSUM, so the receiver verifies it; True at once when none is pending, False
+    when the header's offsets fall outside the frame."""
+    if not buf[0] & vnet.FLAG_NEEDS_CSUM:
+        return True
+    _, _, _, _, start, offset, _ = struct.unpack_from(vnet.HDR_FORMAT, buf, 0)
+    if not fill_checksum(memoryview(buf)[vnet.HDR_LEN :], start, offset):
+        return False
+    buf[0] &= ~vnet.FLAG_NEEDS_CSUM & 0xFF
+    return True
+
+
 def ones_sum(data: bytes | bytearray | memoryview) -> int:
     """The one's complement sum of data's 16-bit big-endian words, as a residue mod 0xFFFF (an
     odd last byte padded with zero, RFC 1071). Adding residues and taking mod 0xFFFF again is

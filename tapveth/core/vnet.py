@@ -66,29 +66,3 @@ def gso_geometry(buf: bytes | bytearray | memoryview, n: int) -> tuple[int, int]
     if gso_type == GSO_UDP_L4 and csum_start:
         return gso_size, csum_start + 8
     return gso_size, min(hdr_len, n - HDR_LEN)
-
-
-def complete_checksum(buf: bytearray) -> bool:
-    """Fill in a partial checksum in software, as the kernel's skb_checksum_help() does before a
-    frame is mangled, and clear NEEDS_CSUM so the receiver verifies it. buf holds the virtio
-    header and the frame; False if the offsets are out of the frame."""
-    if not buf[0] & FLAG_NEEDS_CSUM:
-        return True
-    _, _, _, _, start, offset, _ = struct.unpack_from(HDR_FORMAT, buf, 0)
-    begin = HDR_LEN + start
-    where = begin + offset
-    if where + 2 > len(buf) or begin > len(buf):
-        return False
-    # The field holds the pseudo-header sum; the one's complement sum from csum_start on,
-    # field included, complemented, is the checksum (RFC 1071).
-    data = bytes(buf[begin:])
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    # 0 and 0xFFFF are the same sum; UDP reserves 0 for "no checksum" (RFC 768).
-    check = (~total & 0xFFFF) or 0xFFFF
-    buf[where : where + 2] = struct.pack("!H", check)
-    buf[0] &= ~FLAG_NEEDS_CSUM & 0xFF
-    return True

@@ -12,7 +12,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from tsoframes import gso_segments, super_frame, tso
 
-from tapveth.core import vnet
+from tapveth.core import offload, vnet
 from tapveth.core.impair import (
     PIECE_NS,
     CorrelatedRandom,
@@ -323,7 +323,7 @@ def test_corrupt_completes_a_partial_checksum_first() -> None:
     (data,) = [d for _, d in run(imp, [original], 0)]
     assert not data[0] & vnet.FLAG_NEEDS_CSUM
     clean = bytearray(original)
-    assert vnet.complete_checksum(clean)
+    assert offload.complete_checksum(clean)
     diff = [i for i in range(len(data)) if data[i] != clean[i]]
     assert len(diff) == 1  # the checksum of the clean frame, then one bit
 
@@ -440,6 +440,17 @@ def test_queue_is_empty_without_frames() -> None:
     assert list(imp.due(10**12)) == []
 
 
+def test_complete_checksum_refuses_offsets_outside_the_ip_packet() -> None:
+    """A header whose checksum would start inside the Ethernet header, or end past the frame,
+    is refused and the frame left as it was (the corrupt option then drops it)."""
+    for start, offset in ((4, 6), (34, 400)):
+        buf = bytearray(vnet.pack(vnet.FLAG_NEEDS_CSUM, vnet.GSO_NONE, 0, 0, start, offset))
+        buf += bytes(100)
+        before = bytes(buf)
+        assert not offload.complete_checksum(buf)
+        assert bytes(buf) == before
+
+
 def test_complete_checksum_gives_a_checksum_the_receiver_accepts() -> None:
     # a UDP frame as a socket hands it to a TAP with offloads: NEEDS_CSUM and only the
     # pseudo-header sum in the field
@@ -453,7 +464,7 @@ def test_complete_checksum_gives_a_checksum_the_receiver_accepts() -> None:
     while partial >> 16:
         partial = (partial & 0xFFFF) + (partial >> 16)
     struct.pack_into("!H", original, udp_start + 6, partial)
-    assert vnet.complete_checksum(original)
+    assert offload.complete_checksum(original)
     assert not original[0] & vnet.FLAG_NEEDS_CSUM
     segment = bytes(original[udp_start:]) + b"\0"
     body = pseudo + segment[: udp_len + (udp_len % 2)]
