@@ -37,7 +37,7 @@ from tapveth.daemon.registry import Registry
 from tapveth.daemon.relay import Relay
 from tapveth.daemon.requests import ControlRequests
 from tapveth.daemon.tracking import EndTracker
-from tapveth.daemon.worker import CountersWorker, NetlinkWorker
+from tapveth.daemon.worker import CountersWorker, NetlinkWorker, TapCloser
 from tapveth.kernel import netns
 from tapveth.kernel.netlink import PlaceError
 from tapveth.kernel.netns import NetnsError
@@ -165,11 +165,12 @@ class Daemon:
             len(self.pairs) - len(kept),
             len(kept),
         )
-        for pair in list(self.pairs):
-            try:
-                await self.destroy(pair, "daemon stopped", keep=pair.persist)
-            except OSError as exc:  # the kernel deletes a closed TAP anyway: go on
-                log.warning("removing %s <-> %s: %s", pair.a.name, pair.b.name, exc)
+        closer = TapCloser()
+        try:
+            # All at once: each delete waits in the kernel, and concurrent waits end together.
+            await asyncio.gather(*(self._remove_at_stop(p, closer) for p in list(self.pairs)))
+        finally:
+            await closer.shutdown()
         await self.events.close()  # monitors and captures end, captures with their counts
         await self._server.close_streams()
         if self._metrics is not None:
@@ -178,6 +179,12 @@ class Daemon:
         await self.counters.close()
         await self.worker.close()
         self._notify.close()
+
+    async def _remove_at_stop(self, pair: Pair, closer: TapCloser) -> None:
+        try:
+            await self.destroy(pair, "daemon stopped", keep=pair.persist, closer=closer)
+        except OSError as exc:  # the kernel deletes a closed TAP anyway: go on
+            log.warning("removing %s <-> %s: %s", pair.a.name, pair.b.name, exc)
 
     async def _settle_tasks(self, grace: float = 5.0) -> None:
         """Let lookups and removals under way finish (for `grace` seconds at most), then
@@ -365,11 +372,14 @@ class Daemon:
             self.faults.stop(e)
             self.impairments.close(e)
 
-    async def destroy(self, pair: Pair, why: str, keep: bool = False) -> None:
+    async def destroy(
+        self, pair: Pair, why: str, keep: bool = False, closer: TapCloser | None = None
+    ) -> None:
         """Remove a pair: both ends deleted (explicitly, so it is done when this returns).
-        With keep, only let go of them: persistent TAPs stay, without carrier. The pair stays
-        listed (closed) until its ends are gone: `show` never lists a pair whose peer is still
-        there, and its names are not free before they are."""
+        With keep, only let go of them: persistent TAPs stay, without carrier. With closer (at
+        stop), a pair without persistence is deleted by closing its TAPs there, alongside
+        others. The pair stays listed (closed) until its ends are gone: `show` never lists a
+        pair whose peer is still there, and its names are not free before they are."""
         if pair.closed:
             return
         self._stop_relay(pair)
@@ -388,9 +398,15 @@ class Daemon:
             return
         if pair.persist:
             self.requests.forget(pair)  # gone for good: the next daemon must not look for it
+        taps = [e.tap for e in pair.taps()]
         try:
             # Listed until its ends are gone: `show` never lists a pair whose peer remains.
-            await self.worker.call(provision.delete_pair, *(e.tap for e in pair.taps()))
+            if closer is not None and not pair.persist:
+                # A TAP without persistence is deleted by the kernel as its only fd closes,
+                # wherever it is now: no lookup, and no move to race with.
+                await closer.close(taps)
+            else:
+                await self.worker.call(provision.delete_pair, *taps)
         finally:
             self.registry.remove(pair)
         log.info("pair %s <-> %s removed: %s", pair.a.name, pair.b.name, why)
