@@ -1,15 +1,18 @@
 """The netlink worker: kernel refusals reach the caller as plain OSError, and calls keep their
-order (no root needed: a NETLINK_ROUTE socket opens without privileges)."""
+order (no root needed: a NETLINK_ROUTE socket opens without privileges). The closer of TAPs at
+stop: pairs closed at once, and every TAP closed even when one close fails."""
 
 import asyncio
 import errno
+import time
 from typing import Any
 
 import pytest
 
-from tapveth.daemon.worker import NetlinkWorker
+from tapveth.daemon.worker import NetlinkWorker, TapCloser
 from tapveth.kernel.netlink import Netlink
 from tapveth.kernel.rtnl import NetlinkError
+from tapveth.kernel.tap import Tap
 
 
 def test_the_worker_turns_kernel_refusals_into_oserror() -> None:
@@ -40,3 +43,50 @@ def test_one_socket_serves_every_call() -> None:
             await w.close()
 
     assert len(asyncio.run(main())) == 1
+
+
+class SlowTap(Tap):
+    """Stands for a TAP whose close waits in the kernel, as the delete of a TAP does."""
+
+    def __init__(self, fail: bool = False) -> None:  # no device behind it
+        self.closed = False
+        self.fail = fail
+
+    def close(self) -> None:
+        time.sleep(0.05)
+        self.closed = True
+        if self.fail:
+            raise OSError(errno.EIO, "Input/output error")
+
+
+def test_the_closer_closes_the_taps_of_many_pairs_at_once() -> None:
+    pairs = [[SlowTap(), SlowTap()] for _ in range(32)]  # 3.2 s one close after another
+
+    async def main() -> float:
+        closer = TapCloser()
+        try:
+            t0 = time.monotonic()
+            await asyncio.gather(*(closer.close(taps) for taps in pairs))
+            return time.monotonic() - t0
+        finally:
+            await closer.shutdown()
+
+    took = asyncio.run(main())
+    assert all(t.closed for taps in pairs for t in taps)
+    assert took < 1.0, took  # 32 threads: ~0.1 s
+
+
+def test_a_close_that_fails_leaves_no_tap_of_the_pair_open() -> None:
+    taps = [SlowTap(fail=True), SlowTap()]
+
+    async def main() -> None:
+        closer = TapCloser(threads=2)
+        try:
+            await closer.close(taps)
+        finally:
+            await closer.shutdown()
+
+    with pytest.raises(OSError) as info:
+        asyncio.run(main())
+    assert info.value.errno == errno.EIO
+    assert all(t.closed for t in taps)
