@@ -143,7 +143,8 @@ class Scale:
     def cleanup(self) -> None:
         try:
             if self.daemon is not None:
-                # Each pair's removal waits in the kernel (~30 ms a pair on a loaded host).
+                # The daemon deletes its pairs together (~3 ms a pair); the margin is for a
+                # loaded host.
                 self.daemon.stop(timeout=10.0 + 0.1 * self.n)
         finally:
             self._delete_namespaces()
