@@ -85,6 +85,14 @@ class Scale:
         out["kernel_aggregate_gbps"] = self._aggregate(kspaces)
         out["tapveth_aggregate_gbps"] = self._aggregate(tspaces)
         out["aggregate_ratio"] = out["tapveth_aggregate_gbps"] / out["kernel_aggregate_gbps"]
+        # The stop (SIGTERM until the daemon exits): every pair's ends deleted by then.
+        self.log(f"scale: stopping the daemon with {self.n} pairs")
+        t0 = time.monotonic()
+        rc = self.daemon.stop(timeout=10.0 + 0.1 * self.n)
+        out["tapveth_stop_s_total"] = time.monotonic() - t0
+        left = sum(1 for _, b in tspaces if _has_link(b, "tv"))
+        if rc != 0 or left:
+            raise BenchError(f"the daemon stopped with status {rc}, leaving {left} end(s)")
         return out
 
     def _ping_all(self, spaces: list[tuple[str, str]]) -> int:
@@ -160,6 +168,15 @@ class Scale:
             )
 
 
+def _has_link(netns: str, name: str) -> bool:
+    return (
+        subprocess.run(
+            ["ip", "-n", netns, "link", "show", name], capture_output=True, timeout=30
+        ).returncode
+        == 0
+    )
+
+
 def scale_table(r: dict[str, Any]) -> str:
     rows = [
         ("pairs", f"{r['pairs']}", ""),
@@ -185,4 +202,5 @@ def scale_table(r: dict[str, Any]) -> str:
     lines = [f"{'':{w}}  kernel veth   tapveth"]
     lines += [f"{a:{w}}  {b:12}  {c}" for a, b, c in rows]
     lines.append(f"tapveth setup of all {r['pairs']} pairs: {r['tapveth_setup_s_total']:.2f} s")
+    lines.append(f"tapveth daemon stop with all of them: {r['tapveth_stop_s_total']:.2f} s")
     return "\n".join(lines)

@@ -77,4 +77,5 @@ def test_bench_scale_small(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     data = json.loads(out.read_text())
     assert data["tapveth_pairs_answering_ping"] == data["kernel_pairs_answering_ping"] == 4
+    assert data["tapveth_stop_s_total"] > 0  # the stop left no end behind, or it failed
     assert _state() == before

@@ -4,7 +4,6 @@ stopped daemon leaves nothing behind."""
 import contextlib
 import os
 import signal
-import subprocess
 import time
 from typing import Any
 
@@ -135,18 +134,6 @@ def test_move_then_up_at_once_many_times(lab: Lab, daemon: PrivateDaemon) -> Non
         here = there
 
 
-def sequential_delete_cost(ns: Netns, count: int) -> float:
-    """Seconds to delete `count` TAPs one after another here, as the daemon once did at stop:
-    what a stop that deletes in parallel must beat, on this machine under its present load."""
-    names = [f"cal{i}" for i in range(count)]
-    batch = "".join(f"tuntap add mode tap name {n}\n" for n in names)
-    subprocess.run(["ip", "-n", ns.name, "-batch", "-"], input=batch, text=True, check=True)
-    t0 = time.monotonic()
-    batch = "".join(f"link del {n}\n" for n in names)
-    subprocess.run(["ip", "-n", ns.name, "-batch", "-"], input=batch, text=True, check=True)
-    return time.monotonic() - t0
-
-
 def spec_of(ns_a: Netns, a: str, ns_b: Netns, b: str, up: bool) -> dict[str, Any]:
     return {
         "end": {"name": a, "netns": ns_a.name, "up": up},
@@ -154,7 +141,7 @@ def spec_of(ns_a: Netns, a: str, ns_b: Netns, b: str, up: bool) -> dict[str, Any
     }
 
 
-def test_stop_deletes_every_pair_at_once_and_keeps_the_persistent_ones(lab: Lab) -> None:
+def test_stop_deletes_every_pair_and_keeps_the_persistent_ones(lab: Lab) -> None:
     spaces = [lab.netns(f"m{i}") for i in range(4)]
     pairs = [(spaces[i % 2], spaces[2 + i % 2], f"m{i}a", f"m{i}b") for i in range(40)]
     kept = [(spaces[0], spaces[2], "ka", "kb"), (spaces[1], spaces[3], "la", "lb")]
@@ -164,20 +151,15 @@ def test_stop_deletes_every_pair_at_once_and_keeps_the_persistent_ones(lab: Lab)
             d.request("add", {"spec": spec_of(ns_a, a, ns_b, b, up=False)})
         for ns_a, ns_b, a, b in kept:  # up, so that `ip link` shows their carrier
             d.request("add", {"spec": spec_of(ns_a, a, ns_b, b, up=True), "persist": True})
-        ends = 2 * len(pairs)
-        one_by_one = sequential_delete_cost(lab.netns("cal"), ends)
         assert d.proc is not None
-        t0 = time.monotonic()
         d.signal(signal.SIGTERM)
         rc = d.proc.wait(60)
-        took = time.monotonic() - t0
     finally:
         d.stop()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(d.socket + ".persist")
         with contextlib.suppress(OSError):
             os.rmdir(d.dir)
-    print(f"stop with {len(pairs)} pairs: {took:.2f} s; {ends} TAPs one by one: {one_by_one:.2f} s")
     log = d.final_log
     assert rc == 0
     assert f"stopping: removing {len(pairs)} pair(s), keeping 2 persistent" in log, log
@@ -187,5 +169,3 @@ def test_stop_deletes_every_pair_at_once_and_keeps_the_persistent_ones(lab: Lab)
     assert not [b for _, ns_b, _, b in pairs if ns_b.has_link(b)]
     for ns_a, ns_b, a, b in kept:  # left in place without carrier, for the next daemon
         assert "NO-CARRIER" in ns_a.link(a)["flags"] and "NO-CARRIER" in ns_b.link(b)["flags"]
-    # Deleted together, not one after another (~16 ms each, waiting in the kernel).
-    assert took < one_by_one / 2, (took, one_by_one)
