@@ -83,7 +83,11 @@ class Scale:
         out["tapveth_idle_cpu_pct"] = 100 * (cpu_seconds(pid) - c0) / 3.0
         self.log("scale: TCP on every pair at once")
         out["kernel_aggregate_gbps"] = self._aggregate(kspaces)
+        # The daemon's share of a CPU meanwhile: one process relays every pair, beside the
+        # 2 x N iperf3 processes that the scheduler shares the CPUs with.
+        c0, t0 = cpu_seconds(pid), time.monotonic()
         out["tapveth_aggregate_gbps"] = self._aggregate(tspaces)
+        out["tapveth_aggregate_cpu_pct"] = 100 * (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
         out["aggregate_ratio"] = out["tapveth_aggregate_gbps"] / out["kernel_aggregate_gbps"]
         # The stop (SIGTERM until the daemon exits): every pair's ends deleted by then.
         self.log(f"scale: stopping the daemon with {self.n} pairs")
@@ -202,6 +206,7 @@ def scale_table(r: dict[str, Any]) -> str:
             f"{r['kernel_aggregate_gbps']:.2f}",
             f"{r['tapveth_aggregate_gbps']:.2f} ({r['aggregate_ratio']:.2f}x)",
         ),
+        ("daemon CPU meanwhile (%)", "-", f"{r['tapveth_aggregate_cpu_pct']:.0f}"),
     ]
     w = max(len(x[0]) for x in rows)
     lines = [f"{'':{w}}  kernel veth   tapveth"]
