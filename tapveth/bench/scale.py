@@ -178,12 +178,7 @@ class Scale:
 
 
 def _has_link(netns: str, name: str) -> bool:
-    return (
-        subprocess.run(
-            ["ip", "-n", netns, "link", "show", name], capture_output=True, timeout=30
-        ).returncode
-        == 0
-    )
+    return bool(sh("ip", "-n", netns, "link", "show", name, check=False))
 
 
 def scale_table(r: dict[str, Any]) -> str:
