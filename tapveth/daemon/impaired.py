@@ -59,14 +59,20 @@ class ImpairedLink:
             when -= self.lead_ns
         self.timer.arm(when)
 
-    def woke_ahead(self) -> bool:
-        """Whether the timer fired for its lead, before the head frame is due: the caller
-        then starts a poll window and calls rearm(), which leaves the frame to the poll ticks
-        (or arms the timer at the head itself if the window ends first)."""
+    def fired(self, poll: Callable[[], None]) -> bool:
+        """The timer expired or a poll tick found the head due: consume the expiry and say
+        whether the head frame may leave now. When the timer fired for its lead, before the
+        head is due, poll() starts a poll window and rearm() leaves the frame to the poll
+        ticks (or arms the timer at the head itself if the window ends first): False."""
+        self.timer.clear()
         if not self.lead_ns:
-            return False
+            return True
         when = self.model.next_time()
-        return when is not None and when > time.monotonic_ns()
+        if when is None or when <= time.monotonic_ns():
+            return True
+        poll()
+        self.rearm()
+        return False
 
 
 Deliver = Callable[[End, End], None]

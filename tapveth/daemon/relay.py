@@ -276,10 +276,7 @@ class Relay:
         link = src.impair
         if link is None:
             return
-        link.timer.clear()
-        if link.woke_ahead():
-            self._on_traffic()  # poll until the head is due, instead of waking up to it
-            link.rearm()
+        if not link.fired(self._on_traffic):  # early, for its lead: polls until the head
             return
         self._events()
         self.deliver(src, dst)

@@ -295,10 +295,7 @@ class VxlanEnd:
         link = src.impair
         if link is None:
             return
-        link.timer.clear()
-        if link.woke_ahead():
-            self._on_traffic()  # poll until the head is due (daemon/impaired.py)
-            link.rearm()
+        if not link.fired(self._on_traffic):  # early, for its lead (daemon/impaired.py)
             return
         self._events()
         if src is self:
