@@ -79,7 +79,7 @@ uninstall_system() {
 }
 
 install_system() {
-    apt_install iproute2 python3 python3-venv util-linux
+    apt_install iproute2 python3 python3-venv util-linux gcc libc6-dev python3-dev
     # Debian's Python, not one under /root: the unit runs with ProtectHome and from boot.
     [ -x "$PREFIX/bin/python" ] || /usr/bin/python3 -m venv "$PREFIX"
     # Built from a copy: the checkout may be read-only, and stays free of build files.
@@ -113,7 +113,9 @@ if [ "$mode" = system ]; then
     exit 0
 fi
 
-packages="iproute2 iputils-ping iperf3 ethtool procps python3 python3-venv"
+# gcc and python3-dev build the relay's native thread (tapveth/daemon/_native_relay.c).
+packages="iproute2 iputils-ping iperf3 ethtool procps python3 python3-venv gcc libc6-dev
+    python3-dev"
 # The tests also drive packet captures, peers for the benchmark (vde, socat), containers, the
 # firewall tools, pipx, the systemd unit under a real systemd in a systemd-nspawn container,
 # and Open vSwitch (its userspace datapath) as a far side of a vxlan end.

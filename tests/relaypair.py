@@ -14,6 +14,7 @@ class FakeTap:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self.closed = False
 
 
 def socket_ends() -> Iterator[tuple[socket.socket, socket.socket, End, End]]:

@@ -1,5 +1,6 @@
 """A pair's live state: its two ends, where each is, its carrier and its counters."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,10 @@ if TYPE_CHECKING:
     from tapveth.daemon.capture import Capture
     from tapveth.daemon.impaired import ImpairedLink
     from tapveth.daemon.vxlan_end import VxlanEnd
+
+
+# What the relay judges an end's frames by: a change is told to End.watch (daemon/native.py).
+_WATCHED = frozenset({"up", "mtu", "impair", "cut", "captures"})
 
 
 @dataclass(eq=False, slots=True)
@@ -31,6 +36,15 @@ class End:
     impair: "ImpairedLink | None" = None  # netem on the frames it sends; None: straight relay
     cut: bool = False  # the pair's carrier is cut (a fault): what it sends is dropped
     captures: tuple["Capture", ...] = ()  # captures watching the frames this end sends
+    native: bool = False  # the native thread relays what it sends (daemon/native.py)
+    watch: "Callable[[End], None] | None" = None  # told of each change of a _WATCHED field
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if name in _WATCHED:
+            watch = getattr(self, "watch", None)  # unset while __init__ runs
+            if watch is not None:
+                watch(self)
 
     @property
     def fd(self) -> int:

@@ -73,6 +73,9 @@ def test_sdist_and_wheel_build_without_warnings(source: Path, tmp_path: Path) ->
         "tests/unit/test_cli.py",
         "tests/netlab.py",
         "doc/tapveth.8",
+        "setup.py",
+        "tapveth/daemon/_native_relay.c",
+        "tapveth/daemon/_native_relay.pyi",
     ):
         assert path in names, path
     assert "License-Expression: MIT" in meta and "License-File: LICENSE" in meta
