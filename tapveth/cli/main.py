@@ -175,6 +175,15 @@ def _cmd_daemon(sub: Any) -> None:
         "costs a core of CPU while such traffic flows, none when idle; 0 disables (default)",
     )
     d.add_argument(
+        "--fast-path",
+        choices=["native", "python"],
+        default=os.environ.get("TAPVETH_FAST_PATH") or "native",
+        help="who relays what an end sends while it has no impairment, capture or cut: "
+        "native, a thread in C with no Python between a frame's arrival and its delivery "
+        "(lower latency), or python, the event loop (default: native, or "
+        "$TAPVETH_FAST_PATH)",
+    )
+    d.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -197,6 +206,8 @@ def _run_daemon(opts: argparse.Namespace, out: Output) -> int:
         raise UsageError("-j: the daemon logs for people; use it with --check-config")
     if opts.busy_poll < 0 or opts.busy_poll_gap < 0:
         raise UsageError("--busy-poll and --busy-poll-gap take microseconds, 0 or more")
+    if opts.fast_path not in ("native", "python"):  # a default from the environment
+        raise UsageError(f"TAPVETH_FAST_PATH={opts.fast_path}: use native or python")
     return run_daemon(
         control.socket_path(opts.socket),
         opts.log_level,
@@ -205,6 +216,7 @@ def _run_daemon(opts: argparse.Namespace, out: Output) -> int:
         opts.group,
         opts.metrics,
         opts.busy_poll_gap,
+        opts.fast_path == "native",
     )
 
 
@@ -814,6 +826,7 @@ def run_daemon(
     group: str | None = None,
     metrics: str | None = None,
     busy_poll_gap_us: int = 0,
+    native: bool = False,
 ) -> int:
     if metrics is not None:
         from tapveth.core.address import AddressError, parse_listen
@@ -841,7 +854,9 @@ def run_daemon(
 
     async def amain() -> int:
         try:
-            daemon = Daemon(path, busy_poll_us, config_path, group, metrics, busy_poll_gap_us)
+            daemon = Daemon(
+                path, busy_poll_us, config_path, group, metrics, busy_poll_gap_us, native
+            )
         except PermissionError as exc:
             raise ControlError(f"cannot start: {exc}") from None
         return await daemon.run()

@@ -96,9 +96,10 @@ class Relay:
             # read that finds src's ring empty, instead of after a round of the loop, which
             # after idle costs tens of microseconds. Events are applied before a batch, so
             # these frames are judged as the batch's later frames are. Only when that
-            # direction is a plain one (impairments, a cut, a capture: those go through pump).
+            # direction is a plain one (impairments, a cut, a capture: those go through pump)
+            # that the loop relays (the native thread reads the TAPs it relays alone).
             if first is not None and not (
-                self._gone or dst.impair is not None or dst.cut or dst.captures
+                self._gone or dst.impair is not None or dst.cut or dst.captures or dst.native
             ):
                 self._relay(dst, src, BATCH)
             if first is not None and not self._gone:

@@ -25,11 +25,13 @@ from tapveth.core.orphans import Orphan
 from tapveth.core.reconcile import Ident, Plan, fault_changes, netem_changes, plan
 from tapveth.core.rules import DEFAULT_MTU, Carrier
 from tapveth.core.vxlanspec import VxlanSpec
+from tapveth.daemon import native as native_relay
 from tapveth.daemon import provision, sandbox, vxlan_end
 from tapveth.daemon.busypoll import BusyPoll
 from tapveth.daemon.events import Event, EventBus
 from tapveth.daemon.faults import Faults
 from tapveth.daemon.impaired import TIMER_LEAD_NS, Impairments
+from tapveth.daemon.native import NativeRelay
 from tapveth.daemon.notify import Notifier
 from tapveth.daemon.pair import End, Pair
 from tapveth.daemon.persisted import PersistentPlaces
@@ -58,7 +60,9 @@ class Daemon:
         group: str | None = None,
         metrics: str | None = None,
         busy_poll_gap_us: int = 0,
+        native: bool = False,
     ) -> None:
+        """native: plain ends are relayed by the native thread (daemon/native.py)."""
         self.socket_path = socket_path
         self._metrics_listen = metrics  # HOST:PORT for Prometheus, or None: no TCP socket
         self._metrics: Metrics | None = None
@@ -84,6 +88,8 @@ class Daemon:
         self._busy_poll_us = busy_poll_us
         self._busy_poll_gap_us = busy_poll_gap_us
         self._relay: Relay  # made in run(), where the loop is known
+        self._want_native = native
+        self._native: NativeRelay | None = None
         self.impairments: Impairments  # likewise
         self.faults = Faults(self)
         self._busy: BusyPoll
@@ -100,13 +106,13 @@ class Daemon:
         loop = asyncio.get_running_loop()
         busy = self._busy = BusyPoll(loop, self._busy_poll_us, self._busy_poll_gap_us)
         self._relay = Relay(
-            self.tracker.on_events, self.tracker.on_gone, busy.traffic, self.tracker.fileno()
+            self._apply_events, self.tracker.on_gone, busy.traffic, self.tracker.fileno()
         )
         lead = TIMER_LEAD_NS if busy.enabled else 0
         self.impairments = Impairments(
             loop, self._relay.fire, lead, busy.watch if busy.enabled else None
         )
-        loop.add_reader(self.tracker.fileno(), self.tracker.on_events)
+        loop.add_reader(self.tracker.fileno(), self._apply_events)
         try:
             if self._metrics_listen is not None:
                 from tapveth.daemon.metrics import Metrics  # ~3 MiB: only when asked for
@@ -119,11 +125,29 @@ class Daemon:
             if self._metrics is not None:
                 await self._metrics.close()
             return 2
+        if self._want_native and not native_relay.AVAILABLE:
+            log.warning(
+                "the native relay is not built (tapveth/daemon/_native_relay.c): "
+                "the event loop relays every frame"
+            )
+        elif self._want_native:
+            self._native = NativeRelay(
+                loop,
+                self._relay,
+                self.tracker.fileno(),
+                self._busy_poll_us,
+                self._busy_poll_gap_us,
+                self.tracker.on_gone,
+            )
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         # From the start: a SIGHUP's default action would kill the daemon.
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
-        log.info("listening on %s", self.socket_path)
+        log.info(
+            "listening on %s%s",
+            self.socket_path,
+            "; plain ends relayed by the native thread" if self._native is not None else "",
+        )
         _freeze_startup_heap()
         self.events.listen(self._on_event)
         status = 0
@@ -171,6 +195,8 @@ class Daemon:
             await asyncio.gather(*(self._remove_at_stop(p, closer) for p in list(self.pairs)))
         finally:
             await closer.shutdown()
+        if self._native is not None:
+            self._native.close()  # before the link events' socket, which it watches
         await self.events.close()  # monitors and captures end, captures with their counts
         await self._server.close_streams()
         if self._metrics is not None:
@@ -199,6 +225,18 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _apply_events(self) -> None:
+        """Apply the queued link events; the native thread waits meanwhile (daemon/native.py)."""
+        native = self._native
+        if native is None:
+            self.tracker.on_events()
+            return
+        native.applying(True)
+        try:
+            self.tracker.on_events()
+        finally:
+            native.applying(False)
 
     def _status(self) -> str:
         up = sum(1 for p in self.pairs if p.carrier.on)
@@ -330,7 +368,7 @@ class Daemon:
             underlay,
             on_change=lambda: self.tracker.update_carrier(holder[0]),
             on_gone=self.tracker.on_gone,
-            before_batch=self.tracker.on_events,
+            before_batch=self._apply_events,
             on_traffic=self._busy.traffic,
             events_fd=self.tracker.fileno(),
         )
@@ -355,6 +393,8 @@ class Daemon:
         self.registry.add(pair)
         if isinstance(pair.b, vxlan_end.VxlanEnd):
             pair.b.start(pair.a)
+        elif self._native is not None:
+            self._native.attach(pair)
         else:
             loop.add_reader(pair.a.fd, self._relay.pump, pair.a, pair.b)
             loop.add_reader(pair.b.fd, self._relay.pump, pair.b, pair.a)
@@ -364,6 +404,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         if isinstance(pair.b, vxlan_end.VxlanEnd):
             pair.b.stop()
+        elif self._native is not None:
+            self._native.detach(pair)
         else:
             for end in pair.taps():
                 if not end.tap.closed:

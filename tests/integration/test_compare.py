@@ -40,7 +40,12 @@ def compare(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def test_compare_all_agree_or_documented(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fast_path", ["native", "python"])
+def test_compare_all_agree_or_documented(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast_path: str
+) -> None:
+    """Both relay paths of the daemon (daemon/native.py, daemon/relay.py) pass every behaviour."""
+    monkeypatch.setenv("TAPVETH_FAST_PATH", fast_path)  # the daemon compare starts
     page = tmp_path / "compare.html"
     r = compare("-j", "--report", str(page))
     assert r.returncode == 0, r.stdout + r.stderr
