@@ -25,18 +25,15 @@ from tapveth.core.orphans import Orphan
 from tapveth.core.reconcile import Ident, Plan, fault_changes, netem_changes, plan
 from tapveth.core.rules import DEFAULT_MTU, Carrier
 from tapveth.core.vxlanspec import VxlanSpec
-from tapveth.daemon import native as native_relay
 from tapveth.daemon import provision, sandbox, vxlan_end
-from tapveth.daemon.busypoll import BusyPoll
 from tapveth.daemon.events import Event, EventBus
 from tapveth.daemon.faults import Faults
-from tapveth.daemon.impaired import TIMER_LEAD_NS, Impairments
-from tapveth.daemon.native import NativeRelay
+from tapveth.daemon.impaired import Impairments
 from tapveth.daemon.notify import Notifier
 from tapveth.daemon.pair import End, Pair
+from tapveth.daemon.paths import FramePaths
 from tapveth.daemon.persisted import PersistentPlaces
 from tapveth.daemon.registry import Registry
-from tapveth.daemon.relay import Relay
 from tapveth.daemon.requests import ControlRequests
 from tapveth.daemon.tracking import EndTracker
 from tapveth.daemon.worker import CountersWorker, NetlinkWorker, TapCloser
@@ -87,12 +84,10 @@ class Daemon:
         self._places_ready = False  # the record is rewritten only once the search used it
         self._busy_poll_us = busy_poll_us
         self._busy_poll_gap_us = busy_poll_gap_us
-        self._relay: Relay  # made in run(), where the loop is known
         self._want_native = native
-        self._native: NativeRelay | None = None
-        self.impairments: Impairments  # likewise
+        self.paths: FramePaths  # made in run(), where the loop is known
+        self.impairments: Impairments  # likewise (the paths')
         self.faults = Faults(self)
-        self._busy: BusyPoll
         self.requests = ControlRequests(self)
         self._server = ControlServer(socket_path, self.requests.handle, group)
 
@@ -104,20 +99,21 @@ class Daemon:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        busy = self._busy = BusyPoll(loop, self._busy_poll_us, self._busy_poll_gap_us)
-        self._relay = Relay(
-            self._apply_events, self.tracker.on_gone, busy.traffic, self.tracker.fileno()
+        paths = self.paths = FramePaths(
+            loop,
+            self.tracker.on_events,
+            self.tracker.fileno(),
+            self.tracker.on_gone,
+            self._busy_poll_us,
+            self._busy_poll_gap_us,
         )
-        lead = TIMER_LEAD_NS if busy.enabled else 0
-        self.impairments = Impairments(
-            loop, self._relay.fire, lead, busy.watch if busy.enabled else None
-        )
-        loop.add_reader(self.tracker.fileno(), self._apply_events)
+        self.impairments = paths.impairments
+        loop.add_reader(self.tracker.fileno(), paths.apply_events)
         try:
             if self._metrics_listen is not None:
                 from tapveth.daemon.metrics import Metrics  # ~3 MiB: only when asked for
 
-                self._metrics = Metrics(self, self._relay, self._metrics_listen)
+                self._metrics = Metrics(self, paths.relay, self._metrics_listen)
                 self._metrics.start()
             await self._server.start()
         except ControlError as exc:
@@ -125,20 +121,7 @@ class Daemon:
             if self._metrics is not None:
                 await self._metrics.close()
             return 2
-        if self._want_native and not native_relay.AVAILABLE:
-            log.warning(
-                "the native relay is not built (tapveth/daemon/_native_relay.c): "
-                "the event loop relays every frame"
-            )
-        elif self._want_native:
-            self._native = NativeRelay(
-                loop,
-                self._relay,
-                self.tracker.fileno(),
-                self._busy_poll_us,
-                self._busy_poll_gap_us,
-                self.tracker.on_gone,
-            )
+        native = self._want_native and paths.start_native()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         # From the start: a SIGHUP's default action would kill the daemon.
@@ -146,7 +129,7 @@ class Daemon:
         log.info(
             "listening on %s%s",
             self.socket_path,
-            "; plain ends relayed by the native thread" if self._native is not None else "",
+            "; plain ends relayed by the native thread" if native else "",
         )
         _freeze_startup_heap()
         self.events.listen(self._on_event)
@@ -195,8 +178,7 @@ class Daemon:
             await asyncio.gather(*(self._remove_at_stop(p, closer) for p in list(self.pairs)))
         finally:
             await closer.shutdown()
-        if self._native is not None:
-            self._native.close()  # before the link events' socket, which it watches
+        self.paths.close()  # before the link events' socket, which the native thread watches
         await self.events.close()  # monitors and captures end, captures with their counts
         await self._server.close_streams()
         if self._metrics is not None:
@@ -225,18 +207,6 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
-
-    def _apply_events(self) -> None:
-        """Apply the queued link events; the native thread waits meanwhile (daemon/native.py)."""
-        native = self._native
-        if native is None:
-            self.tracker.on_events()
-            return
-        native.applying(True)
-        try:
-            self.tracker.on_events()
-        finally:
-            native.applying(False)
 
     def _status(self) -> str:
         up = sum(1 for p in self.pairs if p.carrier.on)
@@ -368,8 +338,8 @@ class Daemon:
             underlay,
             on_change=lambda: self.tracker.update_carrier(holder[0]),
             on_gone=self.tracker.on_gone,
-            before_batch=self._apply_events,
-            on_traffic=self._busy.traffic,
+            before_batch=self.paths.apply_events,
+            on_traffic=self.paths.busy.traffic,
             events_fd=self.tracker.fileno(),
         )
         pair = Pair(end, far_end)
@@ -389,27 +359,18 @@ class Daemon:
         return pair
 
     def _register(self, pair: Pair) -> None:
-        loop = asyncio.get_running_loop()
         self.registry.add(pair)
         if isinstance(pair.b, vxlan_end.VxlanEnd):
             pair.b.start(pair.a)
-        elif self._native is not None:
-            self._native.attach(pair)
         else:
-            loop.add_reader(pair.a.fd, self._relay.pump, pair.a, pair.b)
-            loop.add_reader(pair.b.fd, self._relay.pump, pair.b, pair.a)
+            self.paths.attach(pair)
         self.tracker.update_carrier(pair)
 
     def _stop_relay(self, pair: Pair) -> None:
-        loop = asyncio.get_running_loop()
         if isinstance(pair.b, vxlan_end.VxlanEnd):
             pair.b.stop()
-        elif self._native is not None:
-            self._native.detach(pair)
         else:
-            for end in pair.taps():
-                if not end.tap.closed:
-                    loop.remove_reader(end.fd)
+            self.paths.detach(pair)
         for e in pair.ends():
             self.faults.stop(e)
             self.impairments.close(e)
