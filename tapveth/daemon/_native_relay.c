@@ -415,8 +415,7 @@ static PyObject *m_own(PyObject *self, PyObject *args) {
         errno = err;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    kick(); /* an fd added while the thread sleeps is seen anyway; the kick is for clarity */
-    Py_RETURN_NONE;
+    Py_RETURN_NONE; /* an fd added while the thread sleeps wakes it if it is readable */
 }
 
 static PyObject *m_take(PyObject *self, PyObject *args) {

@@ -145,9 +145,8 @@ class NativeRelay:
         for end, peer in ((a, b), (b, a)):
             slot = _native_relay.add(end.fd)
             self._slot[end], self._end[slot], self._peer[end] = slot, end, peer
-        for end in (a, b):
+        for end in (a, b):  # both slots exist now: each knows its peer's
             end.native = False
-            self._configure(end)
             end.watch = self.refresh
             self.refresh(end)
 
@@ -206,11 +205,6 @@ class NativeRelay:
             del _SLOT_OF[id(flow)]
             object.__setattr__(flow, "__class__", Flow)  # a plain Flow again
 
-    def sync(self) -> None:
-        """Fold every end's counts (the wake-ups' figure is then current)."""
-        for end in self._slot:
-            _fold(end.out)
-
     def _failed(self) -> None:
         """The thread found ends failing (their TAP deleted...): as relay.py reports them."""
         assert _native_relay is not None
@@ -229,7 +223,6 @@ class NativeRelay:
     def close(self) -> None:
         """Stop the thread (every pair detached or about to be closed)."""
         assert _native_relay is not None
-        self.sync()
         for end in list(self._slot):
             self._unfold(end)
             end.watch = None
