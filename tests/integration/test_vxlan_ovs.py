@@ -112,4 +112,14 @@ def test_ovs_userspace_vxlan_as_far_side(lab: Lab, daemon: PrivateDaemon, tmp_pa
     assert stats(daemon, "vxlan:42")["drops"].get("carrier", 0) >= 1
     daemon.cli("link", "set", "dev", v1, "carrier", "on")
     wait_for("carrier back", lambda: carrier_active(o1, v1))
-    assert answered(b, OV_A)
+    # A request right after the restore may go unanswered: once in a full run of the suite,
+    # one of five was (b's neighbour entry for OV_A failed during the cut and is resolved again
+    # through OVS; which hop lost it was not found). Wait for one answer, then ask for five.
+    deadline = time.monotonic() + 10
+    while ping_loss(b, OV_A, count=1) != 0:
+        assert time.monotonic() < deadline, stats(daemon, "vxlan:42")
+    out = b.ping(OV_A, count=5, deadline=20)
+    assert out.returncode == 0 and " 0% packet loss" in out.stdout, (
+        out.stdout,
+        stats(daemon, "vxlan:42"),
+    )
