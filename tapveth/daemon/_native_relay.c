@@ -165,6 +165,28 @@ static void pump(int s) {
     relay(s, d, E.batch - 1);
 }
 
+/* How long to keep polling after traffic: core/pollwindow.PollWindow, which is the reference
+ * (tests/unit/test_native_relay.py drives both with the same arrivals). */
+typedef struct {
+    int64_t base_ns, max_gap_ns;
+    int64_t last;      /* time of the previous arrival; -1: none yet */
+    int64_t gap;       /* the latest idle gap worth bridging; 0: none */
+    int64_t window_ns;
+} PollWindow;
+
+/* Traffic arrived at now: the time until which to keep polling. */
+static int64_t pollwindow_arrival(PollWindow *p, int64_t now) {
+    if (p->max_gap_ns > 0 && p->last >= 0) {
+        int64_t g = now - p->last;
+        if (g > p->window_ns) p->gap = g <= p->max_gap_ns ? g : 0; /* slept through it */
+        int64_t w = p->gap * 3 / 2;
+        if (w > p->max_gap_ns) w = p->max_gap_ns;
+        p->window_ns = p->gap ? (w > p->base_ns ? w : p->base_ns) : p->base_ns;
+    }
+    p->last = now;
+    return now + p->window_ns;
+}
+
 /* True while link events are queued or being applied by the daemon (see the top). */
 static int events_pending(void) {
     if (E.events_fd >= 0) {
@@ -180,7 +202,9 @@ static void *run(void *arg) {
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals are the daemon's (its loop's thread) */
     struct epoll_event evs[EVENTS];
-    int64_t deadline = 0, last = -1, gap = 0, window = E.window_ns;
+    PollWindow pw = {.base_ns = E.window_ns, .max_gap_ns = E.gap_ns, .last = -1,
+                     .window_ns = E.window_ns};
+    int64_t deadline = 0;
     int polling = 0, arrived = 0;
     while (!atomic_load(&E.stopping)) {
         int n = epoll_wait(E.ep, evs, EVENTS, polling ? 0 : -1);
@@ -201,7 +225,7 @@ static void *run(void *arg) {
             }
             for (int i = 0; i < n; i++) {
                 uint64_t tag = evs[i].data.u64;
-                if (tag == UINT64_MAX) { /* the daemon's kick: the set changed, or stop */
+                if (tag == UINT64_MAX) { /* the daemon's kick: stop */
                     uint64_t v;
                     (void)!read(E.kick, &v, sizeof v);
                     continue;
@@ -219,15 +243,7 @@ static void *run(void *arg) {
         if (E.window_ns <= 0 && E.gap_ns <= 0) continue;
         int64_t t = now_ns();
         if (traffic) {
-            if (E.gap_ns > 0 && last >= 0) {
-                int64_t g = t - last;
-                if (g > window) gap = g <= E.gap_ns ? g : 0;
-                int64_t w = gap * 3 / 2;
-                if (w > E.gap_ns) w = E.gap_ns;
-                window = gap ? (w > E.window_ns ? w : E.window_ns) : E.window_ns;
-            }
-            last = t;
-            deadline = t + window;
+            deadline = pollwindow_arrival(&pw, t);
             polling = 1;
             arrived = 1;
         } else if (polling) {
@@ -476,6 +492,37 @@ static PyObject *m_applying(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* The poll deadlines after arrivals at the given times, for the tests that hold this twin of
+ * core/pollwindow.py to it. */
+static PyObject *m_poll_deadlines(PyObject *self, PyObject *args) {
+    long long base, max_gap;
+    PyObject *times;
+    if (!PyArg_ParseTuple(args, "LLO", &base, &max_gap, &times)) return NULL;
+    PyObject *seq = PySequence_Fast(times, "arrival times must be a sequence");
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *out = PyList_New(n);
+    if (!out) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    int64_t b = base > 0 ? base : 0, g = max_gap > 0 ? max_gap : 0;
+    PollWindow pw = {.base_ns = b, .max_gap_ns = g, .last = -1, .window_ns = b};
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long long t = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(seq, i));
+        PyObject *d = t == -1 && PyErr_Occurred() ? NULL
+                                                  : PyLong_FromLongLong(pollwindow_arrival(&pw, t));
+        if (!d) {
+            Py_DECREF(out);
+            Py_DECREF(seq);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, d);
+    }
+    Py_DECREF(seq);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"start", m_start, METH_VARARGS,
      "start(events_fd, notify_fd, hdr_len, gso_off, gso_mask, batch, window_ns, gap_ns)"},
@@ -487,6 +534,8 @@ static PyMethodDef methods[] = {
     {"take", m_take, METH_VARARGS, "take(slot) -> counters since the last take"},
     {"gone", m_gone, METH_NOARGS, "gone() -> [(slot, errno)] of ends that failed"},
     {"applying", m_applying, METH_VARARGS, "applying(on): the daemon reads link events"},
+    {"poll_deadlines", m_poll_deadlines, METH_VARARGS,
+     "poll_deadlines(base_ns, max_gap_ns, arrivals) -> [deadline]: the busy-poll window"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -4,6 +4,7 @@ over datagram socket pairs standing in for TAPs: no TAP, no root. Every wait is 
 import asyncio
 import errno
 import os
+import random
 import select
 import socket
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 from relaypair import FakeTap, socket_ends
 
 from tapveth.core import vnet
+from tapveth.core.pollwindow import PollWindow
 from tapveth.core.rules import DropReason, Flow
 from tapveth.daemon import _native_relay as engine
 from tapveth.daemon import native
@@ -253,3 +255,38 @@ async def _arecv(sock: socket.socket, timeout: float = 5.0) -> bytes | None:
         except BlockingIOError:
             await asyncio.sleep(0.005)
     return None
+
+
+def _python_deadlines(base_ns: int, max_gap_ns: int, arrivals: list[int]) -> list[int]:
+    window = PollWindow(base_ns, max_gap_ns)
+    return [window.arrival(t) for t in arrivals]
+
+
+@pytest.mark.parametrize(
+    ("base_us", "max_gap_us"), [(1000, 0), (1000, 20000), (0, 20000), (50, 300), (0, 0)]
+)
+def test_poll_window_in_c_is_the_python_one(base_us: int, max_gap_us: int) -> None:
+    # The thread's busy-poll window (pollwindow_arrival in C) is a twin of core/pollwindow.py:
+    # the same arrivals give the same deadlines. Gaps span steady, jittered, bursty and idle
+    # traffic around both the window and the largest gap bridged.
+    rng = random.Random(base_us * 7 + max_gap_us)
+    base, max_gap = base_us * 1000, max_gap_us * 1000
+    scales = [1_000, 200_000, 900_000, 1_100_000, 15_000_000, 25_000_000, 200_000_000]
+    for _ in range(50):
+        t, arrivals = rng.randrange(10**9), []
+        for _ in range(200):
+            t += int(rng.choice(scales) * rng.uniform(0.5, 1.5))
+            arrivals.append(t)
+        assert engine.poll_deadlines(base, max_gap, arrivals) == _python_deadlines(
+            base, max_gap, arrivals
+        )
+
+
+def test_poll_window_in_c_bridges_a_steady_gap() -> None:
+    # Not only equal: frames 10 ms apart with 20 ms allowed keep the poll open across the gap
+    # (15 ms windows), and a 30 ms pause falls back to the 1 ms base.
+    base, gap = 1_000_000, 20_000_000
+    arrivals = [0, 10_000_000, 20_000_000, 30_000_000, 60_000_000, 60_500_000]
+    deadlines = engine.poll_deadlines(base, gap, arrivals)
+    windows = [d - t for d, t in zip(deadlines, arrivals, strict=True)]
+    assert windows == [base, 15_000_000, 15_000_000, 15_000_000, base, base]
