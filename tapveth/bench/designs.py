@@ -2,10 +2,12 @@
 
 Beside the kernel veth, the daemon and vde_switch: bare prototypes of other ways to relay
 (tapveth/bench/relays.py: uvloop readers as the daemon's, a blocking thread per direction,
-multi-queue TAPs with a thread per queue, io_uring), and the daemon pinned to one CPU, the
-same as the ping sender's or the other. Each runs as its own process between two TAPs of a
-pair of namespaces built as `tapveth bench` builds them. The prototypes carry none of the
-veth rules: their figures bound what a design could give, they are not a product."""
+multi-queue TAPs with a thread per queue, io_uring), and placements: the daemon, the senders
+and the receivers pinned so that the relay shares a CPU with the receiver, with the sender, or
+with neither (and the kernel veth with its sender and receiver apart). Each runs as its own
+process between two TAPs of a pair of namespaces built as `tapveth bench` builds them. The
+prototypes carry none of the veth rules: their figures bound what a design could give, they
+are not a product."""
 
 import json
 import os
@@ -20,6 +22,17 @@ from tapveth.bench.sidebyside import Bench, BenchError, Subject, _stop, cpu_seco
 from tapveth.bench.summary import Samples, add_round, medians, spreads
 
 SENDER_CPU = 0  # ping and iperf3's client run here in the placement rows
+OTHER_CPU = 1
+
+# The placement rows: name, label, daemon options, the relay's CPU, the receivers' CPU
+# (iperf3's server; a ping's answer is the kernel's). The senders are on SENDER_CPU.
+PLACEMENTS = (
+    ("tapveth, relay with the receiver", "p", (), OTHER_CPU, OTHER_CPU),
+    ("tapveth, relay with the sender", "q", (), SENDER_CPU, OTHER_CPU),
+    ("tapveth, relay alone", "w", (), OTHER_CPU, SENDER_CPU),
+    ("tapveth --fast-path python, relay with the receiver", "y", ("--fast-path", "python"),
+     OTHER_CPU, OTHER_CPU),
+)  # fmt: skip
 MQ_QUEUES = 2  # one queue per vCPU of the machine measured
 
 # name, design of relays.py, its label in namespace names
@@ -62,14 +75,28 @@ class Designs:
         b._configure(s)
         return s
 
-    def build_placed(self, name: str, label: str, cpu: int) -> Subject:
-        """The daemon with every thread on `cpu`, its senders on SENDER_CPU."""
+    def build_placed(
+        self, name: str, label: str, args: tuple[str, ...], relay_cpu: int, receiver_cpu: int
+    ) -> Subject:
+        """A daemon with every thread on relay_cpu, its receivers on receiver_cpu and its
+        senders on SENDER_CPU."""
         b = self.bench
-        s = b._build_daemon(name, label, ())
+        s = b._build_daemon(name, label, args)
         b.subjects.append(s)
         assert s.pid is not None
-        pin(s.pid, cpu)
+        pin(s.pid, relay_cpu)
         s.client = ("taskset", "-c", str(SENDER_CPU))
+        s.server = ("taskset", "-c", str(receiver_cpu))
+        return s
+
+    def build_kernel_apart(self) -> Subject:
+        """The kernel veth with its senders and receivers pinned to different CPUs: what the
+        placement rows compare with."""
+        b = self.bench
+        s = b.build_kernel(name="kernel veth, sender and receiver apart", label="j")
+        b.subjects.append(s)
+        s.client = ("taskset", "-c", str(SENDER_CPU))
+        s.server = ("taskset", "-c", str(OTHER_CPU))
         return s
 
     def build_all(self) -> None:
@@ -83,9 +110,9 @@ class Designs:
         for name, design, label in PROTOTYPES:
             self.build_relay(name, design, label)
         if (os.cpu_count() or 1) >= 2:
-            self.build_placed(f"tapveth, CPU of the ping (cpu{SENDER_CPU})", "p", SENDER_CPU)
-            other = 1 - SENDER_CPU
-            self.build_placed(f"tapveth, other CPU (cpu{other})", "q", other)
+            self.build_kernel_apart()
+            for name, label, args, relay_cpu, receiver_cpu in PLACEMENTS:
+                self.build_placed(name, label, args, relay_cpu, receiver_cpu)
 
     def measure(self, s: Subject) -> dict[str, float]:
         b = self.bench

@@ -53,6 +53,7 @@ class Subject:
     pid: int | None = None
     undo: list[Callable[[], None]] = field(default_factory=list)
     client: tuple[str, ...] = ()  # prefix of the senders' commands (ping, iperf3 -c): taskset
+    server: tuple[str, ...] = ()  # prefix of the receivers' commands (iperf3 -s): taskset
 
 
 def sh(*cmd: str, timeout: float = 120, check: bool = True) -> str:
@@ -136,24 +137,11 @@ class Bench:
             if time.monotonic() > deadline:
                 raise BenchError(f"{s.name}: the pair does not carry ping")
 
-    def build_kernel(self) -> Subject:
-        a, b = self._netns_pair("k")
-        s = Subject("kernel veth", a, b, "kv1", "kv2")
-        sh(
-            "ip",
-            "link",
-            "add",
-            "kv1",
-            "netns",
-            a,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "kv2",
-            "netns",
-            b,
-        )
+    def build_kernel(self, name: str = "kernel veth", label: str = "k") -> Subject:
+        a, b = self._netns_pair(label)
+        s = Subject(name, a, b, f"{label}v1", f"{label}v2")
+        sh("ip", "link", "add", s.if_a, "netns", a, "type", "veth", "peer", "name", s.if_b,
+           "netns", b)  # fmt: skip
         self._configure(s)
         return s
 
@@ -391,7 +379,20 @@ class Bench:
 
     def iperf(self, s: Subject, *args: str) -> Any:
         server = subprocess.Popen(
-            ["ip", "netns", "exec", s.ns_b, "iperf3", "-s", "-1", "-B", IP_B, "-p", "5777"],
+            [
+                "ip",
+                "netns",
+                "exec",
+                s.ns_b,
+                *s.server,
+                "iperf3",
+                "-s",
+                "-1",
+                "-B",
+                IP_B,
+                "-p",
+                "5777",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
