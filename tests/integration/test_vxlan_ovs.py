@@ -118,8 +118,8 @@ def test_ovs_userspace_vxlan_as_far_side(lab: Lab, daemon: PrivateDaemon, tmp_pa
     deadline = time.monotonic() + 10
     while ping_loss(b, OV_A, count=1) != 0:
         assert time.monotonic() < deadline, stats(daemon, "vxlan:42")
-    out = b.ping(OV_A, count=5, deadline=20)
-    assert out.returncode == 0 and " 0% packet loss" in out.stdout, (
-        out.stdout,
+    replies = b.ping(OV_A, count=5, deadline=20)
+    assert replies.returncode == 0 and " 0% packet loss" in replies.stdout, (
+        replies.stdout,
         stats(daemon, "vxlan:42"),
     )
