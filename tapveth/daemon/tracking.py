@@ -11,10 +11,10 @@ from tapveth.daemon import provision
 from tapveth.daemon.events import EventBus
 from tapveth.daemon.pair import End, Pair
 from tapveth.daemon.registry import Registry
-from tapveth.daemon.vxlan_end import VxlanEnd
+from tapveth.daemon.vxlan_end import VxlanEnd, tap_gso_max_segs
 from tapveth.daemon.worker import NetlinkWorker
 from tapveth.kernel.linkwatch import Kind, LinkEvent, LinkWatch
-from tapveth.kernel.netlink import Location, Unsettled
+from tapveth.kernel.netlink import Location, Netlink, Unsettled
 
 log = logging.getLogger("tapveth")
 
@@ -100,10 +100,26 @@ class EndTracker:
         if ev.mtu and ev.mtu != end.mtu:
             log.info("%s mtu %d", end.name, ev.mtu)
             end.mtu = ev.mtu
-            self.events.publish("mtu", self._reg.pair_of[end], end, mtu=ev.mtu)
+            pair = self._reg.pair_of[end]
+            self.events.publish("mtu", pair, end, mtu=ev.mtu)
+            if isinstance(pair.b, VxlanEnd) and end is pair.a:
+                self._spawn(self._fit_segments(end, ev.mtu))
         if ev.address:
             end.address = ev.address
         self._set_up(end, ev.up)
+
+    async def _fit_segments(self, end: End, mtu: int) -> None:
+        """A tunnel end's TAP takes super-frames of no more segments than one UDP_SEGMENT send
+        holds at its MTU (vxlan_send.py): set again when the MTU changes."""
+        segs = tap_gso_max_segs(mtu)
+        if segs is None or end.mtu != mtu:  # no fitting asked, or changed again meanwhile
+            return
+        try:
+            await self._worker.call(Netlink.set_gso_max_segs, end.tap, segs)
+        except OSError as exc:
+            log.warning("%s: cannot set gso_max_segs %d: %s", end.name, segs, exc.strerror)
+        else:
+            log.debug("%s gso_max_segs %d", end.name, segs)
 
     def _set_up(self, end: End, up: bool) -> None:
         if up != end.up:

@@ -214,6 +214,17 @@ class Netlink:
             if exc.code not in (errno.ENODEV, errno.EINVAL):
                 raise
 
+    def set_gso_max_segs(self, tap: Tap, segs: int) -> None:
+        """The most segments the stack may hand the TAP in one super-frame. A tunnel end's
+        follows its MTU (vxlan_send.tap_gso_max_segs); a TAP that is gone is left alone."""
+        try:
+            with _inside(tap) as (there, index):
+                if index is not None:
+                    there.link_set(index, gso_max_segs=segs)
+        except NetlinkError as exc:
+            if exc.code != errno.ENODEV:
+                raise
+
     def configure_inside(
         self,
         tap: Tap,

@@ -31,6 +31,7 @@ from underlay import (
 )
 
 from tapveth.core import vxlan
+from tapveth.daemon.vxlan_send import tap_gso_max_segs
 from tapveth.private import PrivateDaemon
 
 pytestmark = pytest.mark.integration
@@ -231,6 +232,27 @@ def test_mtu_fits_or_is_dropped_and_counted(lab: Lab, daemon: PrivateDaemon) -> 
     after = stats(daemon, v1)["drops"]
     assert isinstance(after, dict) and after.get("mtu", 0) == 5, after
     assert ping_ok(o1, OV_B, 3, 1450 - 28, "-M", "do")  # what fits still crosses
+
+
+def test_tap_segments_follow_the_mtu(lab: Lab, daemon: PrivateDaemon) -> None:
+    # The end's TAP takes super-frames of no more segments than one UDP_SEGMENT send holds;
+    # that count depends on the MTU, and follows it when the MTU changes.
+    hosts = two_hosts(lab, mtu=1500)
+    o1, v1 = lab.netns("o1"), lab.name("veth1")
+    tapveth_end(daemon, o1, v1, hosts.a, IP_B)
+
+    def segs() -> int:
+        (detail,) = json.loads(o1.run("ip", "-d", "-j", "link", "show", "dev", v1).stdout)
+        return int(detail["gso_max_segs"])
+
+    def segs_are(want: int) -> Callable[[], bool]:
+        return lambda: segs() == want
+
+    assert segs() == 44  # 1472-byte datagrams at MTU 1450, 65000 bytes a send
+    for mtu, want in ((1500, 42), (1200, 53), (1450, 44)):
+        assert tap_gso_max_segs(mtu) == want
+        o1.ip("link", "set", v1, "mtu", str(mtu))
+        wait_for(f"gso_max_segs {want} at mtu {mtu}", segs_are(want))
 
 
 HOSTILE_SENDER = """
