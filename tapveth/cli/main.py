@@ -346,7 +346,9 @@ def _cmd_bench(sub: Any) -> None:
         description="Build a kernel veth pair and a tapveth pair, each in namespaces of its "
         "own, measure both in the same run and print each figure with its ratio.",
     )
-    b.add_argument("--quick", action="store_true", help="short run (under 30 s) to check it works")
+    b.add_argument(
+        "--quick", action="store_true", help="short run (under a minute) to check it works"
+    )
     b.add_argument(
         "--peers",
         action="store_true",
