@@ -23,6 +23,7 @@ from tapveth.bench.summary import Samples, add_round, medians, spreads
 
 SENDER_CPU = 0  # ping and iperf3's client run here in the placement rows
 OTHER_CPU = 1
+KERNEL_APART = "kernel veth, sender and receiver apart"  # the placement rows' reference
 
 # The placement rows: name, label, daemon options, the relay's CPU, the receivers' CPU
 # (iperf3's server; a ping's answer is the kernel's). The senders are on SENDER_CPU.
@@ -93,7 +94,7 @@ class Designs:
         """The kernel veth with its senders and receivers pinned to different CPUs: what the
         placement rows compare with."""
         b = self.bench
-        s = b.build_kernel(name="kernel veth, sender and receiver apart", label="j")
+        s = b.build_kernel(name=KERNEL_APART, label="j")
         b.subjects.append(s)
         s.client = ("taskset", "-c", str(SENDER_CPU))
         s.server = ("taskset", "-c", str(OTHER_CPU))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from netlab import sh
 
-from tapveth.bench.designs import PLACEMENTS, PROTOTYPES
+from tapveth.bench.designs import KERNEL_APART, PLACEMENTS, PROTOTYPES
 from tapveth.bench.designtable import FIGURES
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,7 @@ def test_designs_quick_every_design_relays(tmp_path: Path) -> None:
     results = data["results"]
     names = {name for name, _, _ in PROTOTYPES} | {"kernel veth", "tapveth"}
     assert names <= set(results)
-    placed = {name for name, *_ in PLACEMENTS} | {"kernel veth, sender and receiver apart"}
+    placed = {name for name, *_ in PLACEMENTS} | {KERNEL_APART}
     assert placed <= set(results)
     for name, figures in results.items():
         # bench.ping raises unless half the probes were answered: a figure means pings crossed
