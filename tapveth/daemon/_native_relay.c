@@ -174,6 +174,14 @@ typedef struct {
     int64_t window_ns;
 } PollWindow;
 
+/* A window that polls base_ns after any frame and bridges gaps up to max_gap_ns (0: none);
+ * negatives count as 0, as in PollWindow. */
+static PollWindow pollwindow_new(int64_t base_ns, int64_t max_gap_ns) {
+    int64_t b = base_ns > 0 ? base_ns : 0;
+    return (PollWindow){.base_ns = b, .max_gap_ns = max_gap_ns > 0 ? max_gap_ns : 0,
+                        .last = -1, .window_ns = b};
+}
+
 /* Traffic arrived at now: the time until which to keep polling. */
 static int64_t pollwindow_arrival(PollWindow *p, int64_t now) {
     if (p->max_gap_ns > 0 && p->last >= 0) {
@@ -202,8 +210,7 @@ static void *run(void *arg) {
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals are the daemon's (its loop's thread) */
     struct epoll_event evs[EVENTS];
-    PollWindow pw = {.base_ns = E.window_ns, .max_gap_ns = E.gap_ns, .last = -1,
-                     .window_ns = E.window_ns};
+    PollWindow pw = pollwindow_new(E.window_ns, E.gap_ns);
     int64_t deadline = 0;
     int polling = 0, arrived = 0;
     while (!atomic_load(&E.stopping)) {
@@ -506,8 +513,7 @@ static PyObject *m_poll_deadlines(PyObject *self, PyObject *args) {
         Py_DECREF(seq);
         return NULL;
     }
-    int64_t b = base > 0 ? base : 0, g = max_gap > 0 ? max_gap : 0;
-    PollWindow pw = {.base_ns = b, .max_gap_ns = g, .last = -1, .window_ns = b};
+    PollWindow pw = pollwindow_new(base, max_gap);
     for (Py_ssize_t i = 0; i < n; i++) {
         long long t = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(seq, i));
         PyObject *d = t == -1 && PyErr_Occurred() ? NULL
