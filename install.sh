@@ -113,7 +113,7 @@ if [ "$mode" = system ]; then
     exit 0
 fi
 
-# gcc and python3-dev build the relay's native thread (tapveth/daemon/_native_relay.c).
+# gcc and python3-dev build the parts in C (daemon/_native_relay.c, core/_offload.c).
 packages="iproute2 iputils-ping iperf3 ethtool procps python3 python3-venv gcc libc6-dev
     python3-dev"
 # The tests also drive packet captures, peers for the benchmark (vde, socat), containers, the
