@@ -14,6 +14,7 @@ from typing import Any
 from tapveth.core import vnet
 from tapveth.daemon.capture import Capture
 from tapveth.daemon.pair import End, Pair
+from tapveth.daemon.pending_events import PendingEvents
 from tapveth.daemon.relay import BATCH, Relay
 
 
@@ -63,7 +64,7 @@ async def measure(size: int, rounds: int) -> None:
     src, dst = End(tap=tap_a, name="a"), End(tap=tap_b, name="b")
     src.up = dst.up = True
     pair = Pair(src, dst)
-    relay = Relay(lambda: None, lambda end, exc: None)
+    relay = Relay(PendingEvents(lambda: None), lambda end, exc: None)
     frame = bytes(vnet.HDR_LEN) + bytes(size)  # a zero virtio header, then the frame
     cases = (("no capture", None), ("capture recording", False), ("capture behind", True))
     for label, behind in cases:

@@ -11,6 +11,7 @@ from tapveth.daemon.busypoll import BusyPoll
 from tapveth.daemon.impaired import TIMER_LEAD_NS, Impairments
 from tapveth.daemon.native import NativeRelay
 from tapveth.daemon.pair import End, Pair
+from tapveth.daemon.pending_events import PendingEvents
 from tapveth.daemon.relay import Relay
 
 log = logging.getLogger("tapveth")
@@ -34,7 +35,8 @@ class FramePaths:
         self._on_gone = on_gone
         self._window = (busy_poll_us, busy_poll_gap_us)
         self.busy = BusyPoll(loop, busy_poll_us, busy_poll_gap_us)
-        self.relay = Relay(self.apply_events, on_gone, self.busy.traffic, events_fd)
+        self.events = PendingEvents(self.apply_events, events_fd)  # the relay's, vxlan ends'
+        self.relay = Relay(self.events, on_gone, self.busy.traffic)
         lead = TIMER_LEAD_NS if self.busy.enabled else 0
         self.impairments = Impairments(
             loop, self.relay.fire, lead, self.busy.watch if self.busy.enabled else None

@@ -15,7 +15,6 @@ full queue, corruption of a super-frame) when they arrive.
 
 import errno
 import os
-import select
 import time
 from collections.abc import Callable
 from itertools import islice
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING
 from tapveth.core import vnet
 from tapveth.core.rules import DropReason, admit
 from tapveth.daemon.pair import End
+from tapveth.daemon.pending_events import PendingEvents
 
 if TYPE_CHECKING:
     from tapveth.daemon.impaired import ImpairedLink
@@ -45,26 +45,18 @@ class Relay:
 
     def __init__(
         self,
-        before_batch: Callable[[], None],
+        events: PendingEvents,
         on_gone: Callable[[End, OSError], None],
         on_traffic: Callable[[], None] = lambda: None,
-        events_fd: int | None = None,
     ) -> None:
-        """events_fd: the link events' socket, which before_batch drains; given, a batch
-        first asks the kernel whether it holds anything (a poll with no wait) and runs
-        before_batch only then."""
+        """events: the link events, applied before each batch."""
         self._buf = bytearray(BUF_LEN)
         self._bufs = [self._buf]
         self._view = memoryview(self._buf)
-        self._before_batch = before_batch
+        self._events = events
         self._report_gone = on_gone
         self._on_traffic = on_traffic
         self._gone = False  # an end of the batch under way failed: nothing more on this pair
-        self._events_poll: Callable[[int], list[tuple[int, int]]] | None = None
-        if events_fd is not None:
-            poller = select.poll()
-            poller.register(events_fd, select.POLLIN)
-            self._events_poll = poller.poll
         self.wakeups = 0  # batches relayed (the metrics divide frames by it)
 
     def _on_gone(self, end: End, exc: OSError) -> None:
@@ -73,15 +65,12 @@ class Relay:
 
     def pump(self, src: End, dst: End) -> None:
         """Relay what src's TAP holds now (at most BATCH frames) to dst."""
-        # Netlink events queued before these frames were sent (an MTU change, a peer going
-        # down) must be applied first: the kernel veth sees such changes immediately. Asking
-        # with poll() is still a system call, but a short path through Python, no buffer and
-        # no exception: the first frame after idle runs on cold caches, where the draining
-        # read that finds nothing cost ~40 us here and the poll ~15 us (README). Inline, not
-        # _events(): this is the plain path's one call per batch.
-        events_poll = self._events_poll
+        # The link events queued before these frames apply to them (pending_events.py).
+        # PendingEvents.apply_if_queued() inlined: this is the plain path's one call per batch.
+        events = self._events
+        events_poll = events.poll
         if events_poll is None or events_poll(0):
-            self._before_batch()
+            events.apply()
         if src.impair is not None or src.cut:  # decided once a batch, not per frame
             self._pump_impaired(src, dst)
             return
@@ -106,12 +95,6 @@ class Relay:
                 self._relay(src, dst, BATCH - 1)
         # After the frames, not before: moving the poll deadline is not on the frame's path.
         self._on_traffic()
-
-    def _events(self) -> None:
-        """Apply the link events queued now, if the kernel holds any (see pump)."""
-        events_poll = self._events_poll
-        if events_poll is None or events_poll(0):
-            self._before_batch()
 
     def _pump_captured(self, src: End, dst: End) -> None:
         """The batch one frame at a time, each shown to the captures once decided."""
@@ -279,7 +262,7 @@ class Relay:
             return
         if not link.fired(self._on_traffic):  # early, for its lead: polls until the head
             return
-        self._events()
+        self._events.apply_if_queued()
         self.deliver(src, dst)
 
     def deliver(self, src: End, dst: End) -> None:

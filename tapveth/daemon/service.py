@@ -338,9 +338,8 @@ class Daemon:
             underlay,
             on_change=lambda: self.tracker.update_carrier(holder[0]),
             on_gone=self.tracker.on_gone,
-            before_batch=self.paths.apply_events,
+            events=self.paths.events,
             on_traffic=self.paths.busy.traffic,
-            events_fd=self.tracker.fileno(),
         )
         pair = Pair(end, far_end)
         holder.append(pair)

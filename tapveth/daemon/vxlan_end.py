@@ -9,7 +9,6 @@ frames wait in the impairment model's queue and face the veth rules when they le
 import asyncio
 import errno
 import os
-import select
 import time
 from collections.abc import Callable
 from itertools import islice
@@ -19,6 +18,7 @@ from tapveth.core import vnet, vxlan
 from tapveth.core.rules import DropReason, Flow, admit
 from tapveth.core.vxlanspec import VxlanSpec
 from tapveth.daemon.pair import End
+from tapveth.daemon.pending_events import PendingEvents
 from tapveth.daemon.vxlan_bfd import BfdLink
 from tapveth.daemon.vxlan_receive import NO_VNET, TunnelReceiver
 from tapveth.daemon.vxlan_send import TAP_OFFLOADS, TunnelSender, tap_gso_max_segs
@@ -56,12 +56,10 @@ class VxlanEnd:
         underlay: Underlay,
         on_change: Callable[[], None],
         on_gone: Callable[[End, OSError], None],
-        before_batch: Callable[[], None],
+        events: PendingEvents,
         on_traffic: Callable[[], None],
-        events_fd: int | None = None,
     ) -> None:
-        """events_fd: the link events' socket, which before_batch drains; given, a batch first
-        asks the kernel whether it holds anything (a poll with no wait), as the relay does."""
+        """events: the link events, applied before each batch."""
         self.spec = spec
         self.name = spec.name
         self.ns_inode = underlay.ns_inode
@@ -80,13 +78,8 @@ class VxlanEnd:
         self._u = underlay
         self._on_change = on_change
         self._on_gone = on_gone
-        self._before_batch = before_batch
+        self._events = events
         self._on_traffic = on_traffic
-        self._events_poll: Callable[[int], list[tuple[int, int]]] | None = None
-        if events_fd is not None:
-            poller = select.poll()
-            poller.register(events_fd, select.POLLIN)
-            self._events_poll = poller.poll
         self._vxhdr = vxlan.header(spec.vni)
         self._remote = spec.remote
         self.sender = TunnelSender(underlay.tx, self._vxhdr, on_gone)
@@ -152,21 +145,13 @@ class VxlanEnd:
 
     # -- frames ------------------------------------------------------------------------------
 
-    def _events(self) -> None:
-        """Apply queued link events before a batch (an MTU change, the TAP going down): the
-        kernel veth sees such changes at once. Asked with a poll() first when the events'
-        socket is known: the draining read that finds nothing costs more (see relay.py)."""
-        poll = self._events_poll
-        if poll is None or poll(0):
-            self._before_batch()
-
     def from_tap(self) -> None:
         """Encapsulate what the TAP holds now toward the remote (vxlan_send.py). What comes
         back at once (an echo reply, TCP ACKs: the far side ran in this send's softirq when the
         underlay is local) is read in the same wake-up, before the loop goes round."""
         tap = self.local
         assert tap is not None
-        self._events()
+        self._events.apply_if_queued()
         if self.sender.pump(tap, self.session) and self._plain_in():
             self.receiver.pump(tap)
         self._on_traffic()  # after the frames: moving the poll deadline is not on their path
@@ -177,7 +162,7 @@ class VxlanEnd:
         is sent in the same wake-up."""
         tap = self.local
         assert tap is not None
-        self._events()
+        self._events.apply_if_queued()
         if self.receiver.pump(tap) and not (tap.impair is not None or tap.cut or tap.captures):
             self.sender.pump(tap, self.session)
         self._on_traffic()
@@ -208,7 +193,7 @@ class VxlanEnd:
         carrier cut); what is due already goes into the tunnel at once, the rest at its timer."""
         tap = self.local
         assert tap is not None
-        self._events()
+        self._events.apply_if_queued()
         link, caps, buf = tap.impair, tap.captures, self._ibuf
         view = memoryview(buf)
         batch: list[bytes] = []
@@ -297,7 +282,7 @@ class VxlanEnd:
             return
         if not link.fired(self._on_traffic):  # early, for its lead (daemon/impaired.py)
             return
-        self._events()
+        self._events.apply_if_queued()
         if src is self:
             self._deliver_to_tap()
         else:

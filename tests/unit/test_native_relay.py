@@ -19,6 +19,7 @@ from tapveth.core.rules import DropReason, Flow
 from tapveth.daemon import _native_relay as engine
 from tapveth.daemon import native
 from tapveth.daemon.pair import End, Pair
+from tapveth.daemon.pending_events import PendingEvents
 from tapveth.daemon.relay import BATCH, Relay
 
 HDR = bytes(vnet.HDR_LEN)
@@ -218,7 +219,7 @@ def test_hand_over_to_the_loop_and_back(link: Link) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         events_theirs, events_ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        relay = Relay(lambda: None, lambda end, exc: None)
+        relay = Relay(PendingEvents(lambda: None), lambda end, exc: None)
         nr = native.NativeRelay(loop, relay, events_theirs.fileno(), 0, 0, lambda e, x: None)
         pair = Pair(src, dst)
         try:

@@ -15,6 +15,7 @@ from tapveth.core.impair import Impairment
 from tapveth.core.netem import Netem
 from tapveth.daemon.impaired import ImpairedLink
 from tapveth.daemon.pair import End
+from tapveth.daemon.pending_events import PendingEvents
 from tapveth.daemon.relay import Relay
 from tapveth.kernel.timerfd import Timer
 
@@ -50,7 +51,11 @@ def _drain(sock: socket.socket) -> list[bytes]:
 def _relay() -> tuple[Relay, list[str], list[int]]:
     gone: list[str] = []
     traffic: list[int] = []
-    relay = Relay(lambda: None, lambda end, exc: gone.append(end.name), lambda: traffic.append(1))
+    relay = Relay(
+        PendingEvents(lambda: None),
+        lambda end, exc: gone.append(end.name),
+        lambda: traffic.append(1),
+    )
     return relay, gone, traffic
 
 
@@ -137,7 +142,7 @@ def test_a_wake_up_with_nothing_to_read_reads_no_answer(link: Link) -> None:
 
 
 def test_link_events_are_applied_only_when_queued(link: Link) -> None:
-    """With the events' socket given, a batch runs before_batch only when it holds something:
+    """With the events' socket given, a batch applies the link events only when it holds some:
     a queued event is still applied before the frames."""
     a_host, b_host, a, b = link
     ev_host, ev_relay = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -155,7 +160,7 @@ def test_link_events_are_applied_only_when_queued(link: Link) -> None:
         except BlockingIOError:
             pass
 
-    relay = Relay(apply_events, lambda end, exc: None, events_fd=ev_relay.fileno())
+    relay = Relay(PendingEvents(apply_events, ev_relay.fileno()), lambda end, exc: None)
     try:
         a_host.send(HDR + bytes(200))
         relay.pump(a, b)
@@ -187,7 +192,7 @@ def test_a_timed_delivery_applies_link_events_only_when_queued(link: Link) -> No
         except BlockingIOError:
             pass
 
-    relay = Relay(apply_events, lambda end, exc: None, events_fd=ev_relay.fileno())
+    relay = Relay(PendingEvents(apply_events, ev_relay.fileno()), lambda end, exc: None)
     delay_ns = 2_000_000
     link_a = a.impair = ImpairedLink(
         Impairment(Netem(latency=delay_ns), now=time.monotonic_ns()), Timer()

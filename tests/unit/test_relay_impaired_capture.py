@@ -15,6 +15,7 @@ from tapveth.core.netem import Netem
 from tapveth.core.rules import DropReason
 from tapveth.daemon.impaired import ImpairedLink
 from tapveth.daemon.pair import End
+from tapveth.daemon.pending_events import PendingEvents
 from tapveth.daemon.relay import Relay
 from tapveth.kernel.timerfd import Timer
 
@@ -66,7 +67,7 @@ def test_loss_is_shown_with_its_reason(link: tuple[Any, Any, End, End]) -> None:
     sent = _frames(40)
     for f in sent:
         a_in.send(HDR + f)
-    Relay(lambda: None, lambda end, exc: None).pump(src, dst)
+    Relay(PendingEvents(lambda: None), lambda end, exc: None).pump(src, dst)
     got = _received(b_out)
     lost = [f for _, f, reason in rec.frames if reason == "loss"]
     delivered = [f for _, f, reason in rec.frames if reason is None]
@@ -82,7 +83,7 @@ def test_loss_is_shown_with_its_reason(link: tuple[Any, Any, End, End]) -> None:
     src.captures = ()
     for f in sent:
         a_in.send(HDR + f)
-    Relay(lambda: None, lambda end, exc: None).pump(src, dst)
+    Relay(PendingEvents(lambda: None), lambda end, exc: None).pump(src, dst)
     assert src.out.drops[DropReason.LOSS] > len(lost)
     assert len(rec.frames) == 40
 
@@ -94,7 +95,7 @@ def test_queue_overflow_and_carrier_cut_are_shown(link: tuple[Any, Any, End, End
     src.captures = (rec,)  # type: ignore[assignment]
     for f in _frames(5):
         a_in.send(HDR + f)
-    relay = Relay(lambda: None, lambda end, exc: None)
+    relay = Relay(PendingEvents(lambda: None), lambda end, exc: None)
     relay.pump(src, dst)
     assert [(f[0], reason) for _, f, reason in rec.frames] == [(3, "queue"), (4, "queue")]
     assert _received(b_out) == []

@@ -17,6 +17,7 @@ from tapveth.core.impair import Impairment
 from tapveth.core.netem import Netem
 from tapveth.daemon.impaired import TIMER_LEAD_NS, ImpairedLink
 from tapveth.daemon.pair import End
+from tapveth.daemon.pending_events import PendingEvents
 from tapveth.daemon.relay import Relay
 from tapveth.kernel.timerfd import Timer
 
@@ -60,7 +61,7 @@ def test_an_early_expiry_polls_and_the_frame_leaves_at_its_time(
     a_in, b_out, src, dst = pair
     link = src.impair = _link(20 * MS, TIMER_LEAD_NS)
     polls: list[int] = []
-    relay = Relay(lambda: None, lambda end, exc: None, lambda: polls.append(1))
+    relay = Relay(PendingEvents(lambda: None), lambda end, exc: None, lambda: polls.append(1))
     a_in.send(HDR + b"x" * 60)
     relay.pump(src, dst)
     due = link.model.next_time()
@@ -87,7 +88,7 @@ def test_every_arrival_polls_however_far_ahead_it_is_due(
     a_in, b_out, src, dst = pair
     link = src.impair = _link(delay_ns, TIMER_LEAD_NS)
     polls: list[int] = []
-    relay = Relay(lambda: None, lambda end, exc: None, lambda: polls.append(1))
+    relay = Relay(PendingEvents(lambda: None), lambda end, exc: None, lambda: polls.append(1))
     for i in range(3):
         a_in.send(HDR + bytes([i]) * 60)
         relay.pump(src, dst)
@@ -113,7 +114,7 @@ def test_a_frame_the_poll_ticks_will_see_gets_no_timer(
         return covered[0] and when is not None  # as BusyPoll.watch answers
 
     link.poll_at = poll_at
-    relay = Relay(lambda: None, lambda end, exc: None, lambda: None)
+    relay = Relay(PendingEvents(lambda: None), lambda end, exc: None, lambda: None)
     a_in.send(HDR + b"x" * 60)
     relay.pump(src, dst)
     due = link.model.next_time()

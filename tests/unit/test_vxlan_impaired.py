@@ -16,6 +16,7 @@ from tapveth.core.rules import DropReason
 from tapveth.core.vxlanspec import VxlanSpec
 from tapveth.daemon.impaired import Impairments
 from tapveth.daemon.pair import End, Pair
+from tapveth.daemon.pending_events import PendingEvents
 from tapveth.daemon.vxlan_end import Underlay, VxlanEnd
 
 HDR = bytes(vnet.HDR_LEN)
@@ -67,7 +68,7 @@ class Rig:
             underlay,
             on_change=lambda: None,
             on_gone=lambda end, exc: self.gone.append(exc),
-            before_batch=lambda: None,
+            events=PendingEvents(lambda: None),
             on_traffic=lambda: None,
         )
         tap: Any = _Fd(tap_daemon.fileno())
