@@ -227,3 +227,47 @@ def test_merge_refusals_are_the_references() -> None:
     assert c == ref and c[0][0] == (0xFFFF - 40) // 1448
     with pytest.raises(ValueError):
         _offload.merge_tcp(data, size, 10, VNI, bytearray(1000))  # the output does not hold it
+
+
+def test_garbage_is_refused_or_answered_as_the_reference() -> None:
+    """Random bytes where frames and datagrams are expected (what the tunnel may deliver):
+    the C answers as the reference does, or refuses with ValueError where the reference
+    fails; it never reads or writes past the buffers it was given."""
+    rng = random.Random(13)
+    template, l4 = random_frame(rng, False, 3000)
+    run, size = gro_run(rng, False, 8, 1448)
+    for _ in range(3000):
+        frame = bytearray(template[: rng.randrange(len(template))])
+        for _ in range(rng.randrange(4)):
+            if frame:
+                frame[rng.randrange(len(frame))] = rng.randrange(256)
+        mss = rng.choice([1, 536, 1448, rng.randrange(-2, 65536)])  # a virtio gso_size: 16 bits
+        at = rng.choice([l4, rng.randrange(0, 80)])
+        out = bytearray(rng.randrange(0, 9000))
+        try:
+            ref: object = offload.segment_tcp_numpy(frame, at, mss, PREFIX, bytearray(out))
+        except (ValueError, IndexError):
+            ref = ValueError
+        try:
+            got: object = _offload.segment_tcp(frame, at, mss, PREFIX, out)
+        except ValueError:
+            got = ValueError
+        assert got == ref, (len(frame), at, mss)
+        data = bytearray(run[: rng.randrange(len(run))])
+        for _ in range(rng.randrange(6)):
+            if data:
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        n = rng.randrange(0, 10)
+        step = rng.choice([size, rng.randrange(0, 2000)])
+        try:
+            mref: object = vxlan.merge_tcp_numpy(data, step, n, VNI, bytearray(70000))
+        except (ValueError, IndexError):
+            mref = ValueError
+        try:
+            mgot: object = _offload.merge_tcp(data, step, n, VNI, bytearray(70000))
+        except ValueError:
+            mgot = ValueError
+        if mref is ValueError:  # the reference failed: the C refuses, or merges nothing
+            assert mgot in (ValueError, (0, 0, 0, 0)), (len(data), step, n)
+        else:
+            assert mgot == mref, (len(data), step, n)
