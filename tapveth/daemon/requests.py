@@ -124,11 +124,11 @@ class ControlRequests:
                 if caller_ns is not None:
                     os.close(caller_ns)
             ends = [reg.describe(pair, e) for e in pair.ends()]
-            if d.config_path is None:
+            if d.configured is None:
                 return ends
             return {
                 "ends": ends,
-                "note": f"not in {d.config_path}: a reload keeps this "
+                "note": f"not in {d.configured.path}: a reload keeps this "
                 "pair, but the daemon does not recreate it when it starts again",
             }
         if op == "del":
@@ -159,9 +159,9 @@ class ControlRequests:
                 raise ControlError(f"cannot read the kernel's counters: {exc.strerror}") from None
             return [reg.stats(p, e, next(drops) if isinstance(e, End) else None) for p, e in chosen]
         if op == "reload":
-            if d.config_path is None:
+            if d.configured is None:
                 raise ControlError("this daemon runs without --config: nothing to reload")
-            return await d.reload()
+            return await d.configured.reload()
         if op == "qdisc":
             return self._qdisc(args)
         if op == "carrier":

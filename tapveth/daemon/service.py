@@ -1,6 +1,6 @@
-"""The daemon: its lifecycle (start, signals, systemd notify, stop), pair creation and removal,
-and the configuration file. End tracking, the registry, control requests and the netlink worker
-are modules of their own.
+"""The daemon: its lifecycle (start, signals, systemd notify, stop), and pair creation and
+removal. End tracking, the registry, control requests, the configuration file's pairs and the
+netlink worker are modules of their own.
 
 Everything runs on one uvloop event loop except blocking rtnetlink requests, which go to a
 single worker thread (see worker.py). Pair state changes only on the loop thread.
@@ -14,18 +14,18 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from tapveth.control import STOPPING, ControlError, ControlServer, one_line
 from tapveth.core import config, orphans, vxlan
-from tapveth.core.config import ConfigError, PairConfig
+from tapveth.core.config import ConfigError
 from tapveth.core.linkspec import EndSpec, PairSpec, SpecError
 from tapveth.core.orphans import Orphan
-from tapveth.core.reconcile import Ident, Plan, fault_changes, netem_changes, plan
 from tapveth.core.rules import DEFAULT_MTU, Carrier
 from tapveth.core.vxlanspec import VxlanSpec
 from tapveth.daemon import provision, sandbox, vxlan_end
+from tapveth.daemon.configured import ConfiguredPairs
 from tapveth.daemon.events import Event, EventBus
 from tapveth.daemon.faults import Faults
 from tapveth.daemon.impaired import Impairments
@@ -40,7 +40,7 @@ from tapveth.daemon.worker import CountersWorker, NetlinkWorker, TapCloser
 from tapveth.kernel import netns
 from tapveth.kernel.netlink import PlaceError
 from tapveth.kernel.netns import NetnsError
-from tapveth.kernel.tap import Tap, TapError
+from tapveth.kernel.tap import TapError
 
 if TYPE_CHECKING:
     from tapveth.daemon.metrics import Metrics
@@ -63,8 +63,6 @@ class Daemon:
         self.socket_path = socket_path
         self._metrics_listen = metrics  # HOST:PORT for Prometheus, or None: no TCP socket
         self._metrics: Metrics | None = None
-        self.config_path = config_path
-        self._managed: dict[Ident, tuple[PairConfig, Pair]] = {}  # pairs from the config file
         self._notify = Notifier()
         self.registry = Registry(netns.own_inode())
         self.worker = NetlinkWorker()
@@ -89,6 +87,7 @@ class Daemon:
         self.impairments: Impairments  # likewise (the paths')
         self.faults = Faults(self)
         self.requests = ControlRequests(self)
+        self.configured = None if config_path is None else ConfiguredPairs(self, config_path)
         self._server = ControlServer(socket_path, self.requests.handle, group)
 
     @property
@@ -136,19 +135,19 @@ class Daemon:
         status = 0
         try:
             await self.requests.reattach_persisted()
-            if self.config_path is not None:
+            if self.configured is not None:
                 try:
-                    applied = await self._reconcile(config.load(self.config_path))
+                    applied = await self.configured.apply(config.load(self.configured.path))
                 except (ConfigError, ControlError) as exc:
                     log.error("%s", exc)
                     status = 2
                     return status
-                log.info("configuration %s: %s", self.config_path, applied.summary())
+                log.info("configuration %s: %s", self.configured.path, applied.summary())
             await self._find_orphans()
             self._started = True
             if self._hup_pending:  # a SIGHUP came while starting: apply the file again now
                 self._spawn(self._reload_logged())
-            self._notify.ready(self._status())
+            self.notify_ready()
             if self._notify.watchdog_usec:
                 self._watchdog(loop, self._notify.watchdog_usec / 2e6)
             await self._stop.wait()
@@ -208,9 +207,14 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
 
-    def _status(self) -> str:
+    def notify_ready(self) -> None:
+        """Tell systemd the daemon is ready (again, after a reload), with the pairs' status."""
         up = sum(1 for p in self.pairs if p.carrier.on)
-        return f"{len(self.pairs)} pair(s), {up} with carrier"
+        self._notify.ready(f"{len(self.pairs)} pair(s), {up} with carrier")
+
+    def notify_reloading(self) -> None:
+        """Tell systemd a reload is under way (READY=1 follows: notify_ready)."""
+        self._notify.reloading()
 
     def _watchdog(self, loop: asyncio.AbstractEventLoop, every: float) -> None:
         """WATCHDOG=1 from the event loop itself: a stuck loop stops sending, and systemd
@@ -387,9 +391,8 @@ class Daemon:
         self._stop_relay(pair)
         pair.closed = True
         self.events.publish("deleted", pair, why=why)
-        for ident, (_, managed) in list(self._managed.items()):
-            if managed is pair:
-                del self._managed[ident]
+        if self.configured is not None:
+            self.configured.forget(pair)
         if isinstance(pair.b, vxlan_end.VxlanEnd):
             pair.b.close()
         if keep:
@@ -460,106 +463,15 @@ class Daemon:
         self._spawn(self._reload_logged())
 
     async def _reload_logged(self) -> None:
-        if self.config_path is None:
+        if self.configured is None:
             log.warning("SIGHUP ignored: this daemon runs without --config, nothing to reload")
             return
         try:
-            await self.reload()
+            await self.configured.reload()
         except ControlError as exc:
             log.error("reload failed, keeping what runs: %s", exc)
         except OSError as exc:
             log.error("reload failed, keeping what runs: %s", one_line(exc))
-
-    async def reload(self) -> str:
-        """SIGHUP or `tapveth reload`: apply the difference between the file and what runs."""
-        if self.config_path is None:
-            raise ControlError("this daemon runs without --config: nothing to reload")
-        self._notify.reloading()
-        try:
-            try:
-                cfg = config.load(self.config_path)
-            except ConfigError as exc:
-                raise ControlError(str(exc)) from None
-            done = await self._reconcile(cfg)
-            log.info("reloaded %s: %s", self.config_path, done.summary())
-            return done.summary()
-        finally:
-            self._notify.ready(self._status())
-
-    async def _reconcile(self, cfg: config.Config) -> Plan:
-        async with self.lock:
-            todo = plan({ident: pc for ident, (pc, _) in self._managed.items()}, cfg)
-            for ident in todo.remove:
-                _, pair = self._managed.pop(ident)
-                await self.destroy(pair, "removed from the configuration")
-            waiting = []
-            for old, new in todo.change:
-                _, pair = self._managed[old.ident]
-                await self._for_pair(
-                    new, provision.configure_pair, pair.a.tap, _peer_tap(pair), old, new
-                )
-                self._set_netem(pair, old, new)
-                self._set_faults(pair, old, new)
-                self._managed[new.ident] = (new, pair)
-                waiting.append((new, pair))
-            for pc in todo.create:
-                for e in (pc.end, pc.peer):
-                    if e.create_netns and e.spec.netns:
-                        await self._for_pair(pc, provision.ensure_netns, e.spec.netns)
-                pair = await self.create(pc.spec, None, pc.persist, reattach=pc.persist)
-                self._managed[pc.ident] = (pc, pair)
-                await self._for_pair(
-                    pc, provision.configure_pair, pair.a.tap, _peer_tap(pair), None, pc
-                )
-                self._set_netem(pair, None, pc)
-                self._set_faults(pair, None, pc)
-                waiting.append((pc, pair))
-        await self._until_carrier(waiting)
-        return todo
-
-    def _set_netem(self, pair: Pair, old: PairConfig | None, new: PairConfig) -> None:
-        """Impairments from the file, changed in place (queued frames keep flowing)."""
-        for index, settings in netem_changes(old, new):
-            end = pair.ends()[index]
-            if settings is not None:
-                self.impairments.set(pair, end, settings, "replace")
-            elif end.impair is not None:
-                self.impairments.set(pair, end, None, "del")
-
-    def _set_faults(self, pair: Pair, old: PairConfig | None, new: PairConfig) -> None:
-        """Fault schedules from the file: a changed line starts its schedule again."""
-        for index, schedule in fault_changes(old, new):
-            end = pair.ends()[index]
-            if schedule is not None:
-                self.faults.set(pair, end, schedule, "replace")
-            elif self.faults.get(end) is not None:
-                self.faults.set(pair, end, None, "del")
-
-    async def _for_pair(self, pc: PairConfig, fn: Callable[..., Any], *args: Any) -> None:
-        """Run a worker function for a configured pair; a failure names the pair."""
-        try:
-            await self.worker.call(fn, *args)
-        except (OSError, PlaceError) as exc:
-            raise ControlError(f"pair {pc.ident[0]}: {one_line(exc)}") from None
-
-    async def _until_carrier(self, pairs: list[tuple[PairConfig, Pair]]) -> None:
-        """Wait until every pair configured up on both ends has carrier: then the relay runs
-        and the pair carries traffic."""
-        deadline = time.monotonic() + 10.0
-        for pc, pair in pairs:
-            if not (pc.end.up and pc.peer.up):
-                continue
-            if isinstance(pc.peer.spec, VxlanSpec) and pc.peer.spec.bfd:
-                continue  # up once the far side answers, which may be later (or never)
-            while not pair.carrier.on and not pair.closed:
-                if time.monotonic() > deadline:
-                    raise ControlError(f"pair {pair.a.name} <-> {pair.b.name} got no carrier")
-                await asyncio.sleep(0.01)
-
-
-def _peer_tap(pair: Pair) -> "Tap | None":
-    """The peer's TAP; None when the peer is the far end of a VXLAN tunnel."""
-    return pair.b.tap if isinstance(pair.b, End) else None
 
 
 def _freeze_startup_heap() -> None:
