@@ -78,4 +78,7 @@ def test_bench_scale_small(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data["tapveth_pairs_answering_ping"] == data["kernel_pairs_answering_ping"] == 4
     assert data["tapveth_stop_s_total"] > 0  # the stop left no end behind, or it failed
+    # The kernel's share of the set-up, measured apart: two moves a pair, each waiting for RCU.
+    assert 0 < data["moves_alone_s_total"] < data["tapveth_setup_s_total"] * 2
+    assert "the kernel's share" in r.stdout
     assert _state() == before
