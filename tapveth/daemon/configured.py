@@ -61,7 +61,7 @@ class ConfiguredPairs:
             todo = plan({ident: pc for ident, (pc, _) in self._managed.items()}, cfg)
             for ident in todo.remove:
                 _, pair = self._managed.pop(ident)
-                await d.destroy(pair, "removed from the configuration")
+                await d.maker.destroy(pair, "removed from the configuration")
             waiting = []
             for old, new in todo.change:
                 _, pair = self._managed[old.ident]
@@ -76,7 +76,7 @@ class ConfiguredPairs:
                 for e in (pc.end, pc.peer):
                     if e.create_netns and e.spec.netns:
                         await self._for_pair(pc, provision.ensure_netns, e.spec.netns)
-                pair = await d.create(pc.spec, None, pc.persist, reattach=pc.persist)
+                pair = await d.maker.create(pc.spec, None, pc.persist, reattach=pc.persist)
                 self._managed[pc.ident] = (pc, pair)
                 await self._for_pair(
                     pc, provision.configure_pair, pair.a.tap, _peer_tap(pair), None, pc

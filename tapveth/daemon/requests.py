@@ -53,7 +53,9 @@ class ControlRequests:
         for spec in self._persisted.load():
             try:
                 async with d.lock:
-                    await d.create(spec, None, persist=True, reattach=True, only_reattach=True)
+                    await d.maker.create(
+                        spec, None, persist=True, reattach=True, only_reattach=True
+                    )
             except ControlError as exc:
                 log.info(
                     "persistent pair %s <-> %s not re-attached: %s",
@@ -114,7 +116,7 @@ class ControlRequests:
                     self._not_stopping()
                     if persist:
                         self._check_persistable(spec, caller_ns)
-                    pair = await d.create(spec, caller_ns, persist=persist)
+                    pair = await d.maker.create(spec, caller_ns, persist=persist)
                     if persist:
                         self._persisted.drop({spec.end.name, spec.peer.name})
                         # Re-attached by the next daemon from the namespaces as named: the
@@ -139,7 +141,7 @@ class ControlRequests:
                     await d.delete_orphan(orphan)
                     return {"deleted": [e.name for e in orphan.ends()]}
                 pair = reg.find(args.get("name"), args.get("netns"))
-                await d.destroy(pair, "deleted on request")
+                await d.maker.destroy(pair, "deleted on request")
                 return {"deleted": [pair.a.name, pair.b.name]}
         if op == "show":
             orphan = self._orphan(args)

@@ -1,15 +1,12 @@
-"""The daemon: its lifecycle (start, signals, systemd notify, stop), and pair creation and
-removal. End tracking, the registry, control requests, the configuration file's pairs and the
-netlink worker are modules of their own.
+"""The daemon: its lifecycle (start, signals, systemd notify, stop). Making and removing pairs,
+end tracking, the registry, control requests, the configuration file's pairs and the netlink
+worker are modules of their own.
 
 Everything runs on one uvloop event loop except blocking rtnetlink requests, which go to a
 single worker thread (see worker.py). Pair state changes only on the loop thread.
 """
 
 import asyncio
-import dataclasses
-import errno
-import functools
 import gc
 import logging
 import signal
@@ -17,20 +14,18 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-from tapveth.control import STOPPING, ControlError, ControlServer, one_line
-from tapveth.core import config, orphans, vxlan
+from tapveth.control import ControlError, ControlServer, one_line
+from tapveth.core import config, orphans
 from tapveth.core.config import ConfigError
-from tapveth.core.linkspec import EndSpec, PairSpec, SpecError
 from tapveth.core.orphans import Orphan
-from tapveth.core.rules import DEFAULT_MTU, Carrier
-from tapveth.core.vxlanspec import VxlanSpec
-from tapveth.daemon import provision, sandbox, vxlan_end
+from tapveth.daemon import provision
 from tapveth.daemon.configured import ConfiguredPairs
 from tapveth.daemon.events import Event, EventBus
 from tapveth.daemon.faults import Faults
 from tapveth.daemon.impaired import Impairments
+from tapveth.daemon.making import PairMaker
 from tapveth.daemon.notify import Notifier
-from tapveth.daemon.pair import End, Pair
+from tapveth.daemon.pair import Pair
 from tapveth.daemon.paths import FramePaths
 from tapveth.daemon.persisted import PersistentPlaces
 from tapveth.daemon.registry import Registry
@@ -38,9 +33,6 @@ from tapveth.daemon.requests import ControlRequests
 from tapveth.daemon.tracking import EndTracker
 from tapveth.daemon.worker import CountersWorker, NetlinkWorker, TapCloser
 from tapveth.kernel import netns
-from tapveth.kernel.netlink import PlaceError
-from tapveth.kernel.netns import NetnsError
-from tapveth.kernel.tap import TapError
 
 if TYPE_CHECKING:
     from tapveth.daemon.metrics import Metrics
@@ -72,8 +64,14 @@ class Daemon:
         self.tasks: set[asyncio.Task[Any]] = set()
         self._stop = asyncio.Event()
         self.events = EventBus(self.registry.ns_name)
+        self.maker = PairMaker(self)
         self.tracker = EndTracker(
-            self.registry, self.worker, self.destroy, self._stop_relay, self._spawn, self.events
+            self.registry,
+            self.worker,
+            self.maker.destroy,
+            self.maker.stop_relay,
+            self._spawn,
+            self.events,
         )
         self._started = False
         self._hup_pending = False
@@ -189,7 +187,7 @@ class Daemon:
 
     async def _remove_at_stop(self, pair: Pair, closer: TapCloser) -> None:
         try:
-            await self.destroy(pair, "daemon stopped", keep=pair.persist, closer=closer)
+            await self.maker.destroy(pair, "daemon stopped", keep=pair.persist, closer=closer)
         except OSError as exc:  # the kernel deletes a closed TAP anyway: go on
             log.warning("removing %s <-> %s: %s", pair.a.name, pair.b.name, exc)
 
@@ -227,194 +225,7 @@ class Daemon:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    # -- making and removing pairs -----------------------------------------------------------
-
-    async def create(
-        self,
-        spec: PairSpec,
-        caller_ns: int | None,
-        persist: bool = False,
-        reattach: bool = False,
-        only_reattach: bool = False,
-    ) -> Pair:
-        """Create a pair (or re-attach to a persistent one): both TAPs made here, configured,
-        moved, then relayed. An end without netns goes to `caller_ns` (an fd of the client's
-        namespace; None: the daemon's own). only_reattach: a pair that is not there whole is
-        not made anew."""
-        if not reattach:
-            caller_inode = (
-                self.registry.own_inode if caller_ns is None else netns.inode_of_fd(caller_ns)
-            )
-            for want in (spec.end, spec.peer):
-                self.registry.check_free(want, caller_inode)
-        if isinstance(spec.peer, VxlanSpec):
-            return await self._create_vxlan(spec.end, spec.peer, caller_ns)
-        try:
-            made = None
-            if reattach:
-                made = await self.worker.call(
-                    provision.reattach_pair, spec, self.registry.own_inode
-                )
-            reattached = made is not None
-            if made is None and only_reattach:
-                raise ControlError("it is gone")
-            if made is None:
-                made = await self.worker.call(
-                    provision.create_pair,
-                    spec,
-                    caller_ns,
-                    self.registry.own_inode,
-                    persist,
-                    self.socket_path,
-                )
-        except (SpecError, NetnsError, TapError, PlaceError) as exc:
-            raise ControlError(one_line(exc)) from None
-        # Any other kernel refusal arrives as an OSError (the worker turns a NetlinkError
-        # into a plain one): e.g. EINVAL when a namespace dies during the add.
-        except OSError as exc:
-            if exc.errno in (errno.EMFILE, errno.ENFILE):
-                raise ControlError(
-                    "too many open files: the daemon's file descriptor limit is reached "
-                    "(raise ulimit -n, or LimitNOFILE= in the unit)"
-                ) from None
-            raise ControlError(f"cannot create the pair: {one_line(exc)}") from None
-        taps, locs = made
-        if self.stopping and not persist:
-            # Made while the daemon began to stop: not kept, and the client is told so.
-            await self.worker.call(provision.delete_pair, *taps)
-            raise ControlError(f"{STOPPING}: the pair was not made")
-        ends = [End(tap=t, name=loc.name) for t, loc in zip(taps, locs, strict=True)]
-        for end, loc in zip(ends, locs, strict=True):
-            end.moved_to(loc)
-        # A re-attached pair goes on counting carrier transitions where the kernel left off.
-        carrier = Carrier(changes=max(loc.carrier_changes for loc in locs))
-        pair = Pair(ends[0], ends[1], carrier=carrier, persist=persist)
-        self._register(pair)
-        log.info(
-            "pair %s <-> %s %s (%s, %s)",
-            pair.a.name,
-            pair.b.name,
-            "re-attached" if reattached else "created",
-            self.registry.ns_label(pair.a),
-            self.registry.ns_label(pair.b),
-        )
-        self.events.publish("created", pair, reattached=reattached)
-        return pair
-
-    async def _create_vxlan(self, want: EndSpec, far: VxlanSpec, caller_ns: int | None) -> Pair:
-        """A pair whose peer is the far end of a VXLAN tunnel: one TAP, and the tunnel's
-        sockets in the underlay namespace."""
-        if want.mtu is None:
-            # As the kernel's vxlan device: 1500 less the tunnel's overhead (1450 over IPv4).
-            overhead = vxlan.OVERHEAD_V6 if far.ipv6 else vxlan.OVERHEAD_V4
-            want = dataclasses.replace(want, mtu=DEFAULT_MTU - overhead)
-        try:
-            underlay = await self.worker.call(vxlan_end.open_underlay, far, caller_ns)
-        except OSError as exc:
-            if sandbox.refused(exc):
-                family = "AF_INET6" if far.ipv6 else "AF_INET"
-                raise ControlError(sandbox.explain("the tunnel's UDP sockets", family)) from None
-            raise ControlError(one_line(exc)) from None
-        except NetnsError as exc:
-            raise ControlError(one_line(exc)) from None
-        try:
-            segs = vxlan_end.tap_gso_max_segs(want.mtu)
-            taps, locs = await self.worker.call(
-                functools.partial(provision.create_ends, gso_max_segs=segs),
-                (want,),
-                caller_ns,
-                self.registry.own_inode,
-            )
-        except (SpecError, NetnsError, TapError, PlaceError) as exc:
-            underlay.close()
-            raise ControlError(one_line(exc)) from None
-        except OSError as exc:
-            underlay.close()
-            raise ControlError(f"cannot create the pair: {one_line(exc)}") from None
-        # The tunnel carries wire-sized frames only: the TAP offers TCP segmentation and
-        # checksum offload that the vxlan end completes itself (or none: TAPVETH_VXLAN_TSO=0).
-        taps[0].set_offloads(vxlan_end.TAP_OFFLOADS)
-        end = End(tap=taps[0], name=locs[0].name)
-        end.moved_to(locs[0])
-        holder: list[Pair] = []
-        far_end = vxlan_end.VxlanEnd(
-            far,
-            underlay,
-            on_change=lambda: self.tracker.update_carrier(holder[0]),
-            on_gone=self.tracker.on_gone,
-            events=self.paths.events,
-            on_traffic=self.paths.busy.traffic,
-        )
-        pair = Pair(end, far_end)
-        holder.append(pair)
-        self._register(pair)
-        self.events.publish("created", pair, reattached=False)
-        log.info(
-            "pair %s <-> vxlan id %d remote %s dstport %d created (%s, underlay %s)%s",
-            end.name,
-            far.vni,
-            far.remote,
-            far.dstport,
-            self.registry.ns_label(end),
-            self.registry.ns_label(far_end),
-            " with bfd" if far.bfd else "",
-        )
-        return pair
-
-    def _register(self, pair: Pair) -> None:
-        self.registry.add(pair)
-        if isinstance(pair.b, vxlan_end.VxlanEnd):
-            pair.b.start(pair.a)
-        else:
-            self.paths.attach(pair)
-        self.tracker.update_carrier(pair)
-
-    def _stop_relay(self, pair: Pair) -> None:
-        if isinstance(pair.b, vxlan_end.VxlanEnd):
-            pair.b.stop()
-        else:
-            self.paths.detach(pair)
-        for e in pair.ends():
-            self.faults.stop(e)
-            self.impairments.close(e)
-
-    async def destroy(
-        self, pair: Pair, why: str, keep: bool = False, closer: TapCloser | None = None
-    ) -> None:
-        """Remove a pair: both ends deleted (explicitly, so it is done when this returns).
-        With keep, only let go of them: persistent TAPs stay, without carrier. With closer (at
-        stop), a pair without persistence is deleted by closing its TAPs there, alongside
-        others. The pair stays listed (closed) until its ends are gone: `show` never lists a
-        pair whose peer is still there, and its names are not free before they are."""
-        if pair.closed:
-            return
-        self._stop_relay(pair)
-        pair.closed = True
-        self.events.publish("deleted", pair, why=why)
-        if self.configured is not None:
-            self.configured.forget(pair)
-        if isinstance(pair.b, vxlan_end.VxlanEnd):
-            pair.b.close()
-        if keep:
-            self.registry.remove(pair)
-            for end in pair.taps():
-                end.tap.close()  # a persistent TAP stays, and loses carrier
-            log.info("pair %s <-> %s left in place (persistent): %s", pair.a.name, pair.b.name, why)
-            return
-        if pair.persist:
-            self.requests.forget(pair)  # gone for good: the next daemon must not look for it
-        taps = [e.tap for e in pair.taps()]
-        try:
-            # Listed until its ends are gone: `show` never lists a pair whose peer remains.
-            if closer is not None and not pair.persist:
-                # A TAP without persistence is deleted by the kernel as its only fd closes,
-                # wherever it is now: no lookup, and no move to race with.
-                await closer.close(taps)
-            else:
-                await self.worker.call(provision.delete_pair, *taps)
-        finally:
-            self.registry.remove(pair)
-        log.info("pair %s <-> %s removed: %s", pair.a.name, pair.b.name, why)
+    # -- left-over persistent pairs ----------------------------------------------------------
 
     async def _find_orphans(self) -> None:
         """At start: persistent pairs an earlier daemon left that this one did not take back
