@@ -4,6 +4,7 @@ These mirror drivers/net/veth.c (veth_xmit, veth_open/veth_close) and the kernel
 __is_skb_forwardable(); the relay and the daemon only feed them facts and act on the answers.
 """
 
+import errno
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -29,6 +30,24 @@ class DropReason(StrEnum):
     QUEUE = "queue"  # the impairment queue was full (its limit)
     CORRUPT = "corrupt"  # a GSO super-frame picked for corruption (see core/impair.py)
     CARRIER = "carrier"  # the link's carrier is cut (tapveth link set … carrier off)
+
+
+# What a TAP's fd answers once its device is gone (deleted, or its namespace destroyed) or
+# the fd is unusable: the end is lost, not one frame refused. _native_relay.c's fatal_errno()
+# is the same set.
+TAP_GONE = frozenset({errno.EBADFD, errno.EBADF, errno.EFAULT, errno.ENODEV, errno.EPIPE})
+
+
+def write_refusal(err: int | None) -> DropReason | None:
+    """What a TAP's refusal of a frame's write (errno `err`) means for that frame; None when
+    the TAP is gone (TAP_GONE), which the caller handles as a lost end."""
+    if err == errno.EIO:
+        return DropReason.PEER_DOWN  # tun refuses writes to an admin-down device
+    if err == errno.EINVAL:
+        return DropReason.INVALID_HEADER  # the virtio header was refused
+    if err in TAP_GONE:
+        return None
+    return DropReason.WRITE_ERROR
 
 
 def max_frame_len(mtu: int) -> int:

@@ -80,7 +80,7 @@ static int64_t now_ns(void) {
 }
 
 static int fatal_errno(int err) {
-    /* the end's TAP is gone or unusable (relay.py's _GONE) */
+    /* the end's TAP is gone or unusable (core/rules.py's TAP_GONE) */
     return err == EBADFD || err == EBADF || err == EFAULT || err == ENODEV || err == EPIPE;
 }
 

@@ -21,7 +21,7 @@ from itertools import islice
 from typing import TYPE_CHECKING
 
 from tapveth.core import vnet
-from tapveth.core.rules import DropReason, admit
+from tapveth.core.rules import DropReason, admit, write_refusal
 from tapveth.daemon.pair import End
 from tapveth.daemon.pending_events import PendingEvents
 
@@ -37,7 +37,6 @@ BATCH = 64
 _HDR = vnet.HDR_LEN
 _GSO_OFF = vnet.GSO_TYPE_OFFSET
 _GSO_MASK = ~vnet.GSO_ECN & 0xFF
-_GONE = frozenset({errno.EBADFD, errno.EBADF, errno.EFAULT, errno.ENODEV, errno.EPIPE})
 
 
 class Relay:
@@ -306,11 +305,7 @@ class Relay:
             link.rearm()
 
     def _write_failed(self, dst: End, exc: OSError) -> DropReason | None:
-        if exc.errno == errno.EIO:
-            return DropReason.PEER_DOWN  # tun refuses writes to an admin-down device
-        if exc.errno == errno.EINVAL:
-            return DropReason.INVALID_HEADER
-        if exc.errno in _GONE:
+        reason = write_refusal(exc.errno)
+        if reason is None:
             self._on_gone(dst, exc)
-            return None
-        return DropReason.WRITE_ERROR
+        return reason

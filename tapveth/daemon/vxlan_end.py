@@ -15,7 +15,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from tapveth.core import vnet, vxlan
-from tapveth.core.rules import DropReason, Flow, admit
+from tapveth.core.rules import DropReason, Flow, admit, write_refusal
 from tapveth.core.vxlanspec import VxlanSpec
 from tapveth.daemon.pair import End
 from tapveth.daemon.pending_events import PendingEvents
@@ -347,14 +347,12 @@ class VxlanEnd:
                 try:
                     os.write(tap.fd, data)
                 except OSError as exc:
-                    if exc.errno == errno.EIO:
-                        reason = DropReason.PEER_DOWN  # tun refuses writes to a down device
-                        flow.peer_counted += 1
-                    elif exc.errno in (errno.EBADFD, errno.EBADF, errno.EFAULT, errno.ENODEV):
+                    reason = write_refusal(exc.errno)
+                    if reason is None:
                         self._on_gone(tap, exc)
                         return False
-                    else:
-                        reason = DropReason.WRITE_ERROR
+                    if reason is DropReason.PEER_DOWN:
+                        flow.peer_counted += 1
             if reason is None:
                 flow.forwarded(length)
             else:

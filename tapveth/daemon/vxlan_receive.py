@@ -15,7 +15,7 @@ import struct
 from typing import TYPE_CHECKING, Literal
 
 from tapveth.core import vnet, vxlan
-from tapveth.core.rules import DropReason, admit
+from tapveth.core.rules import DropReason, admit, write_refusal
 from tapveth.daemon.pair import End
 from tapveth.daemon.vxlan_underlay import GRO, SOL_UDP, UDP_GRO
 
@@ -32,7 +32,6 @@ NO_VNET = bytes(vnet.HDR_LEN)  # frames handed to the TAP: no offload, checksums
 # kernel's GRO does (TAPVETH_VXLAN_MERGE=0: one write per frame; see README, Across machines).
 MERGE = GRO and os.environ.get("TAPVETH_VXLAN_MERGE", "1") != "0"
 _GRO_CMSG = socket.CMSG_SPACE(4)
-_GONE = (errno.EBADFD, errno.EBADF, errno.EFAULT, errno.ENODEV)
 _INT = struct.Struct("=i")
 _DONTWAIT = socket.MSG_DONTWAIT  # never wait: the send path looks here for an answer too
 
@@ -162,15 +161,13 @@ class TunnelReceiver:
         try:
             os.writev(tap.fd, [hdr, frame])
         except OSError as exc:
-            if exc.errno == errno.EIO:
-                self._end.out.peer_counted += 1
-                return DropReason.PEER_DOWN
-            if exc.errno in _GONE:
+            reason = write_refusal(exc.errno)
+            if reason is None:
                 self._end.gone(tap, exc)
                 return False
-            if exc.errno == errno.EINVAL:
-                return DropReason.INVALID_HEADER
-            return DropReason.WRITE_ERROR
+            if reason is DropReason.PEER_DOWN:
+                self._end.out.peer_counted += 1
+            return reason
         return None
 
     def decap(self, tap: End, dgram: memoryview, n: int, caps: "tuple[Capture, ...]") -> bool:
@@ -196,14 +193,12 @@ class TunnelReceiver:
             try:
                 os.writev(tap.fd, [NO_VNET, frame])
             except OSError as exc:
-                if exc.errno == errno.EIO:
-                    fate = DropReason.PEER_DOWN
-                    flow.peer_counted += 1
-                elif exc.errno in _GONE:
+                fate = write_refusal(exc.errno)
+                if fate is None:
                     end.gone(tap, exc)
                     return False
-                else:
-                    fate = DropReason.WRITE_ERROR
+                if fate is DropReason.PEER_DOWN:
+                    flow.peer_counted += 1
             else:
                 flow.forwarded(length)
         if fate is not None:

@@ -1,9 +1,23 @@
 """veth's rules as pure functions: admission at the MTU boundary, carrier, counters."""
 
+import errno
+import re
+from pathlib import Path
+
 import pytest
 
 from tapveth.core import vnet
-from tapveth.core.rules import Carrier, DropReason, EndCounters, Flow, admit, carrier, max_frame_len
+from tapveth.core.rules import (
+    TAP_GONE,
+    Carrier,
+    DropReason,
+    EndCounters,
+    Flow,
+    admit,
+    carrier,
+    max_frame_len,
+    write_refusal,
+)
 
 
 @pytest.mark.parametrize(
@@ -96,3 +110,27 @@ def test_a_cut_carrier_stays_off_whatever_the_admin_states() -> None:
     assert not c.update(False, True) and not c.update(True, True)
     c.cut = False
     assert c.update(True, True) and c.on and c.changes == 4
+
+
+@pytest.mark.parametrize(
+    ("err", "reason"),
+    [
+        (errno.EIO, DropReason.PEER_DOWN),
+        (errno.EINVAL, DropReason.INVALID_HEADER),
+        (errno.ENOBUFS, DropReason.WRITE_ERROR),
+        (errno.EAGAIN, DropReason.WRITE_ERROR),
+        (None, DropReason.WRITE_ERROR),
+        *((e, None) for e in sorted(TAP_GONE)),
+    ],
+)
+def test_a_refused_write_is_a_reason_or_a_lost_end(
+    err: int | None, reason: DropReason | None
+) -> None:
+    assert write_refusal(err) is reason
+
+
+def test_the_native_thread_loses_an_end_on_the_same_errnos() -> None:
+    source = Path(__file__).parents[2] / "tapveth" / "daemon" / "_native_relay.c"
+    (body,) = re.findall(r"static int fatal_errno\(int err\) \{(.*?)\n\}", source.read_text(), re.S)
+    names = re.findall(r"err == (E[A-Z]+)", body)
+    assert {getattr(errno, n) for n in names} == TAP_GONE
