@@ -362,7 +362,8 @@ def _cmd_bench(sub: Any) -> None:
         "--pairs",
         type=int,
         metavar="N",
-        help="scale run instead: N pairs at once against N kernel veth pairs",
+        help="scale run instead: N pairs at once against N kernel veth pairs, with the "
+        "kernel's share of the set-up (the namespace moves) measured apart",
     )
     b.add_argument(
         "--busy-poll",
