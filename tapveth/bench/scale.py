@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tapveth.bench.sidebyside import BenchError, cpu_seconds, rss_mib, sh
+from tapveth.daemon.worker import CLOSE_THREADS
 from tapveth.kernel import netns
 from tapveth.kernel.rtnl import Rtnl
 from tapveth.kernel.tap import Tap
@@ -129,8 +130,8 @@ class Scale:
                 return time.monotonic() - t0
         finally:
             # Deleted by the kernel as its only fd closes; each close waits for RCU too, but
-            # outside rtnl, so closes on many threads end together (as the daemon stops).
-            with ThreadPoolExecutor(32) as pool:
+            # outside rtnl, so closes on many threads end together (as the daemon stops them).
+            with ThreadPoolExecutor(CLOSE_THREADS) as pool:
                 list(pool.map(Tap.close, taps))
 
     def _ping_all(self, spaces: list[tuple[str, str]]) -> int:
