@@ -7,7 +7,6 @@ single worker thread (see worker.py). Pair state changes only on the loop thread
 """
 
 import asyncio
-import gc
 import logging
 import signal
 import time
@@ -18,7 +17,7 @@ from tapveth.control import ControlError, ControlServer, one_line
 from tapveth.core import config, orphans
 from tapveth.core.config import ConfigError
 from tapveth.core.orphans import Orphan
-from tapveth.daemon import provision
+from tapveth.daemon import memory, provision
 from tapveth.daemon.configured import ConfiguredPairs
 from tapveth.daemon.events import Event, EventBus
 from tapveth.daemon.faults import Faults
@@ -128,7 +127,8 @@ class Daemon:
             self.socket_path,
             "; plain ends relayed by the native thread" if native else "",
         )
-        _freeze_startup_heap()
+        memory.freeze_startup_heap()
+        memory.keep_freed_memory()
         self.events.listen(self._on_event)
         status = 0
         try:
@@ -283,12 +283,3 @@ class Daemon:
             log.error("reload failed, keeping what runs: %s", exc)
         except OSError as exc:
             log.error("reload failed, keeping what runs: %s", one_line(exc))
-
-
-def _freeze_startup_heap() -> None:
-    """Take what start-up made (modules, classes, functions: ~20k objects that live as long as
-    the process) out of the cyclic collector's walk. A full collection walked them all, 2-5 ms
-    in which no frame moved; now it walks only what was made since. No pair exists yet, so
-    nothing that may later be freed is frozen."""
-    gc.collect()
-    gc.freeze()
