@@ -5,9 +5,11 @@ import ctypes
 import gc
 import os
 
-# glibc's mallopt() parameter (malloc.h) and its environment twin, which wins if set.
+# glibc's mallopt() parameter (malloc.h) and the two ways the environment sets it, which win:
+# the old variable and the tunable (GLIBC_TUNABLES=glibc.malloc.trim_threshold=N:...).
 M_TRIM_THRESHOLD = -1
 TRIM_ENV = "MALLOC_TRIM_THRESHOLD_"
+TRIM_TUNABLE = "glibc.malloc.trim_threshold="
 
 # Freed memory the heap keeps before it gives any back to the kernel. A frame that the
 # impairments queue is a bytes object of up to 64 KiB, under glibc's mmap threshold
@@ -30,7 +32,7 @@ def freeze_startup_heap() -> None:
 def keep_freed_memory() -> bool:
     """Raise the heap's trim threshold to TRIM_THRESHOLD, unless the environment sets one or
     the C library has no mallopt() (not glibc): True if it was set."""
-    if TRIM_ENV in os.environ:
+    if TRIM_ENV in os.environ or TRIM_TUNABLE in os.environ.get("GLIBC_TUNABLES", ""):
         return False
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     if mallopt is None:
