@@ -3,6 +3,7 @@ own address (192.0.2.1/24 and 192.0.2.2/24, inside the test's namespaces only), 
 of a stretched pair on either side."""
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,3 +106,25 @@ def tcp_checksum_errors(ns: Netns) -> int:
     lines = [ln.split() for ln in ns.run("cat", "/proc/net/snmp").stdout.splitlines()]
     head, values = (ln for ln in lines if ln[0] == "Tcp:")
     return int(values[head.index("InCsumErrors")])
+
+
+def answered(ns: Netns, addr: str, count: int = 5) -> bool:
+    """Every one of count pings answered (waiting up to 20 s for slow replies)."""
+    out = ns.ping(addr, count=count, deadline=20)
+    return out.returncode == 0 and " 0% packet loss" in out.stdout
+
+
+def ping_loss(ns: Netns, addr: str, count: int = 5) -> int:
+    """The percentage of count pings left unanswered, each waited for 1 s."""
+    out = ns.ping(addr, count=count, extra=("-W", "1")).stdout
+    m = re.search(r"(\d+)% packet loss", out)
+    assert m is not None, out
+    return int(m.group(1))
+
+
+def forget_neighbours(ns: Netns, dev: str) -> None:
+    """Flush ns's neighbour entries on dev, for a test that pings right after a cut ends.
+    A ping sent during the cut leaves its entry resolving, with probes the cut drops; when
+    the last probe runs out just after the carrier returns, the frames queued on the entry
+    are lost (a kernel veth does the same). A fresh entry resolves over the restored link."""
+    ns.ip("neigh", "flush", "dev", dev)

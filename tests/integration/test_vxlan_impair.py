@@ -24,9 +24,12 @@ from underlay import (
     PORT,
     VNI,
     Hosts,
+    answered,
     carrier_active,
+    forget_neighbours,
     has_carrier,
     kernel_vxlan,
+    ping_loss,
     show,
     stats,
     tapveth_end,
@@ -67,18 +70,6 @@ def facing_kernel(lab: Lab, daemon: PrivateDaemon) -> tuple[Hosts, Netns, str]:
 def ping(ns: Netns, addr: str, count: int = 5) -> str:
     out = ns.ping(addr, count=count, extra=("-W", "1"))
     return out.stdout
-
-
-def answered(ns: Netns, addr: str, count: int = 5) -> bool:
-    """Every one of count pings answered (waiting up to 20 s for slow replies)."""
-    out = ns.ping(addr, count=count, deadline=20)
-    return out.returncode == 0 and " 0% packet loss" in out.stdout
-
-
-def ping_loss(ns: Netns, addr: str, count: int = 5) -> int:
-    m = re.search(r"(\d+)% packet loss", ping(ns, addr, count))
-    assert m is not None
-    return int(m.group(1))
 
 
 def rtt_min_ms(ns: Netns, addr: str) -> float:
@@ -188,6 +179,8 @@ def test_carrier_cut_takes_the_stretched_link_down(lab: Lab, daemon: PrivateDaem
 
     daemon.cli("link", "set", "dev", v1, "carrier", "on")
     wait_for("carrier back", lambda: carrier_active(o1, v1))
+    forget_neighbours(o1, v1)  # both pinged during the cut
+    forget_neighbours(hosts.b, "vx42")
     assert answered(o1, OV_B)
     assert answered(hosts.b, OV_A)
     changes = stats(daemon, v1)["carrier_changes"]

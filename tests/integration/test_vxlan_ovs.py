@@ -17,8 +17,10 @@ from underlay import (
     IP_B,
     PORT,
     VNI,
+    answered,
     carrier_active,
     has_carrier,
+    ping_loss,
     stats,
     tapveth_end,
     two_hosts,
@@ -52,19 +54,6 @@ def ovs(lab: Lab, host: Netns, run: Path) -> list[str]:
     )  # fmt: skip
     wait_for("ovs-vswitchd", lambda: (run / "vswitchd.ctl").exists())
     return vsctl
-
-
-def answered(ns: Netns, addr: str, count: int = 5) -> bool:
-    """Every one of count pings answered (waiting up to 20 s for slow replies)."""
-    out = ns.ping(addr, count=count, deadline=20)
-    return out.returncode == 0 and " 0% packet loss" in out.stdout
-
-
-def ping_loss(ns: Netns, addr: str, count: int = 5) -> int:
-    out = ns.ping(addr, count=count, extra=("-W", "1")).stdout
-    m = re.search(r"(\d+)% packet loss", out)
-    assert m is not None, out
-    return int(m.group(1))
 
 
 def test_ovs_userspace_vxlan_as_far_side(lab: Lab, daemon: PrivateDaemon, tmp_path: Path) -> None:
